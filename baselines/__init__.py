@@ -1,0 +1,1 @@
+"""The baselines BCCL is compared with: CE, BCL and PaCo, one module each."""

@@ -1,0 +1,29 @@
+"""CE: ResNet-32 + linear classifier trained with plain cross-entropy (the LDAM-DRW baseline)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.methods import METHODS, Method
+from benchmarks.models import build_backbone, build_classifier
+
+
+@METHODS.register("ce")
+class CrossEntropy(Method):
+    name = "ce"
+    views = ("crop_flip",)
+
+    def __init__(self, config, num_classes, class_counts):
+        super().__init__(config, num_classes, class_counts)
+        self.backbone = build_backbone(config["backbone"])
+        self.classifier = build_classifier(
+            config["classifier"], self.backbone.out_dim, num_classes, config["cosine_scale"]
+        )
+
+    def training_step(self, views, labels, epoch, step):
+        logits = self.classifier(self.backbone(views[0]))
+        return {"loss": F.cross_entropy(logits.float(), labels)}
+
+    def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(images))

@@ -1,0 +1,1 @@
+"""BCCL (Balanced Clustering Contrastive Learning), as released: losses, queues, k-means, method."""

@@ -1,0 +1,85 @@
+"""The method interface and the method registry.
+
+A method is an `nn.Module` that owns every network it trains (backbone, classifier, heads,
+momentum encoders) and every piece of state it carries between steps (queues, centroids) as
+parameters or buffers, so one `state_dict()` is the whole method state for checkpoints.
+
+The generic epoch loop (`benchmarks.training`) does everything else: it builds the views the
+method names, runs `training_step` under autocast, steps the optimiser over the parameters that
+require gradients, calls the hooks, and evaluates `eval_logits` on the test set every epoch.
+
+A method's hyper-parameters are not declared here: they live in `configs/methods/<name>.yaml`
+(`options:` for the method's own keys with the release's values; `recipe:` for the shared keys
+such as lr and epochs). The method reads them from the resolved `config` dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from benchmarks.registry import Registry
+
+METHODS: Registry[type["Method"]] = Registry(
+    "method", modules=("baselines.ce",)
+)
+
+
+class Method(nn.Module):
+    """Base class of every method.
+
+    Subclasses set `views` (names from `benchmarks.views.VIEW_NAMES`, one tensor per name reaches
+    `training_step`, in that order), build their modules in `__init__`, and implement
+    `training_step` and `eval_logits`.
+    """
+
+    name: ClassVar[str] = ""
+    views: ClassVar[tuple[str, ...]] = ("crop_flip",)
+
+    def __init__(self, config: dict[str, Any], num_classes: int, class_counts: torch.Tensor):
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.register_buffer("class_counts", torch.as_tensor(class_counts, dtype=torch.long).clone())
+
+    @property
+    def log_prior(self) -> torch.Tensor:
+        """log pi_c, pi_c = n_c / sum(n): the logit adjustment of LA-CE and PaCo's class centres."""
+        counts = self.class_counts.float()
+        return torch.log(counts / counts.sum())
+
+    def view_names(self) -> tuple[str, ...]:
+        """The views this run needs; a method may make them depend on its config."""
+        return tuple(self.views)
+
+    def training_step(
+        self, views: list[torch.Tensor], labels: torch.Tensor, epoch: int, step: int
+    ) -> dict[str, torch.Tensor]:
+        """Forward the batch and return named scalar losses; `"loss"` is the one minimised.
+
+        `views[i]` is the (B, 3, H, W) normalised batch of view `view_names()[i]`; `epoch` is
+        0-based; `step` counts the optimiser steps within the epoch.
+        """
+        raise NotImplementedError
+
+    def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits used for evaluation (the module is in eval mode)."""
+        raise NotImplementedError
+
+    # Optional hooks ---------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before the first step of every epoch."""
+
+    def after_step(self, epoch: int, step: int) -> None:
+        """Called after each optimiser step (momentum encoders update here)."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates: every parameter that requires a gradient."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def build_method(config: dict[str, Any], num_classes: int, class_counts: torch.Tensor) -> Method:
+    cls = METHODS.get(config["method"])
+    return cls(config, num_classes, class_counts)

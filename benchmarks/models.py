@@ -1,0 +1,153 @@
+"""Networks: ResNet-32 for CIFAR-sized images, linear and cosine classifiers, projection heads.
+
+Methods compose these into their own `nn.Module`s (see `benchmarks.methods`). Backbones are
+looked up by name in `BACKBONES`; each returns a module whose forward gives the pooled feature h
+and whose `out_dim` says its width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmarks import LTBenchError
+
+
+# ----------------------------------------------------------------------------------------------
+# ResNet-32 (He et al. 2016, CIFAR variant; the LDAM-DRW code that BCL, PaCo and BCCL all reuse)
+# ----------------------------------------------------------------------------------------------
+
+def _kaiming_init(module: nn.Module) -> None:
+    """Kaiming-normal init for conv and linear weights, as the LDAM-DRW ResNet-32 does."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(module.weight)
+
+
+class OptionAShortcut(nn.Module):
+    """Parameter-free shortcut: subsample by 2 and zero-pad the channels ("option A")."""
+
+    def __init__(self, pad_channels: int):
+        super().__init__()
+        self.pad = pad_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride != 1 or in_planes != planes:
+            self.shortcut: nn.Module = OptionAShortcut(planes // 4)
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNetCifar(nn.Module):
+    """3x3 conv 16 - three stages of `blocks` basic blocks (16, 32, 64 channels) - global pool.
+
+    `forward` returns the 64-d pooled feature h; classifiers and heads are separate modules.
+    """
+
+    out_dim = 64
+
+    def __init__(self, blocks: int = 5):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._stage(16, 16, blocks, stride=1)
+        self.layer2 = self._stage(16, 32, blocks, stride=2)
+        self.layer3 = self._stage(32, 64, blocks, stride=2)
+        self.apply(_kaiming_init)
+
+    @staticmethod
+    def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = [BasicBlock(in_planes, planes, stride)]
+        layers += [BasicBlock(planes, planes, 1) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+def resnet32() -> ResNetCifar:
+    return ResNetCifar(blocks=5)
+
+
+BACKBONES = {"resnet32": resnet32}
+
+
+def build_backbone(name: str) -> nn.Module:
+    if name not in BACKBONES:
+        raise LTBenchError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    return BACKBONES[name]()
+
+
+# ----------------------------------------------------------------------------------------------
+# Classifiers and heads
+# ----------------------------------------------------------------------------------------------
+
+class CosineClassifier(nn.Module):
+    """"NormedLinear": logits = normalize(h) @ normalize(W, dim=0) * scale.
+
+    W is stored as (in_features, num_classes), the layout of the released checkpoints. Init as
+    released: uniform(-1, 1), then every column rescaled to unit norm (`renorm_(2, 1, 1e-5)` then
+    `* 1e5`); the column norms only matter for the gradient's size, the logits see unit columns.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 1 / 0.03):
+        super().__init__()
+        self.scale = scale
+        self.weight = nn.Parameter(torch.empty(in_features, num_classes))
+        self.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(h, dim=1) @ F.normalize(self.weight, dim=0) * self.scale
+
+    def class_weights(self) -> torch.Tensor:
+        """The (num_classes, in_features) class vectors (BCL's prototypes are built from these)."""
+        return self.weight.t()
+
+
+class LinearClassifier(nn.Linear):
+    """Plain linear classifier (CE, PaCo); Kaiming-normal weight as in the LDAM-DRW ResNet-32."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__(in_features, num_classes)
+        nn.init.kaiming_normal_(self.weight)
+
+    def class_weights(self) -> torch.Tensor:
+        return self.weight
+
+
+def build_classifier(kind: str, in_features: int, num_classes: int, cosine_scale: float) -> nn.Module:
+    if kind == "linear":
+        return LinearClassifier(in_features, num_classes)
+    if kind == "cosine":
+        return CosineClassifier(in_features, num_classes, cosine_scale)
+    raise LTBenchError(f"unknown classifier {kind!r}; known: linear, cosine")
+
+
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear - BatchNorm1d - ReLU - Linear: the MLP head of BCCL, BCL and PaCo.
+
+    Index layout (0, 1, 3) matches the released checkpoints' `head.0`, `head.1`, `head.3` names.
+    """
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
