@@ -28,6 +28,10 @@ from benchmarks import CONFIG_DIR, LTBenchError
 
 IDENTITY_KEYS = ("dataset", "imb_factor", "method", "seed")
 
+# How a run executes, not what it computes: changing these is not a deviation from the recipe
+# (they are still recorded in config.yaml and env.json).
+EXECUTION_KEYS = ("pipeline", "amp", "channels_last", "compile", "num_workers", "eval_batch_size")
+
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
@@ -135,7 +139,7 @@ def recipe_deviations(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         key: {"paper": recipe[key], "run": config[key]}
         for key in recipe
-        if key in config and config[key] != recipe[key]
+        if key in config and key not in EXECUTION_KEYS and config[key] != recipe[key]
     }
 
 

@@ -1,0 +1,22 @@
+"""Shared command-line plumbing: a user error is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from benchmarks import LTBenchError
+
+
+def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except LTBenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
+            return 130
+
+    return wrapped

@@ -1,0 +1,98 @@
+"""Datasets by name, in one registry, each made long-tailed by the same protocol.
+
+A dataset builder takes a `DatasetRequest` and returns an `LTData`: uint8 HxWx3 images and int64
+labels for the long-tailed training subset and the balanced test set, plus normalisation
+statistics. Everything downstream (views, loaders, evaluation, shot groups) reads only `LTData`.
+
+Registered: `cifar10`, `cifar100` (torchvision's readers), `digits` (scikit-learn's bundled
+digits, the offline default), `synthetic`, `synthetic100` (CIFAR-shaped, learnable, for tests and
+timing). Importing the modules below registers them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from benchmarks.datasets.lt import cap_per_class, long_tailed_subset, lt_class_counts
+from benchmarks.registry import Registry
+
+__all__ = [
+    "DATASETS",
+    "DatasetRequest",
+    "LTData",
+    "build_dataset",
+    "cap_per_class",
+    "long_tailed_subset",
+    "lt_class_counts",
+]
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What a builder needs: the cell (IF), where the data lives, and the subset options."""
+
+    imb_factor: float
+    data_root: Path = Path("data")
+    download: bool = False
+    subset_seed: int = 0
+    train_cap_per_class: int = 0
+    test_cap_per_class: int = 0
+
+
+@dataclass
+class LTData:
+    name: str
+    num_classes: int
+    train_images: np.ndarray  # (N, H, W, 3) uint8
+    train_labels: np.ndarray  # (N,) int64
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """Training images per class: what the shot groups and the logit adjustment use."""
+        return np.bincount(self.train_labels, minlength=self.num_classes)
+
+    def capped(self, train_cap: int, test_cap: int) -> "LTData":
+        """The tiny-subset option: at most `train_cap` / `test_cap` images per class (0 = all)."""
+        tr = cap_per_class(self.train_labels, train_cap)
+        te = cap_per_class(self.test_labels, test_cap)
+        info = dict(self.info, train_cap_per_class=train_cap, test_cap_per_class=test_cap)
+        return LTData(
+            self.name, self.num_classes,
+            self.train_images[tr], self.train_labels[tr],
+            self.test_images[te], self.test_labels[te],
+            self.mean, self.std, info,
+        )
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: `build` makes the data, `check` fails fast if it is unavailable."""
+
+    build: Callable[[DatasetRequest], LTData]
+    check: Callable[[DatasetRequest], None] = lambda request: None
+
+
+DATASETS: Registry[DatasetEntry] = Registry(
+    "dataset",
+    modules=(
+        "benchmarks.datasets.cifar",
+        "benchmarks.datasets.digits",
+        "benchmarks.datasets.synthetic",
+    ),
+)
+
+
+def build_dataset(name: str, request: DatasetRequest) -> LTData:
+    data = DATASETS.get(name).build(request)
+    if request.train_cap_per_class > 0 or request.test_cap_per_class > 0:
+        data = data.capped(request.train_cap_per_class, request.test_cap_per_class)
+    return data

@@ -1,0 +1,59 @@
+"""Learning-rate schedules, set once per epoch as the releases do. `epoch` is 0-based.
+
+- `warmup_cosine` (BCCL, BCL): lr * (e + 1) / W for e < W, then
+  lr * 0.5 * (1 + cos(pi * (e - W + 1) / (E - W + 1))).
+- `warmup_step` (LDAM-DRW, CE, BCL): lr * (e + 1) / W for e < W, then lr times the factor of the
+  last `lr_steps` entry [epoch, factor] with e >= epoch (e.g. x0.01 from 160, x0.0001 from 180).
+- `paco_step` (PaCo release): lr * (e + 1) / W for e <= W (so epoch W itself runs at
+  lr * (W + 1) / W, as released), then as `warmup_step`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from benchmarks import LTBenchError
+
+
+def _step_factor(epoch: int, steps: list) -> float:
+    factor = 1.0
+    for start, step_factor in sorted(steps):
+        if epoch >= start:
+            factor = float(step_factor)
+    return factor
+
+
+def warmup_cosine(epoch: int, cfg: dict[str, Any]) -> float:
+    lr, warmup, epochs = cfg["lr"], cfg["warmup_epochs"], cfg["epochs"]
+    if epoch < warmup:
+        return lr * (epoch + 1) / warmup
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup + 1) / (epochs - warmup + 1)))
+
+
+def warmup_step(epoch: int, cfg: dict[str, Any]) -> float:
+    lr, warmup = cfg["lr"], cfg["warmup_epochs"]
+    if epoch < warmup:
+        return lr * (epoch + 1) / warmup
+    return lr * _step_factor(epoch, cfg["lr_steps"])
+
+
+def paco_step(epoch: int, cfg: dict[str, Any]) -> float:
+    lr, warmup = cfg["lr"], cfg["warmup_epochs"]
+    if epoch <= warmup:
+        return lr * (epoch + 1) / warmup
+    return lr * _step_factor(epoch, cfg["lr_steps"])
+
+
+SCHEDULES: dict[str, Callable[[int, dict[str, Any]], float]] = {
+    "warmup_cosine": warmup_cosine,
+    "warmup_step": warmup_step,
+    "paco_step": paco_step,
+}
+
+
+def learning_rate(epoch: int, cfg: dict[str, Any]) -> float:
+    name = cfg["lr_schedule"]
+    if name not in SCHEDULES:
+        raise LTBenchError(f"unknown lr_schedule {name!r}; known: {', '.join(SCHEDULES)}")
+    return SCHEDULES[name](epoch, cfg)

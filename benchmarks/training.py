@@ -1,0 +1,297 @@
+"""One run: the generic epoch loop shared by every method.
+
+seed -> method (networks + state) -> SGD -> for each epoch: set the lr, build the views, call
+`training_step` under autocast, backward, step, hooks -> evaluate on the test set -> history,
+best/last, checkpoint. The run folder's files are written by `benchmarks.results`.
+
+Reproducibility and resumption: every epoch starts by seeding python, numpy and torch (CPU and
+CUDA) from (seed, epoch). An epoch's randomness (shuffling, augmentation, k-means initialisation)
+is therefore a function of the seed, the epoch and the state at the epoch's start, which is
+exactly what the end-of-epoch checkpoint holds, so a resumed run repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks import LTBenchError
+from benchmarks.datasets import LTData
+from benchmarks.evaluation import accuracy_metrics, predict
+from benchmarks.loaders import FastLoader, ReferenceLoader, normalised_tensor
+from benchmarks.methods import Method, build_method
+from benchmarks.results import atomic_torch_save, atomic_write_json, write_csv
+from benchmarks.schedules import learning_rate
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or Inf; the run stops and is marked failed with the epoch and step."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the run executes on this machine, resolved from the `auto` settings."""
+
+    device: torch.device
+    pipeline: str  # reference | fast
+    amp: str  # bf16 | off
+    channels_last: bool
+    compile: bool
+
+    @classmethod
+    def resolve(cls, config: dict[str, Any], device: torch.device) -> "Execution":
+        cuda = device.type == "cuda"
+        pipeline = config["pipeline"] if config["pipeline"] != "auto" else ("fast" if cuda else "reference")
+        amp = config["amp"] if config["amp"] != "auto" else ("bf16" if cuda else "off")
+        channels = config["channels_last"]
+        for key, value, allowed in (
+            ("pipeline", pipeline, ("reference", "fast")),
+            ("amp", amp, ("bf16", "off")),
+            ("channels_last", channels, ("auto", "on", "off")),
+        ):
+            if value not in allowed:
+                raise LTBenchError(f"{key} must be one of auto, {', '.join(allowed)}; got {value!r}")
+        return cls(
+            device=device,
+            pipeline=pipeline,
+            amp=amp,
+            channels_last=(channels == "on") or (channels == "auto" and cuda),
+            compile=bool(config["compile"]) and cuda,
+        )
+
+    def autocast(self):
+        if self.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LTBenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LTBenchError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed every generator from (seed, epoch): the basis of exact resumption.
+
+    epoch -1 seeds the model's initialisation, before the first epoch.
+    """
+    state = np.random.SeedSequence([seed, epoch + 1]).generate_state(2)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[1]))
+    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execution):
+    common = dict(
+        images=data.train_images, labels=data.train_labels, view_names=method.view_names(),
+        mean=data.mean, std=data.std, batch_size=config["batch_size"],
+        drop_last=config["drop_last"], device=ex.device,
+    )
+    if ex.pipeline == "fast":
+        return FastLoader(**common)
+    return ReferenceLoader(**common, num_workers=config["num_workers"])
+
+
+def _group_summary(metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
+    return {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class")}}
+
+
+class Trainer:
+    """Trains one run and writes its checkpoint, history and metrics into `folder`."""
+
+    def __init__(self, config: dict[str, Any], data: LTData, folder: Path, device: torch.device,
+                 tensorboard: bool = False, progress: bool = True):
+        self.config = config
+        self.data = data
+        self.folder = Path(folder)
+        self.ex = Execution.resolve(config, device)
+        self.progress = progress
+        self.class_counts = data.class_counts
+
+        seed_epoch(config["seed"], -1)
+        self.method = build_method(config, data.num_classes, torch.as_tensor(self.class_counts))
+        self.method.to(device)
+        if self.ex.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if self.ex.compile:
+            for module in self.method.children():
+                module.compile()
+        self.optimizer = torch.optim.SGD(
+            self.method.trainable_parameters(),
+            lr=config["lr"],
+            momentum=config["momentum"],
+            weight_decay=config["weight_decay"],
+            nesterov=config["nesterov"],
+        )
+        self.loader = make_loader(data, self.method, config, self.ex)
+        if len(self.loader) == 0:
+            raise LTBenchError(
+                f"{len(data.train_labels)} training images give no batch of {config['batch_size']} "
+                f"(drop_last={config['drop_last']}); lower batch_size"
+            )
+        self.test_images = normalised_tensor(data.test_images, data.mean, data.std, device)
+        if self.ex.channels_last:
+            self.test_images = self.test_images.contiguous(memory_format=torch.channels_last)
+        self.test_labels = np.asarray(data.test_labels)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.start_epoch = 0
+        self.train_seconds = 0.0
+        self.images_seen = 0
+        self.writer = self._tensorboard() if tensorboard else None
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / "checkpoint.pt"
+
+    def save_checkpoint(self, epochs_done: int) -> None:
+        atomic_torch_save(self.checkpoint_path, {
+            "epochs_done": epochs_done,
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "train_seconds": self.train_seconds,
+            "images_seen": self.images_seen,
+            "config": self.config,
+        })
+
+    def load_checkpoint(self) -> bool:
+        """Resume from the folder's checkpoint if there is one; returns whether it did."""
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.ex.device, weights_only=False)
+        if state["config"] != self.config:
+            raise LTBenchError(f"{self.checkpoint_path} was written by another configuration; "
+                               "delete the run folder or use another --results-dir")
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = state["history"]
+        self.best = state["best"]
+        self.start_epoch = state["epochs_done"]
+        self.train_seconds = state["train_seconds"]
+        self.images_seen = state["images_seen"]
+        return True
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise LTBenchError("--tensorboard needs the tensorboard package: pip install 'ltbench[tensorboard]'") from None
+        return SummaryWriter(log_dir=str(self.folder / "tensorboard"))
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        method, opt = self.method, self.optimizer
+        method.train()
+        method.on_epoch_start(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.ex.device)
+        steps = 0
+        for step, (views, labels) in enumerate(self.loader):
+            if self.ex.channels_last:
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            with self.ex.autocast():
+                losses = method.training_step(views, labels, epoch, step)
+            loss = losses["loss"]
+            # Record the first non-finite step without synchronising the device every step.
+            bad = ~torch.isfinite(loss.detach())
+            first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            method.after_step(epoch, step)
+            for name, value in losses.items():
+                value = value.detach().float()
+                sums[name] = sums[name] + value if name in sums else value
+            steps += 1
+            self.images_seen += len(labels)
+            if self.ex.device.type == "cpu" and bool(bad):
+                break  # on the CPU the check costs nothing: stop at once
+        bad_step = int(first_bad)
+        if bad_step >= 0:
+            raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {bad_step}")
+        return {f"loss_{k}" if k != "loss" else "loss": float(v) / max(steps, 1) for k, v in sums.items()}
+
+    def evaluate(self) -> dict[str, Any]:
+        self.method.eval()
+        with self.ex.autocast():
+            preds = predict(self.method.eval_logits, self.test_images, self.config["eval_batch_size"])
+        return accuracy_metrics(preds.cpu().numpy(), self.test_labels, self.class_counts)
+
+    def run(self) -> dict[str, Any]:
+        epochs = self.config["epochs"]
+        bar = range(self.start_epoch, epochs)
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(bar, initial=self.start_epoch, total=epochs, leave=False, disable=None,
+                       desc=f"{self.config['dataset']} if{self.config['imb_factor']} {self.config['method']} s{self.config['seed']}")
+        for epoch in bar:
+            seed_epoch(self.config["seed"], epoch)
+            lr = learning_rate(epoch, self.config)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if self.ex.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            losses = self.train_epoch(epoch)
+            if self.ex.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            self.train_seconds += seconds
+            metrics = self.evaluate()
+            row = {"epoch": epoch, "lr": lr, **losses, "top1": metrics["top1"], "many": metrics["many"],
+                   "medium": metrics["medium"], "few": metrics["few"], "train_seconds": seconds,
+                   "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan}
+            self.history.append(row)
+            if self.best is None or metrics["top1"] > self.best["top1"]:
+                self.best = _group_summary(metrics, epoch)
+            self.last = _group_summary(metrics, epoch)
+            if self.writer is not None:
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, (int, float)) and value is not None:
+                        self.writer.add_scalar(key, value, epoch)
+            if self.progress and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", top1=f"{metrics['top1']:.1f}")
+            self.save_checkpoint(epoch + 1)
+            write_csv(self.folder / "history.csv", self.history)
+        if self.start_epoch >= epochs:  # nothing left to train: the last row is the checkpoint's
+            self.last = {**self.evaluate(), "epoch": epochs - 1}
+            self.last = _group_summary(self.last, epochs - 1)
+        if self.writer is not None:
+            self.writer.close()
+        return self.final_metrics()
+
+    def final_metrics(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "last": self.last,
+            "epochs": self.config["epochs"],
+            "num_classes": self.data.num_classes,
+            "class_counts": [int(c) for c in self.class_counts],
+            "train_images": int(len(self.data.train_labels)),
+            "test_images": int(len(self.data.test_labels)),
+            "train_seconds": self.train_seconds,
+            "train_images_per_s": self.images_seen / self.train_seconds if self.train_seconds else None,
+        }
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
+    atomic_write_json(Path(folder) / "metrics.json", metrics)
