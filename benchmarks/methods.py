@@ -23,7 +23,7 @@ import torch.nn as nn
 from benchmarks.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry(
-    "method", modules=("baselines.ce",)
+    "method", modules=("bccl.method", "baselines.ce", "baselines.bcl", "baselines.paco")
 )
 
 
