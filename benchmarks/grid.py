@@ -41,9 +41,10 @@ def grid_names() -> list[str]:
 
 
 def load_grid(name: str) -> dict[str, Any]:
-    path = CONFIG_DIR / "grids" / f"{name}.yaml"
+    """A grid by name (`configs/grids/<name>.yaml`) or by the path of a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / "grids" / f"{name}.yaml"
     if not path.exists():
-        raise LTBenchError(f"unknown grid {name!r}; known: {', '.join(grid_names())}")
+        raise LTBenchError(f"unknown grid {name!r}; known: {', '.join(grid_names())} (or a path to a .yaml file)")
     grid = load_yaml(path)
     unknown = set(grid) - GRID_KEYS
     if unknown:

@@ -1,7 +1,8 @@
 """Synthetic CIFAR-shaped data with the real CIFAR-LT class counts, for tests and timing.
 
-Each class has a fixed random 32x32x3 template (seeded, independent of the run's seed); an image
-is its class template plus uniform noise, clipped to uint8. The task is learnable, so a short run
+Each class has a fixed random template (seeded, independent of the run's seed): a random 4x4
+colour grid upsampled to 32x32, so that it survives crops, flips and colour jitter the way a real
+image's coarse structure does; an image is its class template plus uniform per-pixel noise. The task is learnable, so a short run
 must beat chance, yet it costs nothing to make and needs no download. `synthetic` mirrors
 CIFAR-10-LT (10 classes, n_max 5000, 1,000 test images per class), `synthetic100` CIFAR-100-LT.
 """
@@ -24,7 +25,8 @@ def make_images(labels: np.ndarray, templates: np.ndarray, rng: np.random.Random
 
 def _build(num_classes: int, n_max: int, test_per_class: int, request: DatasetRequest) -> LTData:
     rng = np.random.RandomState(1234 + request.subset_seed)
-    templates = rng.randint(0, 256, size=(num_classes, 32, 32, 3)).astype(np.uint8)
+    coarse = rng.randint(0, 256, size=(num_classes, 4, 4, 3)).astype(np.uint8)
+    templates = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
     counts = lt_class_counts(n_max, num_classes, request.imb_factor)
     train_labels = np.repeat(np.arange(num_classes), counts).astype(np.int64)
     test_labels = np.repeat(np.arange(num_classes), test_per_class).astype(np.int64)

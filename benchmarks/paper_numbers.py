@@ -1,0 +1,60 @@
+"""The published numbers (`paper_numbers.yaml`), loaded and looked up for the report.
+
+ImageNet-LT and iNaturalist 2018 have a natural, not a constructed, imbalance; their entries
+carry the datasets' conventional IF (256 and 500) so that every cell is keyed the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from benchmarks import LTBenchError
+
+PAPER_NUMBERS_FILE = Path(__file__).with_name("paper_numbers.yaml")
+FIELDS = {"method", "dataset", "imb_factor", "top1", "many", "medium", "few", "backbone", "epochs", "source", "status"}
+STATUSES = {"release", "paper"}
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    method: str
+    dataset: str
+    imb_factor: float
+    top1: float
+    backbone: str
+    epochs: int
+    source: str
+    status: str
+    many: float | None = None
+    medium: float | None = None
+    few: float | None = None
+
+
+def load_paper_numbers(path: Path = PAPER_NUMBERS_FILE) -> list[PaperNumber]:
+    with open(path) as f:
+        rows = yaml.safe_load(f) or []
+    numbers = []
+    for i, row in enumerate(rows):
+        unknown = set(row) - FIELDS
+        if unknown:
+            raise LTBenchError(f"{path} entry {i}: unknown field(s) {sorted(unknown)}")
+        if row.get("status") not in STATUSES:
+            raise LTBenchError(f"{path} entry {i}: status must be one of {sorted(STATUSES)}")
+        if not isinstance(row.get("top1"), (int, float)) or not row.get("source"):
+            raise LTBenchError(f"{path} entry {i}: every number needs top1 and a source")
+        numbers.append(PaperNumber(**row))
+    return numbers
+
+
+def lookup(numbers: list[PaperNumber], method: str, dataset: str, imb_factor: float,
+           backbone: str | None = None) -> PaperNumber | None:
+    """The published figure of a cell; with several backbones, the run's backbone's (or the first)."""
+    matches = [n for n in numbers if n.method == method and n.dataset == dataset
+               and float(n.imb_factor) == float(imb_factor)]
+    if backbone is not None:
+        same = [n for n in matches if n.backbone == backbone]
+        matches = same or matches
+    return matches[0] if matches else None
