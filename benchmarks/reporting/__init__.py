@@ -1,0 +1,108 @@
+"""The report: run folders in, tables, verdicts and plots out. It never trains anything.
+
+    load.py       run folders -> one pandas row per run (any state); per-class / history on demand
+    recipe.py     a run's deviations from its method's paper recipe
+    aggregate.py  seed statistics per cell and the verdict rules (documented there)
+    tables.py     sections of display text; markdown, LaTeX and CSV writers
+    plots.py      matplotlib (Agg) figures as PNG bytes
+    html.py       one self-contained HTML page with the figures embedded
+
+`build_report` ties them together; `report.py` is its command line. Nothing here imports the
+training code (torch, datasets, methods), so reporting works on a machine that only holds results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks import LTBenchError
+from benchmarks.paper_numbers import PAPER_NUMBERS_FILE, load_paper_numbers
+from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE, aggregate, label_variants, report_order
+from benchmarks.reporting.load import load_runs
+from benchmarks.reporting.recipe import recipe_diff_frame
+from benchmarks.reporting.tables import (
+    build_sections, render_latex, render_markdown, runs_csv_frame, write_csv_frame,
+)
+from benchmarks.results import atomic_write_bytes, atomic_write_text
+
+FORMATS = ("md", "csv", "tex", "html", "png")
+PLOTS_DIR = "plots"
+
+
+@dataclass
+class Report:
+    """What `build_report` found and wrote."""
+
+    markdown: str  # the tables as printed (no image links)
+    runs: pd.DataFrame  # one row per run folder, any state
+    summary: pd.DataFrame  # one row per cell (dataset label, IF, method, recipe variant)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.runs.empty
+
+
+def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TOLERANCE,
+                 formats: tuple[str, ...] | list[str] = FORMATS, plots: bool = True,
+                 paper_numbers_file: Path = PAPER_NUMBERS_FILE) -> Report:
+    """Read every run folder under `results_dir`; write the requested formats into `out_dir`.
+
+    Writes nothing when there are no runs (the caller says so). `plots=False` skips matplotlib
+    entirely: no PNG files, and an HTML page without figures.
+    """
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    if not results_dir.is_dir():
+        raise LTBenchError(f"results dir {results_dir} does not exist (run run_benchmark.py first, or pass --results-dir)")
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise LTBenchError(f"unknown report format(s) {sorted(unknown)}; known: {', '.join(FORMATS)}")
+    if not tolerance >= 0:
+        raise LTBenchError(f"tolerance must be a number >= 0, got {tolerance!r}")
+
+    numbers = load_paper_numbers(paper_numbers_file)
+    runs = load_runs(results_dir)
+    if runs.empty:
+        return Report("", runs, pd.DataFrame())
+    runs = report_order(label_variants(runs), "seed")
+    summary = aggregate(runs, numbers, tolerance)
+    diff = recipe_diff_frame(runs)
+
+    figures, cell_plots, overview = {}, {}, []
+    if plots and ({"png", "html"} & set(formats)):
+        from benchmarks.reporting.plots import build_plots  # matplotlib only when drawing
+
+        figures, cell_plots, overview = build_plots(runs[runs["state"] == "done"], summary, tolerance)
+    sections = build_sections(results_dir, runs, summary, diff, tolerance, cell_plots, overview)
+    markdown = render_markdown(sections)
+
+    files: list[Path] = []
+
+    def write(name: str, text: str) -> None:
+        atomic_write_text(out_dir / name, text)
+        files.append(out_dir / name)
+
+    images = {}
+    if "png" in formats:
+        for key, plot in figures.items():
+            path = out_dir / PLOTS_DIR / f"{key}.png"
+            atomic_write_bytes(path, plot.png)
+            files.append(path)
+            images[key] = f"{PLOTS_DIR}/{key}.png"
+    if "md" in formats:
+        write("report.md", render_markdown(sections, images))
+    if "csv" in formats:
+        for name, frame in (("summary.csv", summary), ("runs.csv", runs_csv_frame(runs)),
+                            ("recipe_diff.csv", diff)):
+            write_csv_frame(out_dir / name, frame)
+            files.append(out_dir / name)
+    if "tex" in formats:
+        write("report.tex", render_latex(sections))
+    if "html" in formats:
+        from benchmarks.reporting.html import render_html
+
+        write("report.html", render_html(sections, figures))
+    return Report(markdown, runs, summary, files)

@@ -1,0 +1,145 @@
+"""Run folders -> one pandas row per run; per-class accuracies and histories on demand.
+
+Every folder `find_runs` sees becomes a row, whatever its state, so that a failed, interrupted or
+damaged run is listed in the report instead of silently vanishing from the averages. The row
+carries the run's scalars (best / last top-1, groups, epochs) and its parsed config; the bulky
+per-class lists and epoch histories are read only by the plots that need them.
+
+The identity of a run (dataset label, IF, method, seed) comes from its folder path, which is what
+the grid runner keys on; the config supplies the real dataset name (`cifar10` for a
+`cifar10-tiny/` folder), the recipe keys and the backbone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmarks.results import DONE, FAILED, RUNNING, find_runs, format_imb_factor, read_config, read_metrics, read_status
+
+TINY_SUFFIX = "-tiny"
+GROUPS = ("many", "medium", "few")
+
+# Run states of the report: `done` runs are aggregated; every other state is listed as unfinished.
+INCOMPLETE = "incomplete"  # says done, but its metrics.json is missing or unreadable
+UNREADABLE = "unreadable"  # config.yaml that does not parse
+
+
+def _identity_from_path(folder: Path) -> dict[str, Any]:
+    """`.../<dataset_label>/if<IF>/<method>/seed<S>` -> its parts (what the folder claims)."""
+    label, if_part, method, seed_part = folder.parts[-4:]
+    imb = if_part[2:]
+    seed = seed_part[4:]
+    return {
+        "dataset_label": label,
+        "imb_factor": float(imb) if imb.replace(".", "", 1).isdigit() else np.nan,
+        "method": method,
+        "seed": int(seed) if seed.isdigit() else -1,
+    }
+
+
+def _state(status: str | None) -> tuple[str, str]:
+    """`failed: CUDA OOM` -> ("failed", "CUDA OOM"); unknown words are kept as their own state."""
+    if status is None:
+        return "unknown", "no status file"
+    word, _, reason = status.partition(":")
+    word = word.strip()
+    if word in (DONE, RUNNING, FAILED):
+        return word, reason.strip()
+    return "unknown", status
+
+
+def _group_values(summary: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
+    """The top-1, epoch and group accuracies of a best/last summary; null groups become NaN."""
+    summary = summary or {}
+    out = {f"{prefix}_epoch": summary.get("epoch", np.nan), f"{prefix}_top1": summary.get("top1", np.nan)}
+    for group in GROUPS:
+        value = summary.get(group)
+        out[f"{prefix}_{group}"] = np.nan if value is None else value
+    return out
+
+
+def load_run(folder: Path) -> dict[str, Any]:
+    """One run folder as a flat record (the row of `load_runs`)."""
+    folder = Path(folder)
+    row: dict[str, Any] = {"folder": str(folder), **_identity_from_path(folder)}
+    state, reason = _state(read_status(folder))
+    try:
+        config = read_config(folder) or {}
+    except yaml.YAMLError as exc:
+        config, state, reason = {}, UNREADABLE, f"config.yaml: {str(exc).splitlines()[0]}"
+    metrics = None
+    if state == DONE:
+        try:
+            metrics = read_metrics(folder)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            state, reason = INCOMPLETE, f"metrics.json unreadable ({exc})"
+        if metrics is None and state == DONE:
+            state, reason = INCOMPLETE, "status is done but metrics.json is missing"
+    label = row["dataset_label"]
+    row.update(
+        state=state,
+        reason=reason,
+        status=read_status(folder) or "",
+        dataset=config.get("dataset", label.removesuffix(TINY_SUFFIX)),
+        imb_factor=float(config.get("imb_factor", row["imb_factor"])),
+        if_label=format_imb_factor(config.get("imb_factor", row["imb_factor"])),
+        tiny=label.endswith(TINY_SUFFIX)
+        or config.get("train_cap_per_class", 0) > 0
+        or config.get("test_cap_per_class", 0) > 0,
+        epochs=config.get("epochs", (metrics or {}).get("epochs", np.nan)),
+        backbone=config.get("backbone"),
+        config=config,
+        recorded_deviations=(metrics or {}).get("deviations"),
+        train_seconds=(metrics or {}).get("train_seconds", np.nan),
+        images_per_s=(metrics or {}).get("train_images_per_s", np.nan),
+        **_group_values((metrics or {}).get("best"), "best"),
+        **_group_values((metrics or {}).get("last"), "last"),
+    )
+    return row
+
+
+def load_runs(results_dir: Path) -> pd.DataFrame:
+    """Every run folder under `results_dir`, one row each (empty frame when there are none)."""
+    rows = [load_run(folder) for folder in find_runs(Path(results_dir))]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    for column in [c for c in frame if c.startswith(("best_", "last_"))] + ["train_seconds", "images_per_s"]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame.sort_values(["dataset_label", "imb_factor", "method", "seed"]).reset_index(drop=True)
+
+
+def load_history(folder: Path) -> pd.DataFrame:
+    """history.csv of a run (epoch, lr, losses, top1, groups, speed); empty if absent or empty."""
+    path = Path(folder) / "history.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    return pd.read_csv(path)
+
+
+def load_per_class(folder: Path, which: str = "best") -> pd.DataFrame:
+    """Per-class accuracy of the best (or last) epoch against each class's training count.
+
+    Columns: class, train_count, accuracy (NaN for a class without test images).
+    """
+    metrics = read_metrics(Path(folder)) or {}
+    accs = (metrics.get(which) or {}).get("per_class") or []
+    counts = metrics.get("class_counts") or []
+    if len(accs) != len(counts):
+        return pd.DataFrame(columns=["class", "train_count", "accuracy"])
+    return pd.DataFrame({
+        "class": range(len(counts)),
+        "train_count": counts,
+        "accuracy": [np.nan if a is None else a for a in accs],
+    })
+
+
+def epochs_done(folder: Path) -> int:
+    """How many epochs an unfinished run has completed (rows of its history)."""
+    return len(load_history(folder))

@@ -1,0 +1,173 @@
+"""The report's figures, rendered to PNG bytes with matplotlib's Agg backend (no display needed).
+
+- per-class accuracy against training count (log axis), one figure per dataset x IF: where a
+  method gains or loses along the tail, which the top-1 average hides;
+- training curves (test top-1 against epoch, mean ± std over seeds, the paper number dashed), one
+  figure per dataset x IF: whether a run had converged, and best vs last;
+- a heatmap of run − paper over the whole grid (methods x cells), the one-glance verdict.
+
+Figures are returned as bytes, not written: the PNG files and the HTML page's data URIs both come
+from the same bytes. Colours follow the method, so a method looks the same in every figure.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmarks.reporting.aggregate import RECIPE_DIFFERS, method_rank  # noqa: E402
+from benchmarks.reporting.load import load_history, load_per_class  # noqa: E402
+from benchmarks.reporting.tables import cell_title  # noqa: E402
+
+
+@dataclass
+class Plot:
+    key: str  # file stem, e.g. per_class_cifar10_if100
+    caption: str
+    png: bytes
+
+
+def plot_key(kind: str, dataset_label: str, if_label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kind}_{dataset_label}_if{if_label}")
+
+
+def _colour(method: str):
+    return plt.get_cmap("tab10")(method_rank(method)[0] % 10)
+
+
+def _style(variant: str) -> str:
+    """Runs on the paper recipe solid, deviating variants dotted (same method colour)."""
+    return "-" if not variant else ":"
+
+
+def _legend_label(method: str, variant: str) -> str:
+    label = method if not variant else f"{method} [{variant}]"
+    return label if len(label) <= 48 else label[:45] + "..."
+
+
+def _to_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _variant_runs(done: pd.DataFrame, row) -> pd.DataFrame:
+    return done[(done["dataset_label"] == row.dataset_label) & (done["if_label"] == row.if_label)
+                & (done["method"] == row.method) & (done["variant"] == row.variant)]
+
+
+def per_class_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot:
+    """Best-epoch per-class accuracy (mean over seeds) against the class's training count."""
+    first = cell.iloc[0]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for row in cell.itertuples():
+        frames = [load_per_class(f) for f in _variant_runs(done, row)["folder"]]
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            continue
+        per_class = pd.concat(frames).groupby("class").agg(train_count=("train_count", "first"),
+                                                           accuracy=("accuracy", "mean"))
+        per_class = per_class.sort_values("train_count")
+        ax.plot(per_class["train_count"], per_class["accuracy"], marker="o", markersize=3, linewidth=1,
+                linestyle=_style(row.variant), color=_colour(row.method),
+                label=_legend_label(row.method, row.variant))
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log)")
+    ax.set_ylabel("test accuracy of the class (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Per-class accuracy, best epoch — {cell_title(first.dataset_label, first.if_label)}")
+    return Plot(plot_key("per_class", first.dataset_label, first.if_label),
+                f"Per-class accuracy against training count, {cell_title(first.dataset_label, first.if_label)}",
+                _to_png(fig))
+
+
+def curves_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot:
+    """Test top-1 per epoch, mean over seeds with a ±1 std band; the paper number dashed."""
+    first = cell.iloc[0]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for row in cell.itertuples():
+        histories = [load_history(f) for f in _variant_runs(done, row)["folder"]]
+        histories = [h for h in histories if {"epoch", "top1"} <= set(h.columns)]
+        if not histories:
+            continue
+        curve = pd.concat(histories).groupby("epoch")["top1"].agg(["mean", "std"])
+        colour = _colour(row.method)
+        ax.plot(curve.index, curve["mean"], color=colour, linewidth=1.2, linestyle=_style(row.variant),
+                label=_legend_label(row.method, row.variant))
+        if len(histories) > 1:
+            ax.fill_between(curve.index, curve["mean"] - curve["std"], curve["mean"] + curve["std"],
+                            color=colour, alpha=0.2, linewidth=0)
+        if not np.isnan(row.paper_top1):
+            ax.axhline(row.paper_top1, color=colour, linestyle="--", linewidth=0.8)
+    ax.set_xlabel("epoch (0-based)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Training curves (dashed: paper) — {cell_title(first.dataset_label, first.if_label)}")
+    return Plot(plot_key("curves", first.dataset_label, first.if_label),
+                f"Test top-1 against epoch, {cell_title(first.dataset_label, first.if_label)}", _to_png(fig))
+
+
+def diff_heatmap(summary: pd.DataFrame, tolerance: float) -> Plot:
+    """run − paper for every (method, cell); '*' marks a recipe that differs, '—' no paper number.
+
+    Where a cell holds several recipe variants of a method, the one that follows the paper recipe
+    is shown (it is the one a verdict is about)."""
+    table = summary.assign(_differs=summary["verdict"] == RECIPE_DIFFERS,
+                           cell=[cell_title(d, i) for d, i in zip(summary["dataset_label"], summary["if_label"])])
+    cells = list(dict.fromkeys(table["cell"]))
+    table = table.sort_values("_differs", kind="stable").drop_duplicates(["cell", "method"])
+    methods = sorted(table["method"].unique(), key=method_rank)
+    values = table.pivot(index="method", columns="cell", values="diff").reindex(index=methods, columns=cells)
+    differs = table.pivot(index="method", columns="cell", values="_differs").reindex(index=methods, columns=cells)
+
+    # Colour only what a verdict is about: cells whose recipe differs are grey like missing ones
+    # (their number is still written). The scale saturates at 3x the tolerance, so the tolerance
+    # band reads pale and anything clearly off reads saturated, whatever the outliers.
+    shown = values.where(differs != True)  # noqa: E712  (object column: True / False / NaN)
+    limit = 3 * tolerance if tolerance > 0 else 1.0
+    fig, ax = plt.subplots(figsize=(1.3 * len(cells) + 2.5, 0.55 * len(methods) + 1.8))
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(shown.to_numpy(dtype=float)), cmap=cmap, vmin=-limit, vmax=limit,
+                      aspect="auto")
+    for i, method in enumerate(methods):
+        for j, cell in enumerate(cells):
+            value, star, coloured = values.loc[method, cell], differs.loc[method, cell], shown.loc[method, cell]
+            if pd.isna(star):
+                continue  # the method was not run in this cell
+            text = ("—" if pd.isna(value) else f"{value:+.2f}") + ("*" if star else "")
+            dark = not pd.isna(coloured) and abs(coloured) > 0.6 * limit
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(methods)), methods)
+    fig.colorbar(image, ax=ax, label="run − paper (top-1 points)", extend="both")
+    ax.set_title(f"Best top-1 minus paper (tolerance ±{tolerance:g}; * recipe differs, grey; — no paper number)",
+                 fontsize=9)
+    return Plot("diff_heatmap", "Difference to the paper over the grid", _to_png(fig))
+
+
+def build_plots(done: pd.DataFrame, summary: pd.DataFrame, tolerance: float
+                ) -> tuple[dict[str, Plot], dict[tuple[str, str], list[str]], list[str]]:
+    """All figures: (plots by key, the keys of each dataset x IF cell, the overview keys)."""
+    plots: dict[str, Plot] = {}
+    by_cell: dict[tuple[str, str], list[str]] = {}
+    if summary.empty:
+        return plots, by_cell, []
+    for (label, if_label), cell in summary.groupby(["dataset_label", "if_label"], sort=False):
+        for plot in (per_class_plot(cell, done), curves_plot(cell, done)):
+            plots[plot.key] = plot
+            by_cell.setdefault((label, if_label), []).append(plot.key)
+    heatmap = diff_heatmap(summary, tolerance)
+    plots[heatmap.key] = heatmap
+    return plots, by_cell, [heatmap.key]

@@ -1,0 +1,79 @@
+"""How a run's configuration differs from its method's paper recipe.
+
+Two views of the same question:
+- `run_deviations`: the deviations that decide the verdict. A finished run recorded them in its
+  metrics.json when it ran (the recipe files may have changed since, and the run's own record is
+  what it was measured against); older runs without that record are recomputed from config.yaml
+  with `recipe_deviations`.
+- `recipe_diff`: the listing of the report's recipe-diff section, recomputed for every run (also
+  the failed and unfinished ones) against `paper_recipe(method, dataset)`, including keys the
+  recipe does not know. Execution keys (pipeline, amp, ...) change how a run executes, not what it
+  computes, so neither view lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from benchmarks import LTBenchError
+from benchmarks.config import EXECUTION_KEYS, IDENTITY_KEYS, paper_recipe, recipe_deviations
+
+Deviations = dict[str, dict[str, Any]]
+NOT_IN_RECIPE = "(not in recipe)"
+
+
+def run_deviations(config: dict[str, Any], recorded: Deviations | None) -> tuple[Deviations, str]:
+    """The run's deviations and a note ("" or why they could not be computed)."""
+    if isinstance(recorded, dict):
+        return recorded, ""
+    if not config:
+        return {}, "no config.yaml"
+    try:
+        return recipe_deviations(config), ""
+    except (LTBenchError, KeyError) as exc:
+        return {}, f"no recipe to compare with ({exc})"
+
+
+def format_deviations(deviations: Deviations, suffix: str = "") -> list[str]:
+    """{"epochs": {"paper": 200, "run": 6}} -> ["epochs 6≠200"], sorted by key."""
+    return [f"{key} {d['run']}≠{d['paper']}{suffix}" for key, d in sorted(deviations.items())]
+
+
+def recipe_diff(config: dict[str, Any]) -> tuple[Deviations, str]:
+    """Every recipe key where `config` differs from the paper recipe, and a note on failure.
+
+    Unlike `recipe_deviations` this also lists keys the recipe does not have (paper value
+    NOT_IN_RECIPE), so that a stale or hand-edited config shows up.
+    """
+    if not config or "method" not in config or "dataset" not in config:
+        return {}, "no usable config.yaml"
+    try:
+        recipe, _ = paper_recipe(config["method"], config["dataset"])
+    except LTBenchError as exc:
+        return {}, str(exc)
+    skip = set(EXECUTION_KEYS) | set(IDENTITY_KEYS)
+    keys = [k for k in list(recipe) + [k for k in config if k not in recipe] if k not in skip]
+    return {
+        key: {"paper": recipe.get(key, NOT_IN_RECIPE), "run": config.get(key)}
+        for key in keys
+        if key not in recipe or config.get(key) != recipe[key]
+    }, ""
+
+
+def recipe_diff_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long format, one row per (run, differing key); a run without differences gets one row with
+    an empty key and a note, so every run appears."""
+    rows = []
+    for run in runs.itertuples():
+        diff, note = recipe_diff(run.config)
+        ident = {"dataset_label": run.dataset_label, "imb_factor": run.if_label, "method": run.method,
+                 "seed": run.seed, "state": run.state}
+        if not diff:
+            rows.append({**ident, "key": "", "run": "", "paper": "", "note": note or "matches the paper recipe"})
+        for key, d in diff.items():
+            rows.append({**ident, "key": key, "run": d["run"], "paper": d["paper"], "note": ""})
+    return pd.DataFrame(rows, columns=["dataset_label", "imb_factor", "method", "seed", "state", "key", "run",
+                                       "paper", "note"])
+

@@ -1,0 +1,249 @@
+"""The report's tables: numbers -> display text, and the markdown, LaTeX and CSV writers.
+
+The report is a list of `Section`s (a title, text, one table of display strings, the keys of its
+plots). Every text format renders the same sections, so markdown, LaTeX and HTML cannot drift
+apart; the CSV files carry the unformatted numbers instead, for anyone who wants to compute.
+pandas' own `to_markdown` / `to_latex` are not used: they need tabulate / jinja2, which the
+project does not depend on, and the tables here are simple.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.reporting.aggregate import NO_PAPER, RECIPE_DIFFERS, REPRODUCED
+from benchmarks.reporting.load import GROUPS, epochs_done
+from benchmarks.results import atomic_write_text
+
+NA = "n/a"
+
+
+@dataclass
+class Section:
+    title: str
+    intro: list[str] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- number formatting
+
+def _missing(value) -> bool:
+    """None, NaN and pandas' NA (nullable integer columns) all read as missing."""
+    return value is None or bool(pd.isna(value))
+
+
+def fmt(value, digits: int = 2) -> str:
+    return NA if _missing(value) else f"{value:.{digits}f}"
+
+
+def fmt_paper(value) -> str:
+    """Published figures as published (65.3 stays 65.3, 52.0 stays 52.0)."""
+    return "—" if _missing(value) else str(float(value))
+
+
+def fmt_mean_std(mean, std, n=None) -> str:
+    """'85.00 ± 1.41 (n=2)'; with n = 1 (std undefined) '85.00 (n=1)'."""
+    if _missing(mean):
+        return NA
+    text = f"{mean:.2f}" if _missing(std) else f"{mean:.2f} ± {std:.2f}"
+    return text if n is None else f"{text} (n={n})"
+
+
+def fmt_diff(value) -> str:
+    return "—" if _missing(value) else f"{value:+.2f}"
+
+
+def fmt_int(value) -> str:
+    return "—" if _missing(value) else str(int(value))
+
+
+# ----------------------------------------------------------------------------- sections
+
+def cell_title(dataset_label: str, if_label: str) -> str:
+    return f"{dataset_label}, IF {if_label}"
+
+
+def results_table(cell: pd.DataFrame) -> pd.DataFrame:
+    """The display table of one dataset x IF: one row per method (and recipe variant)."""
+    rows = []
+    for r in cell.itertuples():
+        groups = {}
+        for g in GROUPS:
+            run, paper = getattr(r, f"{g}_mean"), getattr(r, f"paper_{g}")
+            groups[g] = fmt(run) + ("" if _missing(paper) else f" (paper {fmt_paper(paper)})")
+        rows.append({
+            "method": r.method,
+            "paper top-1": f"{fmt_paper(r.paper_top1)} ({r.paper_status})" if r.paper_status else "none published",
+            "best top-1": fmt_mean_std(r.best_top1_mean, r.best_top1_std, r.n),
+            "last top-1": fmt_mean_std(r.last_top1_mean, r.last_top1_std),
+            "diff": fmt_diff(r.diff),
+            "verdict": r.verdict,
+            **groups,
+            "epochs run/paper": f"{fmt_int(r.epochs)}/{fmt_int(r.paper_epochs)}",
+            "recipe differences": r.differences or "—",
+        })
+    return pd.DataFrame(rows)
+
+
+def source_notes(cell: pd.DataFrame) -> list[str]:
+    """Where each paper number of the table comes from (one line per method)."""
+    notes = []
+    for r in cell.drop_duplicates("method").itertuples():
+        if r.paper_source:
+            groups = "/".join(fmt_paper(getattr(r, f"paper_{g}")) for g in GROUPS)
+            split = "" if groups == "—/—/—" else f", many/medium/few {groups}"
+            notes.append(f"{r.method}: {fmt_paper(r.paper_top1)}{split}, {r.paper_backbone}, "
+                         f"{fmt_int(r.paper_epochs)} epochs — {r.paper_source} [{r.paper_status}]")
+        else:
+            notes.append(f"{r.method}: no published figure for {r.dataset} IF {r.if_label}")
+    return notes
+
+
+def unfinished_table(runs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in runs.itertuples():
+        rows.append({
+            "dataset": r.dataset_label, "IF": r.if_label, "method": r.method, "seed": r.seed,
+            "state": r.state, "status": r.reason or r.status,
+            "epochs done": f"{epochs_done(r.folder)}/{fmt_int(r.epochs)}", "folder": r.folder,
+        })
+    return pd.DataFrame(rows)
+
+
+def recipe_diff_table(diff: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its differing keys as 'key run≠paper', or why there are none."""
+    rows = []
+    for (label, imb, method, seed, state), group in diff.groupby(
+            ["dataset_label", "imb_factor", "method", "seed", "state"], sort=False):
+        keyed = group[group["key"] != ""]
+        text = "; ".join(f"{k} {run}≠{paper}" for k, run, paper in zip(keyed["key"], keyed["run"], keyed["paper"]))
+        rows.append({"run": f"{label} IF {imb} {method} seed {seed}", "state": state,
+                     "differences from the paper recipe (run≠paper)": text or group["note"].iloc[0]})
+    return pd.DataFrame(rows)
+
+
+def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, diff: pd.DataFrame,
+                   tolerance: float, cell_plots: dict[tuple[str, str], list[str]],
+                   overview_plots: list[str]) -> list[Section]:
+    """The whole report as sections, in reading order."""
+    done = int((runs["state"] == "done").sum())
+    header = Section(
+        "ltbench report",
+        intro=[
+            f"Results: {results_dir} — {len(runs)} run folder(s), {done} done, {len(runs) - done} not finished "
+            "(listed at the end, never averaged).",
+            f"Top-1 of the best test-set epoch, mean ± sample std over seeds (n seeds; no std with n=1); "
+            f"diff = run − paper. Verdict: {REPRODUCED} if |diff| ≤ {tolerance:g} point, else below / above; "
+            f"'{RECIPE_DIFFERS}' when the run's recipe (or a tiny subset) differs from the published one; "
+            f"'{NO_PAPER}' when no figure was published. Many/medium/few: best epoch, paper's in parentheses.",
+        ],
+        plots=overview_plots,
+    )
+    if summary.empty:
+        header.intro.append("No run has finished yet: there is nothing to compare with the paper numbers.")
+    sections = [header]
+    for (label, if_label), cell in summary.groupby(["dataset_label", "if_label"], sort=False):
+        sections.append(Section(cell_title(label, if_label), table=results_table(cell),
+                                notes=["Paper numbers:"] + source_notes(cell),
+                                plots=cell_plots.get((label, if_label), [])))
+    unfinished = runs[runs["state"] != "done"]
+    sections.append(Section(
+        "Unfinished and failed runs",
+        intro=[] if len(unfinished) else ["None: every run folder is done."],
+        table=unfinished_table(unfinished) if len(unfinished) else None,
+    ))
+    sections.append(Section(
+        "Recipe differences per run",
+        intro=["Each run's resolved config against its method's paper recipe (configs/methods/<method>.yaml); "
+               "execution keys (pipeline, amp, ...) are not recipe and are left out."],
+        table=recipe_diff_table(diff) if len(diff) else None,
+    ))
+    return sections
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def _md_cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(_md_cell(c) for c in table.columns) + " |",
+             "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def render_markdown(sections: list[Section], images: dict[str, str] | None = None) -> str:
+    """Markdown of the sections; `images` (plot key -> relative path) adds image links."""
+    parts = []
+    for i, s in enumerate(sections):
+        parts.append(("# " if i == 0 else "## ") + s.title)
+        parts += s.intro
+        if s.table is not None:
+            parts.append(markdown_table(s.table))
+        if s.notes:
+            parts.append("\n".join([s.notes[0]] + [f"- {n}" for n in s.notes[1:]]))
+        for key in s.plots if images else []:
+            if key in images:
+                parts.append(f"![{key}]({images[key]})")
+    return "\n\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------- LaTeX
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}",
+    "±": r"$\pm$", "≠": r"$\neq$", "≤": r"$\leq$", "−": "--", "—": "---", "`": "",
+}
+
+
+def latex_escape(text) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def latex_table(table: pd.DataFrame) -> str:
+    lines = [r"\begin{tabular}{" + "l" * len(table.columns) + "}", r"\hline",
+             " & ".join(r"\textbf{" + latex_escape(c) + "}" for c in table.columns) + r" \\", r"\hline"]
+    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines += [r"\hline", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def render_latex(sections: list[Section]) -> str:
+    """A complete, compilable document (landscape: the tables are wide)."""
+    body = []
+    for i, s in enumerate(sections):
+        body.append((r"\section*{" if i == 0 else r"\subsection*{") + latex_escape(s.title) + "}")
+        body += [latex_escape(p) + "\n" for p in s.intro]
+        if s.table is not None:
+            body.append("{\\scriptsize\n" + latex_table(s.table) + "\n}\n")
+        if s.notes:
+            body.append(latex_escape(s.notes[0]) + "\n\\begin{itemize}\n"
+                        + "\n".join(r"\item " + latex_escape(n) for n in s.notes[1:]) + "\n\\end{itemize}")
+    return "\n".join([
+        r"\documentclass[landscape]{article}",
+        r"\usepackage[utf8]{inputenc}",
+        r"\usepackage[margin=1.5cm]{geometry}",
+        r"\begin{document}",
+        *body,
+        r"\end{document}",
+    ]) + "\n"
+
+
+# ----------------------------------------------------------------------------- CSV
+
+def runs_csv_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-run frame without its nested columns (config and deviation dicts)."""
+    return runs.drop(columns=[c for c in ("config", "recorded_deviations", "deviations") if c in runs])
+
+
+def write_csv_frame(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))

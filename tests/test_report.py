@@ -1,0 +1,316 @@
+"""report.py on fixture run folders: seed arithmetic, every verdict, missing paper numbers,
+failed / unfinished runs, deviations, and every output format produced and parseable.
+
+The fixture results tree is written with the results store's own writers, with configs from
+`resolve_config`, so it has the layout and content the grid runner produces. One `report.py` run
+over it is shared by the output tests (module-scoped) to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import io
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks import PROJECT_ROOT
+from benchmarks.config import recipe_deviations, resolve_config
+from benchmarks.paper_numbers import PaperNumber, load_paper_numbers
+from benchmarks.reporting import build_report
+from benchmarks.reporting.aggregate import aggregate, label_variants, verdict
+from benchmarks.reporting.load import load_runs
+from benchmarks.results import atomic_write_json, atomic_write_yaml, run_dir, write_csv, write_status
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load_report_cli():
+    spec = importlib.util.spec_from_file_location("report_cli", PROJECT_ROOT / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+report_cli = _load_report_cli()
+
+
+# ----------------------------------------------------------------------------- fixture folders
+
+def class_counts(num_classes: int, imb_factor: float, n_max: int) -> list[int]:
+    """Exponential LT profile, as the CIFAR-LT construction."""
+    return [int(n_max * (1 / imb_factor) ** (i / (num_classes - 1))) for i in range(num_classes)]
+
+
+def write_run(root: Path, config: dict, status: str = "done", best: float | None = None,
+              last: float | None = None, label: str | None = None, record_deviations: bool = True,
+              history_epochs: int | None = None) -> Path:
+    """One run folder as the grid runner leaves it (metrics only when `best` is given)."""
+    label = label or config["dataset"]
+    folder = run_dir(root, label, config["imb_factor"], config["method"], config["seed"])
+    atomic_write_yaml(folder / "config.yaml", config)
+    num_classes = 100 if config["dataset"] == "cifar100" else 10
+    counts = class_counts(num_classes, config["imb_factor"], 500 if num_classes == 100 else 5000)
+    epochs = history_epochs if history_epochs is not None else config["epochs"]
+    if best is not None:
+        last = best - 0.5 if last is None else last
+        # per-class accuracy falling along the tail around `best`; groups as the evaluation has them
+        per_class = [round(min(100.0, max(0.0, best + 30.0 - 60.0 * i / (num_classes - 1))), 2)
+                     for i in range(num_classes)]
+
+        def summary(top1, epoch):
+            many = [a for a, n in zip(per_class, counts) if n > 100]
+            medium = [a for a, n in zip(per_class, counts) if 20 <= n <= 100]
+            few = [a for a, n in zip(per_class, counts) if n < 20]
+            mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+            return {"epoch": epoch, "top1": top1, "many": mean(many), "medium": mean(medium),
+                    "few": mean(few), "per_class": per_class}
+
+        metrics = {
+            "best": summary(best, epochs - 3), "last": summary(last, epochs - 1), "epochs": config["epochs"],
+            "num_classes": num_classes, "class_counts": counts, "train_images": sum(counts),
+            "test_images": 100 * num_classes, "train_seconds": 12.5, "train_images_per_s": 1000.0,
+            "dataset_info": {"name": config["dataset"]},
+        }
+        if record_deviations:
+            metrics["deviations"] = recipe_deviations(config)
+        atomic_write_json(folder / "metrics.json", metrics)
+    write_csv(folder / "history.csv", [
+        {"epoch": e, "lr": 0.1, "loss": 2.0 / (e + 1), "loss_ce": 2.0 / (e + 1),
+         "top1": (best or 50.0) * (e + 1) / epochs, "many": 90.0, "medium": 60.0, "few": None,
+         "train_seconds": 0.1, "images_per_s": 1000.0}
+        for e in range(epochs)
+    ])
+    write_status(folder, status)
+    atomic_write_json(folder / "env.json", {"python": "3.11"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """A results tree with one cell per verdict, a failed, a running and a tiny run.
+
+    cifar10 IF100: bccl 84.0 / 86.0 (mean 85.0 vs 85.22: reproduced), bcl 90.0 (+ a failed seed;
+    vs 84.32: above), ce 60.0 (vs 70.36: below; + a running seed), paco 70.0 (no paper number).
+    cifar100 IF100: paco at 200 epochs (recorded deviation: recipe differs), ce with lr 0.2 and no
+    recorded deviations (recomputed: recipe differs). cifar10-tiny: ce, tiny subset.
+    """
+    root = tmp_path_factory.mktemp("results")
+    for seed, best in ((0, 84.0), (1, 86.0)):
+        write_run(root, resolve_config("bccl", "cifar10", 100, seed), best=best, last=best - 1.0)
+    write_run(root, resolve_config("bcl", "cifar10", 100, 0), best=90.0)
+    write_run(root, resolve_config("bcl", "cifar10", 100, 1), status="failed: RuntimeError: boom")
+    write_run(root, resolve_config("ce", "cifar10", 100, 0), best=60.0)
+    write_run(root, resolve_config("ce", "cifar10", 100, 1), status="running", history_epochs=3)
+    write_run(root, resolve_config("paco", "cifar10", 100, 0), best=70.0, history_epochs=20)
+    write_run(root, resolve_config("paco", "cifar100", 100, 0, overrides={"epochs": 200}), best=50.0)
+    write_run(root, resolve_config("ce", "cifar100", 100, 0, overrides={"lr": 0.2}), best=40.0,
+              record_deviations=False)
+    tiny = resolve_config("ce", "cifar10", 100, 0,
+                          overrides={"train_cap_per_class": 20, "test_cap_per_class": 10, "epochs": 2})
+    write_run(root, tiny, best=30.0, label="cifar10-tiny")
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory):
+    """report.py's main() over the fixture tree: (exit code, stdout, out dir)."""
+    out = tmp_path_factory.mktemp("reports")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = report_cli.main(["--results-dir", str(results), "--out", str(out)])
+    return code, stdout.getvalue(), out
+
+
+@pytest.fixture(scope="module")
+def summary(report) -> pd.DataFrame:
+    return pd.read_csv(report[2] / "summary.csv", keep_default_na=False, na_values=[""])
+
+
+def row(summary: pd.DataFrame, label: str, method: str) -> pd.Series:
+    rows = summary[(summary["dataset_label"] == label) & (summary["method"] == method)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+# ----------------------------------------------------------------------------- aggregation, verdicts
+
+def test_seed_aggregation_arithmetic(summary):
+    bccl = row(summary, "cifar10", "bccl")
+    assert bccl["n"] == 2 and bccl["seeds"] == "0 1"
+    assert bccl["best_top1_mean"] == pytest.approx(85.0)
+    assert bccl["best_top1_std"] == pytest.approx(math.sqrt(2))  # sample std (ddof=1) of 84, 86
+    assert bccl["last_top1_mean"] == pytest.approx(84.0)
+    assert bccl["diff"] == pytest.approx(85.0 - 85.22)
+    single = row(summary, "cifar10", "ce")
+    assert single["n"] == 1 and math.isnan(single["best_top1_std"])  # undefined with one seed
+
+
+def test_every_verdict(summary):
+    assert row(summary, "cifar10", "bccl")["verdict"] == "reproduced"
+    assert row(summary, "cifar10", "bcl")["verdict"] == "above"
+    assert row(summary, "cifar10", "ce")["verdict"] == "below"
+    assert row(summary, "cifar10", "paco")["verdict"] == "no paper number"
+    assert row(summary, "cifar100", "paco")["verdict"] == "recipe differs"
+    assert row(summary, "cifar10-tiny", "ce")["verdict"] == "recipe differs"
+
+
+def test_missing_paper_number_is_absent_not_zero(summary):
+    paco = row(summary, "cifar10", "paco")
+    assert math.isnan(paco["paper_top1"]) and math.isnan(paco["diff"])
+    assert pd.isna(paco["paper_source"])
+
+
+def test_deviations_recorded_and_recomputed(summary):
+    assert row(summary, "cifar100", "paco")["differences"] == "epochs 200≠400"
+    # no "deviations" in its metrics.json: recomputed from config.yaml
+    assert row(summary, "cifar100", "ce")["differences"] == "lr 0.2≠0.1"
+    tiny = row(summary, "cifar10-tiny", "ce")["differences"]
+    assert "epochs 2≠200" in tiny and "train_cap_per_class 20≠0" in tiny
+
+
+def test_failed_and_running_runs_are_listed_not_aggregated(report, summary):
+    assert row(summary, "cifar10", "bcl")["n"] == 1  # the failed seed is not averaged
+    runs = pd.read_csv(report[2] / "runs.csv")
+    states = dict(zip(zip(runs["method"], runs["seed"], runs["dataset_label"]), runs["state"]))
+    assert states[("bcl", 1, "cifar10")] == "failed" and states[("ce", 1, "cifar10")] == "running"
+    unfinished = report[1].split("## Unfinished and failed runs")[1].split("##")[0]
+    assert "RuntimeError: boom" in unfinished and "running" in unfinished and "3/200" in unfinished
+
+
+def test_verdict_rules_and_tolerance():
+    assert verdict(-1.0, True, False, 1.0) == "reproduced"
+    assert verdict(85.22 - 1.0 - 85.22, True, False, 1.0) == "reproduced"  # float noise ignored
+    assert verdict(-1.01, True, False, 1.0) == "below"
+    assert verdict(1.01, True, False, 1.0) == "above"
+    assert verdict(float("nan"), False, False, 1.0) == "no paper number"
+    assert verdict(0.0, True, True, 1.0) == "recipe differs"
+
+
+def test_published_recipe_mismatch_is_recipe_differs(results):
+    """A run on its recipe file whose published number used other epochs (PaCo's 400)."""
+    numbers = [PaperNumber("bccl", "cifar10", 100, 85.22, "resnet32", 400, "test source", "paper")]
+    summary = aggregate(label_variants(load_runs(results)), numbers, tolerance=1.0)
+    bccl = summary[(summary["dataset_label"] == "cifar10") & (summary["method"] == "bccl")].iloc[0]
+    assert bccl["verdict"] == "recipe differs"
+    assert bccl["differences"] == "epochs 200≠400 (published recipe)"
+
+
+def test_tolerance_option(results, tmp_path):
+    report = build_report(results, tmp_path, tolerance=0.1, formats=["csv"])
+    bccl = report.summary[(report.summary["dataset_label"] == "cifar10") & (report.summary["method"] == "bccl")]
+    assert bccl["verdict"].item() == "below"
+
+
+def test_paper_numbers_file_is_complete():
+    """Every CIFAR figure of paper-numbers.md, none invented (PaCo has no CIFAR-10 figure)."""
+    numbers = load_paper_numbers()
+    cifar = {(n.method, n.dataset, n.imb_factor): n.top1 for n in numbers if n.dataset.startswith("cifar")}
+    assert len(cifar) == 21 and ("paco", "cifar10", 100) not in cifar
+    assert cifar[("bccl", "cifar100", 10)] == 65.3 and cifar[("ce", "cifar10", 100)] == 70.36
+    assert all(n.status in ("release", "paper") and n.source for n in numbers)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def test_stdout_has_every_table(report):
+    code, stdout, _ = report
+    assert code == 0
+    for title in ("cifar10, IF 100", "cifar100, IF 100", "cifar10-tiny, IF 100", "Unfinished and failed runs",
+                  "Recipe differences per run"):
+        assert f"## {title}" in stdout
+    assert "85.00 ± 1.41 (n=2)" in stdout and "60.00 (n=1)" in stdout
+    assert "BCCL official README [release]" in stdout  # every paper number with its source and status
+    assert "paco: no published figure for cifar10 IF 100" in stdout
+    assert "(paper 65.2)" in stdout  # CE's published many-shot accuracy next to the run's
+
+
+def test_every_format_written_and_parseable(report):
+    _, _, out = report
+    for name in ("report.md", "summary.csv", "runs.csv", "recipe_diff.csv", "report.tex", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    diff = pd.read_csv(out / "recipe_diff.csv", keep_default_na=False)
+    paco = diff[(diff["method"] == "paco") & (diff["dataset_label"] == "cifar100")]
+    assert paco[["key", "run", "paper"]].values.tolist() == [["epochs", "200", "400"]]
+    assert (diff[diff["method"] == "bccl"]["note"] == "matches the paper recipe").all()
+    tex = (out / "report.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 5
+    assert r"\begin{document}" in tex and tex.rstrip().endswith(r"\end{document}")
+    assert "$\\pm$" in tex and "epochs 200$\\neq$400" in tex
+    body = tex.split(r"\begin{document}")[1]
+    assert not re.search(r"(?<!\\)[_%#<>|]", body)  # LaTeX specials all escaped
+
+
+def test_pngs_valid_and_embedded_in_html(report):
+    _, _, out = report
+    pngs = sorted((out / "plots").glob("*.png"))
+    # per-class and curves for 3 cells, one heatmap
+    assert len(pngs) == 7
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in pngs)
+    html = (out / "report.html").read_text()
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == len(pngs)
+    assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
+    assert html.count("<table>") == 5  # 3 cells, unfinished runs, recipe differences
+    for title in ("cifar10, IF 100", "Unfinished and failed runs", "Recipe differences per run"):
+        assert title in html
+    md = (out / "report.md").read_text()
+    assert "![diff_heatmap](plots/diff_heatmap.png)" in md
+
+
+def test_no_plots_and_format_selection(results, tmp_path):
+    code = report_cli.main(["--results-dir", str(results), "--out", str(tmp_path), "--formats", "md", "html",
+                            "--no-plots"])
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md"]
+    assert "<img" not in (tmp_path / "report.html").read_text()
+
+
+def test_no_runs_is_one_line_and_exit_0(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    assert report_cli.main(["--results-dir", str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no runs" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_results_dir_is_an_error(tmp_path, capsys):
+    assert report_cli.main(["--results-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "does not exist" in err
+
+
+def test_negative_tolerance_is_an_error(results, tmp_path, capsys):
+    assert report_cli.main(["--results-dir", str(results), "--out", str(tmp_path), "--tolerance", "-1"]) == 2
+    assert "tolerance" in capsys.readouterr().err
+
+
+def test_method_without_recipe_and_corrupt_metrics(tmp_path):
+    """A run of an unknown method and a 'done' run with broken metrics.json: listed, no crash."""
+    config = {**resolve_config("ce", "cifar10", 100, 0), "method": "mystery"}
+    write_run(tmp_path / "r", config, best=50.0, record_deviations=False)
+    broken = write_run(tmp_path / "r", resolve_config("ce", "cifar10", 100, 1), best=55.0)
+    (broken / "metrics.json").write_text("{not json")
+    report = build_report(tmp_path / "r", tmp_path / "out", formats=["md", "csv"])
+    mystery = report.summary[report.summary["method"] == "mystery"].iloc[0]
+    assert mystery["verdict"] == "no paper number" and "no recipe" in mystery["deviation_note"]
+    assert report.runs.set_index("seed").loc[1, "state"] == "incomplete"
+    diff = pd.read_csv(tmp_path / "out" / "recipe_diff.csv", keep_default_na=False)
+    assert "no recipe file" in diff[diff["method"] == "mystery"]["note"].item()
+
+
+def test_report_imports_no_training_code():
+    code = ("import sys, runpy; sys.argv = ['report.py', '--help']\n"
+            "try:\n    runpy.run_path('report.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "import benchmarks.reporting.plots, benchmarks.reporting.html\n"
+            "bad = [m for m in ('torch', 'benchmarks.training', 'benchmarks.methods', 'benchmarks.grid') "
+            "if m in sys.modules]\nassert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
