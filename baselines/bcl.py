@@ -34,8 +34,10 @@ import torch.nn.functional as F
 
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
+from benchmarks.precision import float32
 
 
+@float32
 def balanced_contrastive_loss(
     z: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -106,9 +108,7 @@ class BCL(Method):
         self.temperature = float(config["temperature"])
         self.backbone = build_backbone(config["backbone"])
         feat = self.backbone.out_dim
-        self.classifier = build_classifier(
-            config["classifier"], feat, num_classes, config["cosine_scale"]
-        )
+        self.classifier = build_classifier(config, feat, num_classes)
         hidden, out = int(config["proj_hidden_dim"]), int(config["proj_dim"])
         self.head = projection_head(feat, hidden, out)
         # Same shape as `head`, applied to the (C, feat) class vectors of the classifier.

@@ -17,9 +17,7 @@ class CrossEntropy(Method):
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)
         self.backbone = build_backbone(config["backbone"])
-        self.classifier = build_classifier(
-            config["classifier"], self.backbone.out_dim, num_classes, config["cosine_scale"]
-        )
+        self.classifier = build_classifier(config, self.backbone.out_dim, num_classes)
 
     def training_step(self, views, labels, epoch, step):
         logits = self.classifier(self.backbone(views[0]))

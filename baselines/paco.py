@@ -54,8 +54,10 @@ import torch.nn.functional as F
 from benchmarks import LTBenchError
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
+from benchmarks.precision import float32
 
 
+@float32
 def paco_loss(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -146,9 +148,7 @@ class PaCo(Method):
 
         self.backbone = build_backbone(config["backbone"])
         feat = self.backbone.out_dim
-        self.classifier = build_classifier(
-            config["classifier"], feat, num_classes, config["cosine_scale"]
-        )
+        self.classifier = build_classifier(config, feat, num_classes)
         if isinstance(self.classifier, nn.Linear):
             # The release's classifier is a bare nn.Linear: PyTorch's default init.
             self.classifier.reset_parameters()

@@ -7,8 +7,9 @@ Formulas are those of docs/methods.md, "BCCL", restated from the released code:
                            batch count of their class (the "balanced" part of BCCL)
 * `centroid_loss`          mean of a * (1 - 2q) over every anchor x centroid pair
 
-Every term is computed in float32 (inputs are cast with `.float()`), because training may run
-under bf16 autocast and exp / log-sum-exp at temperature 0.1 lose too much in 8 mantissa bits.
+Every term is computed in float32 with autocast disabled (`benchmarks.precision.float32`), because
+training may run under bf16 autocast and exp / log-sum-exp at temperature 0.1 lose too much in
+8 mantissa bits.
 Nothing loops over samples: each term is a handful of (2B x 2B) or (2B x CK) tensor operations.
 """
 
@@ -17,7 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmarks.precision import float32
 
+
+@float32
 def logit_adjusted_ce(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
     """Logit-adjusted cross-entropy: CE(logits + log pi, y), tau_LA = 1.
 
@@ -42,6 +46,7 @@ def supcon_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(w < 1e-6, torch.ones_like(w), w)
 
 
+@float32
 def class_averaged_supcon(
     z: torch.Tensor, labels: torch.Tensor, num_classes: int, temperature: float
 ) -> torch.Tensor:
@@ -71,6 +76,7 @@ def class_averaged_supcon(
     return per_anchor.mean()
 
 
+@float32
 def centroid_loss(z: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """BCCL's centroid term L_cen (a scalar).
 

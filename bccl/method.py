@@ -69,7 +69,7 @@ class BCCL(Method):
         super().__init__(config, num_classes, class_counts)
         self.backbone = build_backbone(config["backbone"])
         feat_dim = self.backbone.out_dim
-        self.classifier = build_classifier(config["classifier"], feat_dim, num_classes, config["cosine_scale"])
+        self.classifier = build_classifier(config, feat_dim, num_classes)
         self.head = projection_head(feat_dim, HEAD_HIDDEN, PROJ_DIM)
 
         self.temperature = float(config["temperature"])

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks import LTBenchError
+from benchmarks.precision import float32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,19 +101,27 @@ def build_backbone(name: str) -> nn.Module:
 # ----------------------------------------------------------------------------------------------
 
 class CosineClassifier(nn.Module):
-    """"NormedLinear": logits = normalize(h) @ normalize(W, dim=0) * scale.
+    """"NormedLinear": logits = normalize(h) @ normalize(W, dim=0) * scale, in float32.
 
-    W is stored as (in_features, num_classes), the layout of the released checkpoints. Init as
-    released: uniform(-1, 1), then every column rescaled to unit norm (`renorm_(2, 1, 1e-5)` then
-    `* 1e5`); the column norms only matter for the gradient's size, the logits see unit columns.
+    W is stored as (in_features, num_classes), the layout of the released checkpoints. Init:
+    uniform(-1, 1), then every column with norm above `init_max_norm` rescaled to that norm
+    (`renorm_(2, 1, max_norm)`). The BCCL release uses max norm 5 (columns start near norm 4.6);
+    LDAM-DRW and BCL's official code use unit columns (`renorm_(2, 1, 1e-5).mul_(1e5)`, i.e. 1.0
+    here). The logits only see unit columns, but the gradient on W scales with 1 / ||W||, so the
+    init norm sets the classifier's early step size.
     """
 
-    def __init__(self, in_features: int, num_classes: int, scale: float = 1 / 0.03):
+    def __init__(self, in_features: int, num_classes: int, scale: float = 1 / 0.03, init_max_norm: float = 1.0):
         super().__init__()
         self.scale = scale
         self.weight = nn.Parameter(torch.empty(in_features, num_classes))
-        self.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+        self.weight.data.uniform_(-1, 1)
+        if init_max_norm == 1.0:  # exactly the releases' unit renorm
+            self.weight.data.renorm_(2, 1, 1e-5).mul_(1e5)
+        else:
+            self.weight.data.renorm_(2, 1, init_max_norm)
 
+    @float32
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return F.normalize(h, dim=1) @ F.normalize(self.weight, dim=0) * self.scale
 
@@ -128,24 +137,38 @@ class LinearClassifier(nn.Linear):
         super().__init__(in_features, num_classes)
         nn.init.kaiming_normal_(self.weight)
 
+    @float32
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return super().forward(h)
+
     def class_weights(self) -> torch.Tensor:
         return self.weight
 
 
-def build_classifier(kind: str, in_features: int, num_classes: int, cosine_scale: float) -> nn.Module:
+def build_classifier(config: dict, in_features: int, num_classes: int) -> nn.Module:
+    """The classifier named by `config["classifier"]`, with the config's cosine settings."""
+    kind = config["classifier"]
     if kind == "linear":
         return LinearClassifier(in_features, num_classes)
     if kind == "cosine":
-        return CosineClassifier(in_features, num_classes, cosine_scale)
+        return CosineClassifier(in_features, num_classes, config["cosine_scale"], config["cosine_init_max_norm"])
     raise LTBenchError(f"unknown classifier {kind!r}; known: linear, cosine")
 
 
+class Float32Sequential(nn.Sequential):
+    """An `nn.Sequential` that always runs in float32 (see `benchmarks.precision`)."""
+
+    @float32
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
 def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """Linear - BatchNorm1d - ReLU - Linear: the MLP head of BCCL, BCL and PaCo.
+    """Linear - BatchNorm1d - ReLU - Linear: the MLP head of BCCL, BCL and PaCo, in float32.
 
     Index layout (0, 1, 3) matches the released checkpoints' `head.0`, `head.1`, `head.3` names.
     """
-    return nn.Sequential(
+    return Float32Sequential(
         nn.Linear(in_dim, hidden_dim),
         nn.BatchNorm1d(hidden_dim),
         nn.ReLU(inplace=True),

@@ -96,6 +96,52 @@ def seed_epoch(seed: int, epoch: int) -> None:
     torch.manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+CHECKPOINT_FORMAT = 2  # 2: with RNG states
+CHECKPOINT_KEYS = ("epochs_done", "method", "optimizer", "history", "best", "train_seconds", "images_seen", "config")
+
+
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """The python, numpy, torch CPU and (on a CUDA run) the run device's CUDA generator states."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"].cpu())  # map_location may have moved it to the GPU
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | None:
+    """A run's checkpoint, or None when there is none or it is corrupt (then it is deleted).
+
+    Only called by the process holding the run's lock, or (without deleting, `map_location=None`
+    means "just look") by the preflight check; see `Trainer.load_checkpoint` for why deleting is
+    safe.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=map_location or "cpu", weights_only=False)
+        problem = None if isinstance(state, dict) else "not a mapping"
+        if problem is None:
+            missing = [k for k in CHECKPOINT_KEYS if k not in state]
+            problem = f"lacks {', '.join(missing)}" if missing else None
+    except Exception as exc:  # truncated zip, garbage bytes, unpickling errors: all mean corrupt
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if problem is None:
+        return state
+    if map_location is not None:
+        print(f"    corrupt checkpoint {path} ({problem}): deleted, the run restarts from scratch", flush=True)
+        path.unlink(missing_ok=True)
+    return None
+
+
 def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execution):
     common = dict(
         images=data.train_images, labels=data.train_labels, view_names=method.view_names(),
@@ -161,7 +207,16 @@ class Trainer:
         return self.folder / "checkpoint.pt"
 
     def save_checkpoint(self, epochs_done: int) -> None:
+        """Everything a resumed run needs to repeat the uninterrupted one, written atomically.
+
+        Model, optimiser, method state (queues, centroids, momentum encoders: all in the method's
+        `state_dict`), history, best-so-far, epoch and every RNG state. The RNG states are belt
+        and braces: each epoch reseeds from (seed, epoch) anyway. There is no AMP GradScaler state
+        because AMP here is bf16 autocast only: bf16 has fp32's exponent range, so gradients do
+        not underflow and need no loss scaling (fp16 would, and its scale would belong here).
+        """
         atomic_torch_save(self.checkpoint_path, {
+            "format": CHECKPOINT_FORMAT,
             "epochs_done": epochs_done,
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -170,23 +225,36 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "images_seen": self.images_seen,
             "config": self.config,
+            "rng": rng_states(self.ex.device),
         })
 
     def load_checkpoint(self) -> bool:
-        """Resume from the folder's checkpoint if there is one; returns whether it did."""
-        if not self.checkpoint_path.exists():
+        """Resume from the folder's checkpoint if there is one; returns whether it did.
+
+        A checkpoint that does not load (truncated, garbage, missing keys) is deleted and the run
+        restarts from scratch, with a log line: it can only come from a crash or a full disk, and
+        training again is always correct. A checkpoint of another configuration is an error: it
+        is someone's result, and silently replacing it could lose work.
+        """
+        state = read_checkpoint(self.checkpoint_path, self.ex.device)
+        if state is None:
             return False
-        state = torch.load(self.checkpoint_path, map_location=self.ex.device, weights_only=False)
         if state["config"] != self.config:
             raise LTBenchError(f"{self.checkpoint_path} was written by another configuration; "
                                "delete the run folder or use another --results-dir")
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise LTBenchError(f"{self.checkpoint_path} does not fit this method's state (written by other "
+                               f"code?): {str(exc).splitlines()[0]}; delete the run folder") from None
         self.history = state["history"]
         self.best = state["best"]
         self.start_epoch = state["epochs_done"]
         self.train_seconds = state["train_seconds"]
         self.images_seen = state["images_seen"]
+        if "rng" in state:
+            restore_rng_states(state["rng"], self.ex.device)
         return True
 
     def _tensorboard(self):
@@ -231,8 +299,8 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         self.method.eval()
-        with self.ex.autocast():
-            preds = predict(self.method.eval_logits, self.test_images, self.config["eval_batch_size"])
+        # No autocast: bf16 would flip ~0.5 % of close predictions (benchmarks/precision.py).
+        preds = predict(self.method.eval_logits, self.test_images, self.config["eval_batch_size"])
         return accuracy_metrics(preds.cpu().numpy(), self.test_labels, self.class_counts)
 
     def run(self) -> dict[str, Any]:
