@@ -181,3 +181,27 @@ def test_eval_logits_are_raw_classifier_output():
         logits = m.eval_logits(x)
         assert logits.shape == (B, C)
         assert torch.allclose(logits, m.classifier(m.backbone(x)))
+
+
+def test_la_ce_is_view_one_logits_plus_log_prior_from_one_joint_forward():
+    """Recompute L_LA by hand from a joint 2B forward (BatchNorm sees both views)."""
+    m = make()
+    (v1, v2), labels = batch(5)
+    m.train()
+    torch.manual_seed(1)
+    out = m.training_step([v1, v2], labels, epoch=0, step=0)
+    m2 = make()
+    m2.train()
+    h = m2.backbone(torch.cat([v1, v2]))  # joint batch: statistics over 2B images
+    logits = m2.classifier(h[:B])
+    prior = COUNTS.float() / COUNTS.sum()
+    expected = torch.nn.functional.cross_entropy(logits + prior.log(), labels)
+    assert torch.allclose(out["la_ce"], expected, atol=1e-6)
+    # the same quantity from view 2's logits, from separate passes, or without the prior differs
+    separate = m2.classifier(m2.backbone(v1))
+    for wrong in (
+        torch.nn.functional.cross_entropy(m2.classifier(h[B:]) + prior.log(), labels),
+        torch.nn.functional.cross_entropy(separate + prior.log(), labels),
+        torch.nn.functional.cross_entropy(logits, labels),
+    ):
+        assert not torch.allclose(out["la_ce"], wrong, atol=1e-4)

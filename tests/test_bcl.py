@@ -231,3 +231,17 @@ def test_la_ce_uses_log_prior_on_classification_view():
         adjusted = logits.double() + torch.log(counts / counts.sum())
         expected = -(adjusted.log_softmax(1)[torch.arange(4), labels]).mean()
     assert out["la_ce"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_prototypes_come_from_raw_classifier_weights():
+    """prototypes = normalize(head_prototype(W^T)) with the un-normalised class vectors."""
+    m = make_bcl()
+    with torch.no_grad():
+        m.classifier.weight.mul_(torch.linspace(0.5, 3.0, 10))  # columns of different norms
+    m.train()
+    w = m.classifier.class_weights()
+    expected = torch.nn.functional.normalize(m.head_prototype(w), dim=1)
+    wrong = torch.nn.functional.normalize(m.head_prototype(torch.nn.functional.normalize(w, dim=1)), dim=1)
+    got = m.prototypes()
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, wrong, atol=1e-3)

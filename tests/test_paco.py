@@ -6,6 +6,7 @@ naive per-query loop written straight from methods.md's formula.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -278,3 +279,27 @@ def test_shuffle_bn_groups_option_runs_and_unshuffles():
         grouped = method._keys(views[1])
         plain = F.normalize(method.key_head(method.key_backbone(views[1])), dim=1)
     assert torch.allclose(grouped, plain, atol=1e-5)
+
+
+def test_training_step_loss_uses_raw_h_classifier_logits():
+    """The class-centre logits come from the classifier on the raw pooled feature h."""
+    m = make_paco(queue_size=16)
+    m.train()
+    g = torch.Generator().manual_seed(3)
+    views = [torch.randn(4, 3, 8, 8, generator=g) for _ in range(2)]
+    labels = torch.tensor([0, 1, 2, 0])
+    queue, queue_labels = m.queue.clone(), m.queue_labels.clone()
+    reference = copy.deepcopy(m)
+    out = m.training_step(views, labels, epoch=0, step=0)
+
+    h = reference.backbone(views[0])
+    q = torch.nn.functional.normalize(reference.head(h), dim=1)
+    reference.momentum_update()
+    with torch.no_grad():
+        k = torch.nn.functional.normalize(reference.key_head(reference.key_backbone(views[1])), dim=1)
+    args = dict(alpha=m.alpha, beta=m.beta, gamma=m.gamma, temperature=m.temperature)
+    expected = paco_loss(q, k, queue, labels, queue_labels, reference.classifier(h), m.class_counts, **args)
+    wrong = paco_loss(q, k, queue, labels, queue_labels,
+                      reference.classifier(torch.nn.functional.normalize(h, dim=1)), m.class_counts, **args)
+    assert torch.allclose(out["loss"], expected, atol=1e-5)
+    assert not torch.allclose(out["loss"], wrong, atol=1e-3)
