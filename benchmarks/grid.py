@@ -5,9 +5,17 @@ list), seeds, and optional `overrides` (for every run) and `method_overrides` (p
 command line can narrow or change each of them.
 
 Order of work: plan (resolve and validate every run's config) -> preflight (data present, results
-folder writable, no finished run folder holding a different config) -> run each cell. Bad input
-is found in the first two stages, so it writes nothing. Finished runs are skipped; an interrupted
-run resumes from its checkpoint; a failed run is marked `failed: reason` and the grid goes on.
+folder writable, no run folder or checkpoint holding a different config) -> run each cell. Bad
+input is found in the first two stages, so it writes nothing. Finished runs are skipped; an
+interrupted run resumes from its checkpoint; a failed run is marked `failed: reason` and the grid
+goes on. Who runs the cells (this process, N worker processes, SLURM jobs) is
+`benchmarks.launchers`; every one of them ends in `run_grid` for one or more cells.
+
+Integrity (see `benchmarks.results`): a cell is trained only under its run folder's lock, so two
+runners never train it at once (a runner that finds it locked skips it and says so); a folder
+that says `done` counts only if its config.yaml and metrics.json are whole (`done_problem`),
+otherwise it is trained again (resuming from its checkpoint, which costs one evaluation when the
+checkpoint is complete); stray temporary files of a killed writer are removed first.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from benchmarks import CONFIG_DIR, LTBenchError
 from benchmarks.config import load_yaml, recipe_deviations, resolve_config
@@ -28,12 +37,13 @@ from benchmarks.datasets import DATASETS, DatasetRequest, LTData, build_dataset
 from benchmarks.environment import environment_record
 from benchmarks.methods import METHODS
 from benchmarks.results import (
-    DONE, FAILED, RUNNING, atomic_write_json, atomic_write_yaml, format_imb_factor,
-    read_config, read_metrics, read_status, run_dir, write_status,
+    DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, atomic_write_text, atomic_write_yaml, done_problem,
+    format_imb_factor, read_config, read_metrics, read_status, remove_stale_temp_files, run_dir, write_status,
 )
 
 GRID_KEYS = {"description", "datasets", "imb_factors", "methods", "seeds", "overrides", "method_overrides"}
 TINY_TRAIN_CAP, TINY_TEST_CAP, TINY_EPOCHS = 20, 10, 2
+CLASSIFIERS = ("linear", "cosine")  # what benchmarks.models.build_classifier builds
 
 
 def grid_names() -> list[str]:
@@ -52,6 +62,17 @@ def load_grid(name: str) -> dict[str, Any]:
     missing = {"datasets", "imb_factors", "methods", "seeds"} - set(grid)
     if missing:
         raise LTBenchError(f"{path}: missing key(s) {sorted(missing)}")
+    for key in ("datasets", "imb_factors", "seeds", "methods"):
+        value = grid[key]
+        if not isinstance(value, list) and not (key == "methods" and value == "all"):
+            accepted = "a list or 'all'" if key == "methods" else "a list"
+            raise LTBenchError(f"{path}: {key!r} must be {accepted}, got {value!r}")
+    for key in ("overrides", "method_overrides"):
+        if not isinstance(grid.get(key) or {}, dict):
+            raise LTBenchError(f"{path}: {key!r} must be a mapping, got {grid[key]!r}")
+    for method, over in (grid.get("method_overrides") or {}).items():
+        if not isinstance(over or {}, dict):
+            raise LTBenchError(f"{path}: method_overrides.{method} must be a mapping of keys, got {over!r}")
     return grid
 
 
@@ -69,6 +90,7 @@ class GridOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     data_root: Path = Path("data")
     download: bool = False
+    split_dir: Path | None = None  # imagenet_lt / inat2018: folder of the split files (None: under data_root)
     results_dir: Path = Path("results")
     device: str = "auto"
     tensorboard: bool = False
@@ -102,9 +124,9 @@ def plan(options: GridOptions) -> list[Run]:
     imb_factors = options.imb_factors or list(grid["imb_factors"])
     seeds = options.seeds if options.seeds is not None else list(grid["seeds"])
     for name in datasets:
-        DATASETS.get(name)
+        DATASETS.get(name) if isinstance(name, str) else _bad_name("dataset", name)
     for name in methods:
-        METHODS.get(name)
+        METHODS.get(name) if isinstance(name, str) else _bad_name("method", name)
     for imb in imb_factors:
         if not isinstance(imb, (int, float)) or isinstance(imb, bool) or imb < 1:
             raise LTBenchError(f"imbalance factor must be a number >= 1, got {imb!r}")
@@ -120,8 +142,12 @@ def plan(options: GridOptions) -> list[Run]:
     if options.epochs is not None:
         cli["epochs"] = options.epochs
     method_overrides = grid.get("method_overrides") or {}
-    for name in method_overrides:
+    for name, over in method_overrides.items():
         METHODS.get(name)
+        # Also for methods the command line left out: a typo in the grid file is an error now,
+        # not on the day someone runs that method.
+        resolve_config(name, datasets[0] if datasets else "synthetic",
+                       grid_overrides={**(grid.get("overrides") or {}), **(over or {})})
 
     runs = []
     for dataset in datasets:
@@ -130,11 +156,50 @@ def plan(options: GridOptions) -> list[Run]:
                 for seed in seeds:
                     grid_over = {**(grid.get("overrides") or {}), **(method_overrides.get(method) or {})}
                     config = resolve_config(method, dataset, imb, seed, grid_overrides=grid_over, overrides=cli)
-                    if config["epochs"] < 1 or config["batch_size"] < 1:
-                        raise LTBenchError(f"epochs and batch_size must be >= 1 (run {method} on {dataset})")
+                    check_run_config(config)
                     folder = run_dir(options.results_dir, dataset_label(config), imb, method, seed)
                     runs.append(Run(config, folder))
+    if not runs:
+        raise LTBenchError(f"grid {options.grid!r} has no runs (an empty list of datasets, IFs, methods or seeds)")
+    seen: dict[Path, Run] = {}
+    for run in runs:
+        if run.folder in seen:
+            raise LTBenchError(f"duplicate cell {run.label} (listed twice; both would write {run.folder})")
+        seen[run.folder] = run
     return runs
+
+
+def _bad_name(kind: str, name: Any) -> None:
+    raise LTBenchError(f"{kind} names must be strings, got {name!r}")
+
+
+def check_run_config(config: dict[str, Any]) -> None:
+    """Value checks that a key's type cannot express, made at plan time so that bad input writes
+    nothing (without them the mistake would surface in the middle of a grid, in a run folder)."""
+    from benchmarks.models import BACKBONES
+    from benchmarks.schedules import learning_rate
+    from benchmarks.training import Execution
+
+    where = f"(run {config['method']} on {config['dataset']})"
+    for key, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("warmup_epochs", 0),
+                     ("num_workers", 0), ("train_cap_per_class", 0), ("test_cap_per_class", 0)):
+        if config[key] < low:
+            raise LTBenchError(f"{key} must be >= {low}, got {config[key]} {where}")
+    for key in ("lr", "weight_decay", "momentum"):
+        if not config[key] >= 0:  # also catches NaN
+            raise LTBenchError(f"{key} must be >= 0, got {config[key]} {where}")
+    steps = config["lr_steps"]
+    if not all(isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) for v in s) for s in steps):
+        raise LTBenchError(f"lr_steps must be a list of [epoch, factor] pairs, got {steps!r} {where}")
+    learning_rate(0, config)  # unknown lr_schedule
+    Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, channels_last
+    if config["backbone"] not in BACKBONES:
+        raise LTBenchError(f"unknown backbone {config['backbone']!r}; known: {', '.join(BACKBONES)}")
+    from benchmarks.views.large import check_views_config
+
+    check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
+    if config["classifier"] not in CLASSIFIERS:
+        raise LTBenchError(f"unknown classifier {config['classifier']!r}; known: {', '.join(CLASSIFIERS)}")
 
 
 def _check_writable(folder: Path) -> None:
@@ -147,16 +212,40 @@ def _check_writable(folder: Path) -> None:
         raise LTBenchError(f"results dir {folder} is not writable: {exc.strerror or exc}") from None
 
 
+def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return ", ".join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
+
+
 def preflight(runs: list[Run], options: GridOptions) -> None:
-    for name in sorted({r.config["dataset"] for r in runs}):
-        DATASETS.get(name).check(DatasetRequest(imb_factor=1, data_root=options.data_root, download=options.download))
+    """Everything that can be checked before a file is written: data, folders, old results.
+
+    A run folder whose config.yaml or checkpoint belongs to another configuration is someone's
+    result: it is an error, never overwritten. A config.yaml that does not parse is judged by the
+    checkpoint next to it (the folder is retrained if neither says otherwise).
+    """
+    from benchmarks.training import read_checkpoint
+
+    for name, imb in sorted({(r.config["dataset"], r.config["imb_factor"]) for r in runs}):
+        # with the cell's IF: a dataset with a natural long tail (imagenet_lt, inat2018) refuses other IFs
+        DATASETS.get(name).check(DatasetRequest(imb_factor=imb, data_root=options.data_root,
+                                                download=options.download, split_dir=options.split_dir))
     for run in runs:
-        existing = read_config(run.folder)
-        if existing is not None and existing != run.config:
-            diff = sorted(k for k in set(existing) | set(run.config) if existing.get(k) != run.config.get(k))
+        if done_problem(run.folder, run.config) is None:
+            continue  # finished with this very config: it will be skipped
+        try:
+            existing = read_config(run.folder)
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            existing = None
+        if isinstance(existing, dict) and existing != run.config:
             raise LTBenchError(
-                f"{run.folder} holds a run with another configuration (differs in: {', '.join(diff)}); "
-                "use another --results-dir or delete that folder"
+                f"{run.folder} holds a run with another configuration (differs in: "
+                f"{_differing_keys(existing, run.config)}); use another --results-dir or delete that folder"
+            )
+        state = read_checkpoint(run.folder / "checkpoint.pt", map_location=None)
+        if state is not None and state["config"] != run.config:
+            raise LTBenchError(
+                f"{run.folder / 'checkpoint.pt'} was written by another configuration (differs in: "
+                f"{_differing_keys(state['config'], run.config)}); use another --results-dir or delete that folder"
             )
     _check_writable(Path(options.results_dir))
 
@@ -180,7 +269,7 @@ class DataCache:
         request = DatasetRequest(
             imb_factor=config["imb_factor"], data_root=self.options.data_root, download=self.options.download,
             subset_seed=config["subset_seed"], train_cap_per_class=config["train_cap_per_class"],
-            test_cap_per_class=config["test_cap_per_class"],
+            test_cap_per_class=config["test_cap_per_class"], split_dir=self.options.split_dir,
         )
         key = (config["dataset"], request)
         if key not in self._cache:
@@ -189,27 +278,31 @@ class DataCache:
 
 
 def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptions) -> Outcome:
-    from benchmarks.training import Trainer, write_metrics
+    from benchmarks import distributed
+    from benchmarks.training import NonFiniteLoss, Trainer, write_metrics
 
+    main = distributed.is_main()  # under torchrun only rank 0 writes; in one process always true
     start = time.perf_counter()
-    run.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_yaml(run.folder / "config.yaml", run.config)
-    write_status(run.folder, RUNNING)
+    if main:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_yaml(run.folder / "config.yaml", run.config)
+        write_status(run.folder, RUNNING)
     try:
         trainer = Trainer(run.config, data, run.folder, device, tensorboard=options.tensorboard,
                           progress=options.progress)
-        trainer.load_checkpoint()
+        distributed.main_first(trainer.load_checkpoint)  # rank 0 may delete a corrupt one first
         ex = trainer.ex
-        atomic_write_json(run.folder / "env.json", environment_record(
-            device, {"pipeline": ex.pipeline, "amp": ex.amp, "channels_last": ex.channels_last,
-                     "compile": ex.compile, "resumed_from_epoch": trainer.start_epoch}))
+        if main:
+            atomic_write_json(run.folder / "env.json", environment_record(
+                device, {"pipeline": ex.pipeline, "amp": ex.amp, "channels_last": ex.channels_last,
+                         "compile": ex.compile, "resumed_from_epoch": trainer.start_epoch,
+                         "world_size": distributed.world_size()}))
         metrics = trainer.run()
         metrics["deviations"] = recipe_deviations(run.config)
         metrics["dataset_info"] = {k: v for k, v in data.info.items() if k != "class_counts"}
-        from benchmarks.training import write_metrics
-
-        write_metrics(run.folder, metrics)
-        write_status(run.folder, DONE)
+        if main:
+            write_metrics(run.folder, metrics)
+            write_status(run.folder, DONE)
         return Outcome(run, DONE, metrics, time.perf_counter() - start)
     except KeyboardInterrupt:
         raise  # status stays `running`: the next invocation resumes from the checkpoint
@@ -217,28 +310,123 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
         raise
     except Exception as exc:  # one failed cell must not stop the grid
         reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-        write_status(run.folder, f"{FAILED}: {reason}")
-        (run.folder / "error.log").write_text(traceback.format_exc())
+        if main:
+            write_status(run.folder, f"{FAILED}: {reason}")
+            atomic_write_text(run.folder / "error.log", traceback.format_exc())
+        if distributed.world_size() > 1 and not isinstance(exc, NonFiniteLoss):
+            # Only a NaN is known to hit every rank at once; after any other failure the ranks may be
+            # out of step, so this process exits and torchrun stops the others.
+            raise
         return Outcome(run, f"{FAILED}: {reason}", None, time.perf_counter() - start)
 
 
-def run_grid(runs: list[Run], options: GridOptions, device: torch.device, log=print) -> list[Outcome]:
-    cache = DataCache(options)
-    outcomes = []
-    for i, run in enumerate(runs, 1):
-        if read_status(run.folder) == DONE and read_metrics(run.folder) is not None:
-            log(f"[{i}/{len(runs)}] {run.label}: done already, skipped ({run.folder})")
-            outcomes.append(Outcome(run, "skipped (done)", read_metrics(run.folder)))
-            continue
-        log(f"[{i}/{len(runs)}] {run.label} -> {run.folder}")
+SKIPPED_DONE = "skipped (done)"
+SKIPPED_LOCKED = "skipped (locked"  # + " by <holder>)"
+
+
+def finished(run: Run, log=None, prefix: str = "") -> bool:
+    """Whether the cell is a whole finished run; says why a `done` folder is not trusted."""
+    problem = done_problem(run.folder, run.config)
+    if problem is not None and log is not None and read_status(run.folder) == DONE:
+        log(f"{prefix}{run.label}: folder says done but {problem}: training it again")
+    return problem is None
+
+
+def log_outcome(outcome: Outcome, log=print) -> None:
+    if outcome.metrics and outcome.status == DONE:
+        b, l = outcome.metrics["best"], outcome.metrics["last"]
+        log(f"    best top-1 {b['top1']:.2f} (epoch {b['epoch']}), last {l['top1']:.2f}, {outcome.seconds:.1f} s")
+    else:
+        log(f"    {outcome.status}")
+
+
+def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=print,
+             prefix: str = "") -> Outcome:
+    """Train one cell under its lock: skipped when finished, or when another live runner has it."""
+    from benchmarks import distributed
+
+    if distributed.world_size() > 1:
+        return run_cell_distributed(run, options, device, cache, log, prefix)
+    if finished(run, log, prefix):
+        log(f"{prefix}{run.label}: done already, skipped ({run.folder})")
+        return Outcome(run, SKIPPED_DONE, read_metrics(run.folder))
+    try:
+        lock = RunLock(run.folder).acquire()
+    except RunLocked as exc:
+        log(f"{prefix}{run.label}: being trained by another runner ({exc.holder}), skipped")
+        return Outcome(run, f"{SKIPPED_LOCKED} by {exc.holder})")
+    try:
+        if finished(run):  # another runner finished it between our check and our lock
+            log(f"{prefix}{run.label}: done already, skipped ({run.folder})")
+            return Outcome(run, SKIPPED_DONE, read_metrics(run.folder))
+        for path in remove_stale_temp_files(run.folder):
+            log(f"    removed {path.name}, left by a killed writer")
+        log(f"{prefix}{run.label} -> {run.folder}")
         outcome = execute_run(run, cache.get(run.config), device, options)
-        if outcome.metrics:
-            b, l = outcome.metrics["best"], outcome.metrics["last"]
-            log(f"    best top-1 {b['top1']:.2f} (epoch {b['epoch']}), last {l['top1']:.2f}, {outcome.seconds:.1f} s")
+    finally:
+        lock.release()
+    log_outcome(outcome, log)
+    return outcome
+
+
+def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=print,
+                         prefix: str = "") -> Outcome:
+    """`run_cell` for torchrun: rank 0 decides (finished? locked? its lock, its stale files) and
+    tells the others, so that every rank trains the same cells in the same order."""
+    from benchmarks import distributed
+
+    decision, lock = None, None
+    if distributed.is_main():
+        if finished(run, log, prefix):
+            decision = ("done",)
         else:
-            log(f"    {outcome.status}")
-        outcomes.append(outcome)
-    return outcomes
+            try:
+                lock = RunLock(run.folder).acquire()
+            except RunLocked as exc:
+                decision = ("locked", exc.holder)
+            else:
+                decision = ("done",) if finished(run) else ("train",)
+                if decision == ("train",):
+                    for path in remove_stale_temp_files(run.folder):
+                        log(f"    removed {path.name}, left by a killed writer")
+    decision = distributed.broadcast_object(decision)
+    try:
+        if decision[0] == "done":
+            log(f"{prefix}{run.label}: done already, skipped ({run.folder})")
+            return Outcome(run, SKIPPED_DONE, read_metrics(run.folder) if distributed.is_main() else None)
+        if decision[0] == "locked":
+            log(f"{prefix}{run.label}: being trained by another runner ({decision[1]}), skipped")
+            return Outcome(run, f"{SKIPPED_LOCKED} by {decision[1]})")
+        log(f"{prefix}{run.label} -> {run.folder} ({distributed.world_size()} processes)")
+        outcome = execute_run(run, cache.get(run.config), device, options)
+    finally:
+        if lock is not None:
+            lock.release()
+    log_outcome(outcome, log)
+    return outcome
+
+
+def run_grid(runs: list[Run], options: GridOptions, device: torch.device, log=print) -> list[Outcome]:
+    """Run the cells one after the other in this process (the sequential local launcher)."""
+    cache = DataCache(options)
+    return [run_cell(run, options, device, cache, log, prefix=f"[{i}/{len(runs)}] ") for i, run in enumerate(runs, 1)]
+
+
+def count_outcomes(outcomes: list[Outcome]) -> dict[str, int]:
+    """How many cells were trained, found finished, found locked, submitted (SLURM --no-wait), failed."""
+    counts = {"trained": 0, "skipped (done)": 0, "locked elsewhere": 0, "submitted": 0, "failed": 0}
+    for o in outcomes:
+        if o.status == DONE:
+            counts["trained"] += 1
+        elif o.status == SKIPPED_DONE:
+            counts["skipped (done)"] += 1
+        elif o.status.startswith(SKIPPED_LOCKED):
+            counts["locked elsewhere"] += 1
+        elif o.status.startswith("submitted"):
+            counts["submitted"] += 1
+        else:
+            counts["failed"] += 1
+    return counts
 
 
 def summary_table(outcomes: list[Outcome]) -> str:

@@ -8,9 +8,14 @@
 - `env.json`      versions, device, git commit, pipeline
 - `status`        `running`, `done` or `failed: <reason>`
 - `checkpoint.pt` the last epoch's full state, for resuming
+- `.lock`         the per-run lock (see `RunLock`); its content only says who holds it
+- `worker.log`    with `--jobs`: the output of the worker processes that ran this cell
 
 Every file is written to a temporary name in the same folder and renamed into place, so a killed
-process leaves either the old file or the new one, never half of one.
+process leaves either the old file or the new one, never half of one (plus, at worst, a stray
+`.<name>.*.tmp` file, which `remove_stale_temp_files` deletes before the run is trained again).
+The lock file is the one exception: it must keep its inode for `flock` to mean anything, so it is
+never replaced or deleted, and its content is informational only.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import csv
 import io
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +126,151 @@ def find_runs(results_root: Path) -> list[Path]:
     if not root.exists():
         return []
     return sorted(p.parent for p in root.glob("*/if*/*/seed*/status"))
+
+
+# -- integrity of a finished run -------------------------------------------------------------------
+SUMMARY_KEYS = ("epoch", "top1", "many", "medium", "few", "per_class")
+METRICS_KEYS = ("best", "last", "epochs", "num_classes", "class_counts", "train_images", "test_images")
+
+
+def metrics_problem(metrics: Any) -> str | None:
+    """Why a parsed metrics.json cannot be a finished run's, or None if it can.
+
+    Checks the structure the report and the runner rely on (the best and last summaries with
+    top-1, groups and one accuracy per class), not the values: a run folder that a crash, a
+    full disk or a hand edit left half-written must be rerun, never averaged into a table.
+    """
+    if not isinstance(metrics, dict):
+        return "metrics.json is not a mapping"
+    missing = [k for k in METRICS_KEYS if k not in metrics]
+    if missing:
+        return f"metrics.json lacks {', '.join(missing)}"
+    for which in ("best", "last"):
+        summary = metrics[which]
+        if not isinstance(summary, dict) or any(k not in summary for k in SUMMARY_KEYS):
+            return f"metrics.json {which!r} lacks epoch/top1/groups/per_class"
+        if not isinstance(summary["top1"], (int, float)) or not isinstance(summary["per_class"], list):
+            return f"metrics.json {which!r} has a malformed top1 or per_class"
+        if len(summary["per_class"]) != metrics["num_classes"]:
+            return f"metrics.json {which!r} has {len(summary['per_class'])} per-class values " \
+                   f"for {metrics['num_classes']} classes"
+    return None
+
+
+def done_problem(folder: Path, config: dict[str, Any] | None = None) -> str | None:
+    """Why a folder is not a trustworthy finished run, or None if it is one.
+
+    A finished run is: status `done`, a config.yaml that parses (and equals `config` when given),
+    and a metrics.json that parses and passes `metrics_problem`. The runner reruns every folder
+    for which this returns a reason; the report lists such folders as incomplete, so the two
+    never disagree about which runs count.
+    """
+    folder = Path(folder)
+    try:
+        status = read_status(folder)
+    except (OSError, UnicodeDecodeError):
+        return "status file unreadable"
+    if status != DONE:
+        return f"status is {status!r}" if status is not None else "no status file"
+    try:
+        existing = read_config(folder)
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return "config.yaml unreadable"
+    if not isinstance(existing, dict):
+        return "config.yaml missing" if existing is None else "config.yaml is not a mapping"
+    if config is not None and existing != config:
+        return "config.yaml differs from the run's configuration"
+    try:
+        metrics = read_metrics(folder)
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as exc:
+        return f"metrics.json unreadable ({exc})"
+    if metrics is None:
+        return "status is done but metrics.json is missing"
+    return metrics_problem(metrics)
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the `.<name>.*.tmp` files a killed writer left behind; only call under the run lock."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    return stale
+
+
+# -- one runner per run folder ---------------------------------------------------------------------
+class RunLocked(Exception):
+    """Another live process holds the run folder's lock; `holder` says who (pid, host, since)."""
+
+    def __init__(self, folder: Path, holder: str):
+        super().__init__(f"{folder} is locked by {holder}")
+        self.folder = folder
+        self.holder = holder
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on one run folder: `fcntl.flock` on `<folder>/.lock`.
+
+    Why flock: the kernel drops the lock when the holding process dies, however it dies (SIGKILL,
+    OOM killer, a node reboot), so a dead runner never holds a cell forever and no staleness
+    timeout or heartbeat is needed, and nothing can break a live holder's lock by mistake. The
+    file holds `pid host start-time` of the holder, written after the lock is taken, only so that
+    a runner that finds the cell taken can say by whom.
+
+    The lock file is never deleted: deleting it would let a second runner lock a new inode at the
+    same path while a first one still holds the old inode.
+
+    NFS and cluster file systems: since Linux 2.6.12 flock on NFS is emulated with POSIX byte-range
+    locks, which are cluster-wide on NFSv4 (and v3 with lockd), but a file system mounted with
+    `nolock` (NFS) or `localflock` (Lustre) only sees locks taken on the same node, and some
+    parallel file systems need a mount option (Lustre `-o flock`). There, two runners on different
+    nodes could train one cell at once; the SLURM launcher submits each cell once per invocation,
+    so this only matters when two invocations run at the same time.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunLocked(self.folder, self.holder()) from None
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def holder(self) -> str:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            text = ""
+        return text or "another process"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fd, self._fd = self._fd, None
+            try:
+                os.ftruncate(fd, 0)  # nobody holds it now; the empty file says so
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -8,11 +8,16 @@ Reproducibility and resumption: every epoch starts by seeding python, numpy and 
 CUDA) from (seed, epoch). An epoch's randomness (shuffling, augmentation, k-means initialisation)
 is therefore a function of the seed, the epoch and the state at the epoch's start, which is
 exactly what the end-of-epoch checkpoint holds, so a resumed run repeats the uninterrupted one.
+
+Several processes (torchrun): each rank trains on its share of every global batch, gradients are
+averaged after `backward`, and only rank 0 writes files; see `benchmarks.distributed` for the
+choices (gradients, BatchNorm, queues, evaluation).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -23,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import LTBenchError
+from benchmarks import LTBenchError, distributed
 from benchmarks.datasets import LTData
-from benchmarks.evaluation import accuracy_metrics, predict
-from benchmarks.loaders import FastLoader, ReferenceLoader, normalised_tensor
+from benchmarks.evaluation import TestEvaluator, accuracy_metrics
+from benchmarks.loaders import FastLoader, ReferenceLoader
 from benchmarks.methods import Method, build_method
 from benchmarks.results import atomic_torch_save, atomic_write_json, write_csv
 from benchmarks.schedules import learning_rate
@@ -51,11 +56,11 @@ class Execution:
         cuda = device.type == "cuda"
         pipeline = config["pipeline"] if config["pipeline"] != "auto" else ("fast" if cuda else "reference")
         amp = config["amp"] if config["amp"] != "auto" else ("bf16" if cuda else "off")
-        channels = config["channels_last"]
+        memory_format = config["memory_format"]
         for key, value, allowed in (
             ("pipeline", pipeline, ("reference", "fast")),
             ("amp", amp, ("bf16", "off")),
-            ("channels_last", channels, ("auto", "on", "off")),
+            ("memory_format", memory_format, ("auto", "channels_last", "contiguous")),
         ):
             if value not in allowed:
                 raise LTBenchError(f"{key} must be one of auto, {', '.join(allowed)}; got {value!r}")
@@ -63,7 +68,7 @@ class Execution:
             device=device,
             pipeline=pipeline,
             amp=amp,
-            channels_last=(channels == "on") or (channels == "auto" and cuda),
+            channels_last=(memory_format == "channels_last") or (memory_format == "auto" and cuda),
             compile=bool(config["compile"]) and cuda,
         )
 
@@ -121,13 +126,14 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | N
 
     Only called by the process holding the run's lock, or (without deleting, `map_location=None`
     means "just look") by the preflight check; see `Trainer.load_checkpoint` for why deleting is
-    safe.
+    safe. Looking memory-maps the file, so checking a grid's checkpoints reads little more than
+    their configs.
     """
     path = Path(path)
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location=map_location or "cpu", weights_only=False)
+        state = torch.load(path, map_location=map_location or "cpu", weights_only=False, mmap=map_location is None)
         problem = None if isinstance(state, dict) else "not a mapping"
         if problem is None:
             missing = [k for k in CHECKPOINT_KEYS if k not in state]
@@ -143,10 +149,15 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | N
 
 
 def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execution):
+    """The training batches of this process: the global `batch_size`, or its share under torchrun."""
+    world = distributed.world_size()
+    if config["batch_size"] % world:
+        raise LTBenchError(f"batch_size {config['batch_size']} is not divisible by the {world} processes; the "
+                           "global batch of the recipe is split evenly across ranks")
     common = dict(
         images=data.train_images, labels=data.train_labels, view_names=method.view_names(),
-        mean=data.mean, std=data.std, batch_size=config["batch_size"],
-        drop_last=config["drop_last"], device=ex.device,
+        mean=data.mean, std=data.std, batch_size=config["batch_size"] // world,
+        drop_last=config["drop_last"], device=ex.device, shard=(distributed.rank(), world), seed=config["seed"],
     )
     if ex.pipeline == "fast":
         return FastLoader(**common)
@@ -166,19 +177,30 @@ class Trainer:
         self.data = data
         self.folder = Path(folder)
         self.ex = Execution.resolve(config, device)
-        self.progress = progress
+        if data.file_based and self.ex.pipeline == "fast":
+            if config["pipeline"] != "auto":
+                raise LTBenchError(f"{data.name} is read from files: pipeline fast needs in-memory images; "
+                                   "use --set pipeline=reference (or auto)")
+            self.ex = dataclasses.replace(self.ex, pipeline="reference")  # files: decoded by DataLoader workers
+        self.world = distributed.world_size()
+        self.is_main = distributed.is_main()
+        self.progress = progress and self.is_main
         self.class_counts = data.class_counts
 
         seed_epoch(config["seed"], -1)
         self.method = build_method(config, data.num_classes, torch.as_tensor(self.class_counts))
+        if self.world > 1 and config["sync_bn"]:
+            self.method = distributed.convert_sync_batchnorm(self.method, device)
         self.method.to(device)
+        distributed.broadcast_module_(self.method)  # rank 0's initial state everywhere (as DDP does)
         if self.ex.channels_last:
             self.method.to(memory_format=torch.channels_last)
         if self.ex.compile:
             for module in self.method.children():
                 module.compile()
+        self.parameters = self.method.trainable_parameters()
         self.optimizer = torch.optim.SGD(
-            self.method.trainable_parameters(),
+            self.parameters,
             lr=config["lr"],
             momentum=config["momentum"],
             weight_decay=config["weight_decay"],
@@ -190,9 +212,8 @@ class Trainer:
                 f"{len(data.train_labels)} training images give no batch of {config['batch_size']} "
                 f"(drop_last={config['drop_last']}); lower batch_size"
             )
-        self.test_images = normalised_tensor(data.test_images, data.mean, data.std, device)
-        if self.ex.channels_last:
-            self.test_images = self.test_images.contiguous(memory_format=torch.channels_last)
+        self.evaluator = TestEvaluator(data, device, config["eval_batch_size"], config["test_view"],
+                                       config["num_workers"], self.ex.channels_last)
         self.test_labels = np.asarray(data.test_labels)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -258,6 +279,8 @@ class Trainer:
         return True
 
     def _tensorboard(self):
+        if not distributed.is_main():
+            return None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -269,6 +292,8 @@ class Trainer:
         method, opt = self.method, self.optimizer
         method.train()
         method.on_epoch_start(epoch)
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)  # the sharded sampler's permutation (torchrun)
         sums: dict[str, torch.Tensor] = {}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.ex.device)
         steps = 0
@@ -283,15 +308,22 @@ class Trainer:
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(self.parameters)  # no-op in one process
             opt.step()
             method.after_step(epoch, step)
             for name, value in losses.items():
                 value = value.detach().float()
                 sums[name] = sums[name] + value if name in sums else value
             steps += 1
-            self.images_seen += len(labels)
-            if self.ex.device.type == "cpu" and bool(bad):
-                break  # on the CPU the check costs nothing: stop at once
+            self.images_seen += len(labels) * self.world
+            if self.ex.device.type == "cpu" and self.world == 1 and bool(bad):
+                break  # on the CPU the check costs nothing: stop at once (ranks must agree: not under torchrun)
+        if self.world > 1:  # every rank raises, or none: the earliest bad step of any rank
+            first_bad = distributed.all_reduce_(torch.where(first_bad < 0, torch.full_like(first_bad, 2**62),
+                                                            first_bad), "min")
+            first_bad = torch.where(first_bad == 2**62, torch.full_like(first_bad, -1), first_bad)
+            for name in sums:
+                sums[name] = distributed.all_reduce_(sums[name].clone()) / self.world
         bad_step = int(first_bad)
         if bad_step >= 0:
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {bad_step}")
@@ -299,9 +331,10 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         self.method.eval()
+        distributed.broadcast_batchnorm_buffers_(self.method)  # rank 0's running statistics (torchrun)
         # No autocast: bf16 would flip ~0.5 % of close predictions (benchmarks/precision.py).
-        preds = predict(self.method.eval_logits, self.test_images, self.config["eval_batch_size"])
-        return accuracy_metrics(preds.cpu().numpy(), self.test_labels, self.class_counts)
+        preds = self.evaluator.predictions(self.method.eval_logits)
+        return accuracy_metrics(preds, self.test_labels, self.class_counts)
 
     def run(self) -> dict[str, Any]:
         epochs = self.config["epochs"]
@@ -332,14 +365,15 @@ class Trainer:
             if self.best is None or metrics["top1"] > self.best["top1"]:
                 self.best = _group_summary(metrics, epoch)
             self.last = _group_summary(metrics, epoch)
-            if self.writer is not None:
+            if self.writer is not None and self.is_main:
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, (int, float)) and value is not None:
                         self.writer.add_scalar(key, value, epoch)
             if self.progress and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", top1=f"{metrics['top1']:.1f}")
-            self.save_checkpoint(epoch + 1)
-            write_csv(self.folder / "history.csv", self.history)
+            if self.is_main:  # the other ranks hold the same state (gradients and buffers are shared)
+                self.save_checkpoint(epoch + 1)
+                write_csv(self.folder / "history.csv", self.history)
         if self.start_epoch >= epochs:  # nothing left to train: the last row is the checkpoint's
             self.last = {**self.evaluate(), "epoch": epochs - 1}
             self.last = _group_summary(self.last, epochs - 1)

@@ -12,7 +12,6 @@ the grid runner keys on; the config supplies the real dataset name (`cifar10` fo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmarks.results import DONE, FAILED, RUNNING, find_runs, format_imb_factor, read_config, read_metrics, read_status
+from benchmarks.results import (
+    DONE, FAILED, RUNNING, done_problem, find_runs, format_imb_factor, read_config, read_metrics, read_status,
+)
 
 TINY_SUFFIX = "-tiny"
 GROUPS = ("many", "medium", "few")
 
 # Run states of the report: `done` runs are aggregated; every other state is listed as unfinished.
-INCOMPLETE = "incomplete"  # says done, but its metrics.json is missing or unreadable
+INCOMPLETE = "incomplete"  # says done, but metrics.json or config.yaml is missing, unreadable or partial
 UNREADABLE = "unreadable"  # config.yaml that does not parse
 
 
@@ -75,12 +76,13 @@ def load_run(folder: Path) -> dict[str, Any]:
         config, state, reason = {}, UNREADABLE, f"config.yaml: {str(exc).splitlines()[0]}"
     metrics = None
     if state == DONE:
-        try:
+        # The runner's own test of a finished run, so that the report aggregates exactly the
+        # folders the runner would skip, and lists as incomplete exactly those it would retrain.
+        problem = done_problem(folder)
+        if problem is not None:
+            state, reason = INCOMPLETE, problem
+        else:
             metrics = read_metrics(folder)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            state, reason = INCOMPLETE, f"metrics.json unreadable ({exc})"
-        if metrics is None and state == DONE:
-            state, reason = INCOMPLETE, "status is done but metrics.json is missing"
     label = row["dataset_label"]
     row.update(
         state=state,

@@ -1,0 +1,73 @@
+"""SIGKILL at a random moment, rerun: the resumed run ends with exactly the uninterrupted metrics.
+
+Two runners of the same one-cell grid start together (CPU, one thread each, fixed seed): one is
+left alone, the other is killed with SIGKILL at a random moment after its first checkpoint
+exists (mid-epoch, mid-evaluation or mid-write: whatever the moment is) and then rerun to
+completion. best, last (with per-class accuracies) and the whole history must be equal.
+"""
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARGS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "--tiny", "--epochs", "4",
+        "--set", "train_cap_per_class=12", "test_cap_per_class=5", "batch_size=16", "--no-progress"]
+TIMING = {"train_seconds", "train_images_per_s", "images_per_s"}
+
+
+def start(results: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "run_benchmark.py"), *ARGS, "--results-dir", str(results)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def folder(results: Path) -> Path:
+    return results / "digits-tiny" / "if10" / "ce" / "seed0"
+
+
+def without_timing(path: Path):
+    if path.suffix == ".json":
+        return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING}
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(path.open())]
+
+
+def test_sigkill_at_a_random_moment_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    reference = start(tmp_path / "reference")
+    victim = start(tmp_path / "killed")
+    checkpoint = folder(tmp_path / "killed") / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert victim.poll() is None, victim.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.02)
+    # 3 of 4 epochs are left: a delay under one epoch's length kills the runner before it is done.
+    time.sleep(rng.uniform(0.0, 1.0))
+    assert victim.poll() is None, f"the runner finished before the kill (random seed {seed})"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    victim.stdout.close()
+    assert json.loads((folder(tmp_path / "killed") / "env.json").read_text())["resumed_from_epoch"] == 0
+
+    rerun = start(tmp_path / "killed")
+    out_rerun, _ = rerun.communicate(timeout=180)
+    out_reference, _ = reference.communicate(timeout=180)
+    assert rerun.returncode == 0, out_rerun
+    assert reference.returncode == 0, out_reference
+
+    killed, uninterrupted = folder(tmp_path / "killed"), folder(tmp_path / "reference")
+    resumed_from = json.loads((killed / "env.json").read_text())["resumed_from_epoch"]
+    assert 1 <= resumed_from <= 4, resumed_from
+    assert (killed / "status").read_text() == "done\n"
+    assert not list(killed.glob(".*.tmp"))
+    assert without_timing(killed / "metrics.json") == without_timing(uninterrupted / "metrics.json"), \
+        f"random seed {seed}, resumed from epoch {resumed_from}"
+    assert without_timing(killed / "history.csv") == without_timing(uninterrupted / "history.csv")
