@@ -22,7 +22,8 @@ How the release does it (FlamieZhu/Balanced-Contrastive-Learning, `main.py`, `lo
 
 Options (configs/methods/bcl.yaml `options:`): `lambda_la`, `mu_bcl`, `temperature`,
 `proj_hidden_dim`, `proj_dim`, and two view options that methods.md calls optional and that are
-therefore off by default: `cls_autoaug` (classification view gets AutoAugment + Cutout) and
+therefore off by default: `cls_autoaug` (classification view gets AutoAugment + Cutout, the
+policy chosen by the shared key `autoaugment_policy`) and
 `contrastive_blur` (the contrastive views get Gaussian blur p 0.5, "in some recipes").
 """
 
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 from benchmarks.precision import float32
+from benchmarks.views import autoaug_view
 
 
 @float32
@@ -115,7 +117,9 @@ class BCL(Method):
         self.head_prototype = projection_head(feat, hidden, out)
 
     def view_names(self) -> tuple[str, ...]:
-        cls_view = "autoaug_cutout" if self.config["cls_autoaug"] else "crop_flip"
+        if self.config.get("views"):
+            return super().view_names()  # the large datasets' release views (configs/methods/bcl.yaml)
+        cls_view = autoaug_view(self.config) if self.config["cls_autoaug"] else "crop_flip"
         con_view = "contrastive_blur" if self.config["contrastive_blur"] else "contrastive"
         return (cls_view, con_view, con_view)
 

@@ -41,6 +41,19 @@ process: the query batch is forwarded in G contiguous sub-batches and the key ba
 permuted, forwarded in G sub-batches, and un-permuted (each BatchNorm, the heads' included, sees
 B / G samples; running statistics are updated once per sub-batch). It emulates only the
 statistics, not DDP's per-process loss (the loss still contrasts all B queries with all keys).
+
+Several processes (torchrun, W ranks): `shuffle_bn_groups` G counts the BatchNorm groups of the
+*global* batch (the release's number of GPUs); W must divide it and each rank emulates G / W groups
+in its share. The key batch is shuffled across ranks as the release does (gather every rank's key
+images, one permutation broadcast from rank 0, each rank forwards its slice, keys gathered back and
+unshuffled), each rank's loss is its queries' mean against its own keys and the shared queue, and
+the queue receives the keys of all ranks in rank order. So W = G = 4 is the released ImageNet-LT
+computation; one process with G = 4 emulates its BatchNorm statistics.
+
+Large datasets (ImageNet-LT, iNaturalist 2018; `paco_lt.py` + `moco/builder.py`): torchvision's
+ResNet-50 with its `fc` replaced by the MLP head Linear(2048, 2048) - BN - ReLU - fc(2048, 128) and
+an nn.Linear(2048, C) classifier; torchvision leaves `fc` (the head's last layer) at nn.Linear's
+default init, so the Kaiming-normal re-init is only for ResNet-32, whose release initialises it.
 """
 
 from __future__ import annotations
@@ -128,7 +141,9 @@ class PaCo(Method):
 
     name = "paco"
     # query: crop, flip, AutoAugment CIFAR-10, Cutout 16; key: RRC (0.2, 1), flip, jitter p 0.8,
-    # grayscale p 0.2, Gaussian blur p 0.5 (the release's `--aug cifar100`).
+    # grayscale p 0.2, Gaussian blur p 0.5 (the release's `--aug cifar100`). The AutoAugment is
+    # the release's CIFAR10Policy (autoaug.py), or torchvision's with autoaugment_policy:
+    # torchvision (resolved by `Method.view_names`).
     views = ("autoaug_cutout", "contrastive_blur")
 
     def __init__(self, config, num_classes, class_counts):
@@ -142,6 +157,15 @@ class PaCo(Method):
         self.shuffle_bn_groups = int(config["shuffle_bn_groups"])
         if self.shuffle_bn_groups < 1:
             raise LTBenchError(f"shuffle_bn_groups must be >= 1, got {self.shuffle_bn_groups}")
+        from benchmarks import distributed
+
+        self.world = distributed.world_size()
+        if self.shuffle_bn_groups % self.world:
+            raise LTBenchError(
+                f"shuffle_bn_groups {self.shuffle_bn_groups} (BatchNorm groups of the global batch) must be a "
+                f"multiple of the {self.world} processes; --set shuffle_bn_groups={self.world} gives one group per rank"
+            )
+        self.local_groups = self.shuffle_bn_groups // self.world
         queue_size = int(config["queue_size"])
         if queue_size < 1:
             raise LTBenchError(f"queue_size must be >= 1, got {queue_size}")
@@ -154,8 +178,9 @@ class PaCo(Method):
             self.classifier.reset_parameters()
         dim = int(config["proj_dim"])
         self.head = projection_head(feat, int(config["proj_hidden_dim"]), dim)
-        # The head's last Linear is the ResNet's `fc`, which the release Kaiming-initialises.
-        nn.init.kaiming_normal_(self.head[3].weight)
+        if config["backbone"] == "resnet32":
+            # The head's last Linear is the ResNet's `fc`, which the CIFAR release Kaiming-initialises.
+            nn.init.kaiming_normal_(self.head[3].weight)
 
         # Momentum key encoder: starts as an exact copy, never receives gradients.
         self.key_backbone = copy.deepcopy(self.backbone)
@@ -200,6 +225,8 @@ class PaCo(Method):
 
     @torch.no_grad()
     def _keys(self, images: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            return self._keys_across_ranks(images)
         groups = self.shuffle_bn_groups
         if groups == 1:
             return F.normalize(self.key_head(self.key_backbone(images)).float(), dim=1)
@@ -207,13 +234,27 @@ class PaCo(Method):
         chunks = [self.key_head(self.key_backbone(c)).float() for c in images[perm].chunk(groups)]
         return F.normalize(torch.cat(chunks), dim=1)[torch.argsort(perm)]
 
+    @torch.no_grad()
+    def _keys_across_ranks(self, images: torch.Tensor) -> torch.Tensor:
+        """The release's `_batch_shuffle_ddp` / `_batch_unshuffle_ddp` around the key forward."""
+        from benchmarks import distributed
+
+        local = images.shape[0]
+        everything = self.gather(images)
+        perm = torch.randperm(everything.shape[0], device=images.device)
+        self.broadcast_(perm)  # one permutation, rank 0's
+        mine = everything[perm.view(self.world, local)[distributed.rank()]]
+        keys = torch.cat([self.key_head(self.key_backbone(c)).float() for c in mine.chunk(self.local_groups)])
+        keys = self.gather(F.normalize(keys, dim=1))[torch.argsort(perm)]
+        return keys.view(self.world, local, -1)[distributed.rank()]
+
     def _query(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(h, q): pooled features and normalised projections of the query view."""
-        if self.shuffle_bn_groups == 1:
+        if self.local_groups == 1:
             h = self.backbone(images)
             return h, F.normalize(self.head(h).float(), dim=1)
         # Emulated multi-process BN: each sub-batch is normalised on its own statistics.
-        hs = [self.backbone(chunk) for chunk in images.chunk(self.shuffle_bn_groups)]
+        hs = [self.backbone(chunk) for chunk in images.chunk(self.local_groups)]
         zs = [self.head(h) for h in hs]
         return torch.cat(hs), F.normalize(torch.cat(zs).float(), dim=1)
 
@@ -229,7 +270,7 @@ class PaCo(Method):
             self.class_counts, self.alpha, self.beta, self.gamma, self.temperature,
             supt=self.supt,
         )
-        self.enqueue(k, labels)
+        self.enqueue(self.gather(k), self.gather(labels))  # every rank's keys (torchrun), as released
         return {"loss": loss, "paco": loss.detach()}
 
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,16 @@ evaluated then (only possible when `warmup_epochs` is not a multiple of `reclust
 
 Options (configs/methods/bccl.yaml `options:`; release values are the defaults):
   temperature 0.1, alpha 1.0, beta 1.0, eta 0.1, queue_size 100, centroids_per_class 5,
-  kmeans_max_iter 100, kmeans_tol 1e-4, recluster_interval 10.
+  kmeans_max_iter 100, kmeans_tol 1e-4, recluster_interval 10, head_hidden_dim 512, proj_dim 128
+  (the release's "cifar" head; its ImageNet "mlp" head is 2048 - 2048 - feat_dim 2048, set per
+  dataset in the YAML).
+
+Several processes (torchrun): the queues receive every rank's projections (v1 of all ranks, then
+v2 of all ranks: the order of one process on the same global batch), so they stay identical on
+every rank; k-means draws its initial centres from torch's generator, which differs by rank, so
+the centroids are broadcast from rank 0 after each clustering. The losses are each rank's mean
+over its share of the batch (the release is single-GPU; `sync_bn` keeps its BatchNorm over the
+whole batch).
 Named deviations from the release, off by default:
   recluster_once_per_epoch: re-cluster once per re-clustering epoch (at its first step) instead
   of at every step of it; centroids are then fixed for the whole epoch.
@@ -36,7 +45,7 @@ from benchmarks import LTBenchError
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 
-HEAD_HIDDEN = 512
+HEAD_HIDDEN = 512  # defaults of the options head_hidden_dim / proj_dim (the release's CIFAR head)
 PROJ_DIM = 128
 
 
@@ -63,6 +72,8 @@ def should_recluster(
 @METHODS.register("bccl")
 class BCCL(Method):
     name = "bccl"
+    # autoaug_cutout: the release's CIFAR10Policy, or torchvision's policy with
+    # autoaugment_policy: torchvision (resolved by `Method.view_names`)
     views = ("autoaug_cutout", "simclr")
 
     def __init__(self, config, num_classes, class_counts):
@@ -70,7 +81,8 @@ class BCCL(Method):
         self.backbone = build_backbone(config["backbone"])
         feat_dim = self.backbone.out_dim
         self.classifier = build_classifier(config, feat_dim, num_classes)
-        self.head = projection_head(feat_dim, HEAD_HIDDEN, PROJ_DIM)
+        self.proj_dim = int(config.get("proj_dim", PROJ_DIM))
+        self.head = projection_head(feat_dim, int(config.get("head_hidden_dim", HEAD_HIDDEN)), self.proj_dim)
 
         self.temperature = float(config["temperature"])
         self.alpha = float(config["alpha"])
@@ -86,8 +98,8 @@ class BCCL(Method):
             if int(config[key]) < 1:
                 raise LTBenchError(f"bccl: {key} must be >= 1, got {config[key]!r}")
 
-        self.queues = ClassQueues(num_classes, int(config["queue_size"]), PROJ_DIM)
-        self.register_buffer("centroids", torch.zeros(num_classes, self.k, PROJ_DIM))
+        self.queues = ClassQueues(num_classes, int(config["queue_size"]), self.proj_dim)
+        self.register_buffer("centroids", torch.zeros(num_classes, self.k, self.proj_dim))
         self.register_buffer("centroids_valid", torch.tensor(False))
         self.register_buffer("centroids_epoch", torch.tensor(-1, dtype=torch.long))
 
@@ -103,6 +115,7 @@ class BCCL(Method):
             self.queues.features, self.queues.counts, self.k, self.kmeans_max_iter, self.kmeans_tol
         )
         self.centroids.copy_(result.centroids)
+        self.broadcast_(self.centroids)  # torchrun: rank 0's clustering everywhere (no-op in one process)
         self.centroids_valid.fill_(True)
         self.centroids_epoch.fill_(epoch)
 
@@ -131,7 +144,9 @@ class BCCL(Method):
         else:
             cen = torch.zeros((), device=loss.device)  # reported as 0: the term is not in the loss
 
-        self.queues.push(z.detach(), torch.cat([labels, labels]))
+        z = z.detach()
+        self.queues.push(torch.cat([self.gather(z[:b]), self.gather(z[b:])]),
+                         torch.cat([self.gather(labels), self.gather(labels)]))
         return {"loss": loss, "la_ce": la_ce.detach(), "scl": scl.detach(), "centroid": cen.detach()}
 
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ IDENTITY_KEYS = ("dataset", "imb_factor", "method", "seed")
 
 # How a run executes, not what it computes: changing these is not a deviation from the recipe
 # (they are still recorded in config.yaml and env.json).
-EXECUTION_KEYS = ("pipeline", "amp", "channels_last", "compile", "num_workers", "eval_batch_size")
+EXECUTION_KEYS = ("pipeline", "amp", "memory_format", "compile", "num_workers", "eval_batch_size", "sync_bn")
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

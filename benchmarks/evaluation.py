@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 MANY_THRESHOLD = 100  # many-shot: more than this many training images
 FEW_THRESHOLD = 20  # few-shot: fewer than this many
@@ -56,3 +57,72 @@ def predict(
     """Argmax predictions of `logits_fn` over `images` (already on the device, normalised)."""
     preds = [logits_fn(images[i : i + batch_size]).argmax(dim=1) for i in range(0, len(images), batch_size)]
     return torch.cat(preds)
+
+
+class _TestImages(Dataset):
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.images.open(index) if hasattr(self.images, "open") else self.images[index]
+        return self.transform(image)
+
+
+class TestEvaluator:
+    """Argmax predictions of a model on the whole test set, on one device or across ranks.
+
+    Two paths, both ending in predictions in test-set order:
+    - in-memory images with the plain `test` view (CIFAR-sized data): normalised once into one
+      device tensor and predicted in slices, without a DataLoader (what the fast loop wants);
+    - file-based images, or any other test view (`test224`: Resize 256 + CenterCrop 224):
+      streamed through a DataLoader that decodes and views each image, since a decoded 224-pixel
+      test set (50,000 x 600 KB for ImageNet-LT) cannot sit on the device.
+    Under torchrun, each rank predicts the images r, r + W, ... (`distributed.shard_indices`: no
+    padding) and the predictions are gathered back (`gather_sharded`), so every test image is
+    counted exactly once and every rank gets the same predictions.
+    """
+
+    def __init__(self, data, device: torch.device, batch_size: int, test_view: str = "test",
+                 num_workers: int = 0, channels_last: bool = False):
+        from benchmarks import distributed
+        from benchmarks.loaders import normalised_tensor
+
+        self.device = device
+        self.batch_size = batch_size
+        self.channels_last = channels_last
+        self.n = len(data.test_labels)
+        sharded = distributed.world_size() > 1
+        indices = distributed.shard_indices(self.n).numpy()
+        images = data.test_images[indices] if sharded else data.test_images
+        self.images: torch.Tensor | None = None
+        self.loader: DataLoader | None = None
+        if test_view == "test" and not data.file_based:
+            self.images = normalised_tensor(images, data.mean, data.std, device)
+            if channels_last:
+                self.images = self.images.contiguous(memory_format=torch.channels_last)
+        else:
+            from benchmarks.views.large import view_transform
+
+            self.loader = DataLoader(
+                _TestImages(images, view_transform(test_view, data.mean, data.std)), batch_size=batch_size,
+                shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda",
+            )
+
+    @torch.no_grad()
+    def predictions(self, logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+        from benchmarks import distributed
+
+        if self.images is not None:
+            preds = predict(logits_fn, self.images, self.batch_size)
+        else:
+            parts = []
+            for batch in self.loader:
+                batch = batch.to(self.device, non_blocking=True)
+                if self.channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                parts.append(logits_fn(batch).argmax(dim=1))
+            preds = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=self.device)
+        return distributed.gather_sharded(preds, self.n).cpu().numpy()

@@ -9,15 +9,60 @@ loop) and drop the last incomplete batch when asked (the releases do).
 - `FastLoader`: the uint8 training set lives on the device; each epoch is a `randperm` there and
   every view is built batched on the device (`benchmarks.views.fast`), so no image crosses the
   host boundary and no worker process is needed.
+
+File-based datasets (`FileImages`, ImageNet-LT / iNaturalist) only take the reference path: the
+images are decoded per access by the DataLoader's workers and viewed by the 224-pixel views.
+
+Under torchrun (`shard=(rank, world)` with world > 1) both take their batches from
+`ShardedBatches`: one permutation per epoch, the same on every rank, cut into global batches of
+which each rank takes its part (see `benchmarks.distributed`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+
+class ShardedBatches:
+    """The batches of one rank: the rank's share of each global batch of a per-epoch permutation.
+
+    The permutation comes from a generator seeded with (seed, epoch) (`set_epoch`), so every rank
+    draws the same one without communicating. Global batch i = perm[i G:(i + 1) G] with
+    G = batch_size * world; rank r takes its r-th slice of batch_size images. A last, partial
+    global batch (drop_last false) is padded with the permutation's first images up to a multiple
+    of the world size, as DistributedSampler pads, so that every rank has a non-empty, equal share
+    (at most world - 1 images are seen twice per epoch).
+    """
+
+    def __init__(self, n: int, batch_size: int, drop_last: bool, rank: int, world: int, seed: int = 0):
+        self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
+        self.rank, self.world, self.seed = rank, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        size = self.batch_size * self.world
+        return self.n // size if self.drop_last else math.ceil(self.n / size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        state = np.random.SeedSequence([self.seed, self.epoch, 0x5EED]).generate_state(2)
+        generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        perm = torch.randperm(self.n, generator=generator)
+        size = self.batch_size * self.world
+        for i in range(len(self)):
+            chunk = perm[i * size: (i + 1) * size]
+            if len(chunk) < size:
+                padded = math.ceil(len(chunk) / self.world) * self.world
+                chunk = torch.cat([chunk, perm[: padded - len(chunk)]])
+            share = len(chunk) // self.world
+            yield chunk[self.rank * share: (self.rank + 1) * share].tolist()
 
 
 class _ViewDataset(Dataset):
@@ -30,26 +75,31 @@ class _ViewDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int):
-        image = self.images[index]
+        # File-based images are opened once as PIL images (what the 224 views take).
+        image = self.images.open(index) if hasattr(self.images, "open") else self.images[index]
         return tuple(t(image) for t in self.transforms), self.labels[index]
 
 
 class ReferenceLoader:
     def __init__(self, images, labels, view_names: Sequence[str], mean, std, batch_size: int,
-                 drop_last: bool, device: torch.device, num_workers: int = 0):
-        from benchmarks.views import reference_transform
+                 drop_last: bool, device: torch.device, num_workers: int = 0,
+                 shard: tuple[int, int] = (0, 1), seed: int = 0):
+        from benchmarks.views.large import view_transform
 
-        transforms = [reference_transform(name, mean, std) for name in view_names]
+        transforms = [view_transform(name, mean, std) for name in view_names]
         self.device = device
-        self.loader = DataLoader(
-            _ViewDataset(images, labels, transforms),
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=drop_last,
-            num_workers=num_workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=num_workers > 0,
-        )
+        dataset = _ViewDataset(images, labels, transforms)
+        common = dict(num_workers=num_workers, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+        self.sharded = None
+        if shard[1] > 1:
+            self.sharded = ShardedBatches(len(labels), batch_size, drop_last, shard[0], shard[1], seed)
+            self.loader = DataLoader(dataset, batch_sampler=self.sharded, **common)
+        else:
+            self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, **common)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sharded is not None:
+            self.sharded.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -61,7 +111,7 @@ class ReferenceLoader:
 
 class FastLoader:
     def __init__(self, images, labels, view_names: Sequence[str], mean, std, batch_size: int,
-                 drop_last: bool, device: torch.device):
+                 drop_last: bool, device: torch.device, shard: tuple[int, int] = (0, 1), seed: int = 0):
         from benchmarks.views import FastView
 
         # (N, H, W, 3) uint8 -> (N, 3, H, W) uint8 on the device: 3 KB an image.
@@ -70,12 +120,26 @@ class FastLoader:
         self.views = [FastView(name, mean, std) for name in view_names]
         self.batch_size = batch_size
         self.drop_last = drop_last
+        self.sharded = ShardedBatches(len(labels), batch_size, drop_last, shard[0], shard[1], seed) \
+            if shard[1] > 1 else None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sharded is not None:
+            self.sharded.set_epoch(epoch)
 
     def __len__(self) -> int:
+        if self.sharded is not None:
+            return len(self.sharded)
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        if self.sharded is not None:
+            for batch in self.sharded:
+                idx = torch.as_tensor(batch, device=self.labels.device)
+                images = self.images.index_select(0, idx)
+                yield [view(images) for view in self.views], self.labels.index_select(0, idx)
+            return
         order = torch.randperm(len(self.labels), device=self.labels.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]

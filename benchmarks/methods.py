@@ -51,8 +51,42 @@ class Method(nn.Module):
         return torch.log(counts / counts.sum())
 
     def view_names(self) -> tuple[str, ...]:
-        """The views this run needs; a method may make them depend on its config."""
-        return tuple(self.views)
+        """The views this run needs: the config's `views` when set (the methods' recipes set the
+        release's 224-pixel views per large dataset there), else the method's CIFAR views (a
+        method may make those depend on its options). In the CIFAR views, `autoaug_cutout`
+        resolves through the config's `autoaugment_policy` (`benchmarks.views.autoaug_view`); a
+        configured `views` list is taken as written."""
+        configured = tuple(self.config.get("views") or ())
+        if configured:
+            if len(configured) != len(self.views):
+                from benchmarks import LTBenchError
+
+                raise LTBenchError(
+                    f"{self.name}: views {list(configured)} name {len(configured)} views; the method "
+                    f"takes {len(self.views)} ({', '.join(self.views)} on CIFAR)"
+                )
+            return configured
+        from benchmarks.views import resolve_views
+
+        return resolve_views(self.views, self.config)
+
+    # Multi-process hooks (torchrun; identities in one process) ----------------------------------
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This step's `tensor` of every rank, concatenated in rank order along dim 0 (no gradient).
+
+        What a release's `concat_all_gather` does before a queue update, so that every rank's
+        queues hold the whole global batch and stay identical; one process returns `tensor`.
+        """
+        from benchmarks import distributed
+
+        return distributed.all_gather(tensor)
+
+    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Make `tensor` rank `src`'s on every rank (in place): state computed with randomness
+        that differs across ranks (k-means initialisation) is taken from one rank."""
+        from benchmarks import distributed
+
+        return distributed.broadcast_(tensor, src)
 
     def training_step(
         self, views: list[torch.Tensor], labels: torch.Tensor, epoch: int, step: int

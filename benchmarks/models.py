@@ -1,4 +1,5 @@
-"""Networks: ResNet-32 for CIFAR-sized images, linear and cosine classifiers, projection heads.
+"""Networks: ResNet-32 for CIFAR-sized images, torchvision ResNet-50 / ResNeXt-50 (32x4d) for the
+224-pixel datasets, linear and cosine classifiers, projection heads.
 
 Methods compose these into their own `nn.Module`s (see `benchmarks.methods`). Backbones are
 looked up by name in `BACKBONES`; each returns a module whose forward gives the pooled feature h
@@ -87,7 +88,37 @@ def resnet32() -> ResNetCifar:
     return ResNetCifar(blocks=5)
 
 
-BACKBONES = {"resnet32": resnet32}
+# ----------------------------------------------------------------------------------------------
+# ResNet-50 / ResNeXt-50 (32x4d): torchvision's, as the ImageNet-LT / iNaturalist releases use them
+# ----------------------------------------------------------------------------------------------
+
+def _torchvision_trunk(name: str) -> nn.Module:
+    """torchvision's network with random init (weights=None) and its `fc` made the identity.
+
+    The releases build the same network (BCCL and BCL copy torchvision's ResNet and comment `fc`
+    out; PaCo takes torchvision's and replaces `fc` by its MLP head), with torchvision's init:
+    Kaiming-normal (fan_out) convolutions, BatchNorm weight 1 / bias 0, no zero-init of the last
+    BN of a block. `fc = Identity` keeps the module names and the state-dict keys (`conv1`,
+    `bn1`, `layer1.0.conv1`, ...) exactly those of the releases' encoders, so their checkpoints
+    map onto it by prefix alone; forward returns the 2048-d pooled feature h.
+    """
+    import torchvision
+
+    model = getattr(torchvision.models, name)(weights=None)
+    model.fc = nn.Identity()
+    model.out_dim = 2048
+    return model
+
+
+def resnet50() -> nn.Module:
+    return _torchvision_trunk("resnet50")
+
+
+def resnext50_32x4d() -> nn.Module:
+    return _torchvision_trunk("resnext50_32x4d")
+
+
+BACKBONES = {"resnet32": resnet32, "resnet50": resnet50, "resnext50_32x4d": resnext50_32x4d}
 
 
 def build_backbone(name: str) -> nn.Module:

@@ -4,6 +4,8 @@
   lr * 0.5 * (1 + cos(pi * (e - W + 1) / (E - W + 1))).
 - `warmup_step` (LDAM-DRW, CE, BCL): lr * (e + 1) / W for e < W, then lr times the factor of the
   last `lr_steps` entry [epoch, factor] with e >= epoch (e.g. x0.01 from 160, x0.0001 from 180).
+- `cosine` (Decoupling's CE baseline: torch's CosineAnnealingLR to 0, stepped per epoch, no
+  warmup; `warmup_epochs` is ignored): lr * 0.5 * (1 + cos(pi * e / E)).
 - `paco_step` (PaCo release): lr * (e + 1) / W for e <= W (so epoch W itself runs at
   lr * (W + 1) / W, as released), then as `warmup_step`.
 """
@@ -38,6 +40,10 @@ def warmup_step(epoch: int, cfg: dict[str, Any]) -> float:
     return lr * _step_factor(epoch, cfg["lr_steps"])
 
 
+def cosine(epoch: int, cfg: dict[str, Any]) -> float:
+    return cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg["epochs"]))
+
+
 def paco_step(epoch: int, cfg: dict[str, Any]) -> float:
     lr, warmup = cfg["lr"], cfg["warmup_epochs"]
     if epoch <= warmup:
@@ -49,6 +55,7 @@ SCHEDULES: dict[str, Callable[[int, dict[str, Any]], float]] = {
     "warmup_cosine": warmup_cosine,
     "warmup_step": warmup_step,
     "paco_step": paco_step,
+    "cosine": cosine,
 }
 
 

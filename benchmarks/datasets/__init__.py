@@ -3,10 +3,14 @@
 A dataset builder takes a `DatasetRequest` and returns an `LTData`: uint8 HxWx3 images and int64
 labels for the long-tailed training subset and the balanced test set, plus normalisation
 statistics. Everything downstream (views, loaders, evaluation, shot groups) reads only `LTData`.
+Images are either one in-memory (N, H, W, 3) uint8 array (CIFAR-sized data) or, for datasets too
+large for memory, a `FileImages` sequence of paths that decodes image i with PIL on access
+(`LTData.file_based`); both index the same way (`images[i]` -> HxWx3 uint8, `images[idx]` -> subset).
 
 Registered: `cifar10`, `cifar100` (torchvision's readers), `digits` (scikit-learn's bundled
 digits, the offline default), `synthetic`, `synthetic100` (CIFAR-shaped, learnable, for tests and
-timing). Importing the modules below registers them.
+timing), `imagenet_lt`, `inat2018` (file lists, `benchmarks.datasets.large`). Importing the
+modules below registers them.
 """
 
 from __future__ import annotations
@@ -41,19 +45,25 @@ class DatasetRequest:
     subset_seed: int = 0
     train_cap_per_class: int = 0
     test_cap_per_class: int = 0
+    split_dir: Path | None = None  # file-list datasets: where the split files are (None: their default)
 
 
 @dataclass
 class LTData:
     name: str
     num_classes: int
-    train_images: np.ndarray  # (N, H, W, 3) uint8
+    train_images: Any  # (N, H, W, 3) uint8 array, or FileImages (lazy, decoded per access)
     train_labels: np.ndarray  # (N,) int64
-    test_images: np.ndarray
+    test_images: Any
     test_labels: np.ndarray
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def file_based(self) -> bool:
+        """Images are read from files on access (they cannot be stacked on the device)."""
+        return not isinstance(self.train_images, np.ndarray)
 
     @property
     def class_counts(self) -> np.ndarray:
@@ -87,6 +97,7 @@ DATASETS: Registry[DatasetEntry] = Registry(
         "benchmarks.datasets.cifar",
         "benchmarks.datasets.digits",
         "benchmarks.datasets.synthetic",
+        "benchmarks.datasets.large",
     ),
 )
 

@@ -1,0 +1,234 @@
+"""`--eval-checkpoint PATH`: evaluate a saved model on one cell and write a run folder for it.
+
+Why: the releases publish checkpoints (BCCL's README links one per CIFAR cell); evaluating them
+with the suite's own data, views and metrics tells whether a gap to the paper comes from
+training or from evaluation, without training anything.
+
+Accepted formats (detected from the keys; `module.` prefixes of DataParallel/DDP are stripped):
+- **ltbench**: a run's `checkpoint.pt` (`method` holds the method's `state_dict`, `epochs_done`
+  the epochs trained), or a bare `state_dict` of an ltbench method.
+- **BCCL / BCL release**: `{"epoch", "state_dict", ...}` with `encoder.*` (the ResNet: `conv1`,
+  `bn1`, `layer1.0.conv1`, ...), `head.0/1/3.*` (Linear, BatchNorm1d, Linear), `head_fc.*` (BCL's
+  prototype head) and `fc.weight`: for the cosine classifier ("NormedLinear") of shape
+  (in_features, classes), the layout `CosineClassifier` keeps; a linear `fc` has (classes,
+  in_features) and a bias. Mapped to `backbone.*`, `head.*`, `head_prototype.*`, `classifier.*`.
+- **PaCo release** (MoCo builder): `encoder_q.*` (its `fc.0/1/3` is the MLP head), `encoder_k.*`,
+  `linear.*`, `queue`, `queue_l`, `queue_ptr`; mapped to `backbone.*`, `head.*`, `key_backbone.*`,
+  `key_head.*`, `classifier.*`, `queue`, `queue_labels`, `queue_ptr`; `linear_k.*` (a momentum
+  copy of the classifier that nothing reads) is dropped.
+
+Loading is strict where it matters for evaluation: every key of `backbone.*` and `classifier.*`
+must be present with the model's shape, and no checkpoint key may be unknown to the method;
+anything else the method carries (heads, queues, centroids, key encoder) is loaded when present
+and otherwise left at its initial value (it does not enter the evaluation). Violations raise an
+`LTBenchError` listing the missing, unexpected and mismatched keys.
+
+Output: `<results>/<dataset>/if<IF>/<method>/eval-<checkpoint name>/` (beside the seed folders,
+so the report, which reads `seed*` folders, never mixes an evaluated checkpoint into the
+trained runs' statistics) with `config.yaml` (the resolved config of the cell, `--set` applied),
+`metrics.json` (the training runs' structure; best = last = the checkpoint's last epoch, 0-based,
+or 0 when the file does not say; plus a `checkpoint` record), `env.json` and `status` `done`.
+An existing folder of the same name is overwritten: evaluation is deterministic and cheap.
+The file is unpickled (`torch.load`, falling back to `weights_only=False` for releases that
+pickled other objects): evaluate only checkpoints you trust.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks import LTBenchError
+
+FORMATS = ("ltbench", "bccl/bcl-release", "paco-release")
+
+
+def _strip_module(state: dict[str, Any]) -> dict[str, Any]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _rename(state: dict[str, Any], prefixes: list[tuple[str, str | None]]) -> tuple[dict[str, Any], list[str]]:
+    """Rename keys by the first matching prefix (None: drop); keys matching none are kept as they are."""
+    out, dropped = {}, []
+    for key, value in state.items():
+        for old, new in prefixes:
+            if key.startswith(old):
+                if new is None:
+                    dropped.append(key)
+                else:
+                    out[new + key[len(old):]] = value
+                break
+        else:
+            out[key] = value
+    return out, dropped
+
+
+def to_method_state(obj: Any) -> tuple[str, dict[str, torch.Tensor], int | None, list[str]]:
+    """(format, state dict in ltbench's names, epochs trained or None, dropped keys) of a checkpoint."""
+    if not isinstance(obj, dict):
+        raise LTBenchError(f"not a checkpoint: a {type(obj).__name__}, expected a mapping")
+    if isinstance(obj.get("method"), dict) and "epochs_done" in obj:  # ltbench checkpoint.pt
+        return "ltbench", dict(obj["method"]), int(obj["epochs_done"]), []
+    if isinstance(obj.get("state_dict"), dict):
+        state = _strip_module(obj["state_dict"])
+        epoch = obj.get("epoch")
+        epochs_done = int(epoch) if isinstance(epoch, (int, np.integer)) else None
+        if any(k.startswith("encoder_q.") for k in state):
+            mapped, dropped = _rename(state, [
+                ("encoder_q.fc.", "head."), ("encoder_q.", "backbone."),
+                ("encoder_k.fc.", "key_head."), ("encoder_k.", "key_backbone."),
+                ("linear_k.", None), ("linear.", "classifier."), ("queue_l", "queue_labels"),
+            ])
+            return "paco-release", mapped, epochs_done, dropped
+        if any(k.startswith("encoder.") for k in state):
+            mapped, dropped = _rename(state, [
+                ("encoder.", "backbone."), ("head_fc.", "head_prototype."), ("head.", "head."), ("fc.", "classifier."),
+            ])
+            return "bccl/bcl-release", mapped, epochs_done, dropped
+        raise LTBenchError(
+            "unknown checkpoint format: its state_dict has neither encoder.* (BCCL/BCL release) nor "
+            f"encoder_q.* (PaCo release) keys; first keys: {', '.join(list(state)[:5])}"
+        )
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = _strip_module(obj)
+        if any(k.startswith("backbone.") for k in state):
+            return "ltbench", state, None, []
+    raise LTBenchError(
+        f"unknown checkpoint format (top-level keys: {', '.join(map(str, list(obj)[:8]))}); known: ltbench's "
+        "checkpoint.pt, a release dict with 'state_dict' (BCCL/BCL: encoder.*, head.*, fc.weight; PaCo: encoder_q.*)"
+    )
+
+
+def _listing(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_for_evaluation(method: torch.nn.Module, state: dict[str, Any], source: str = "checkpoint") -> list[str]:
+    """Load `state` into `method`; raise if evaluation would not use the checkpoint's own weights.
+
+    Returns the method's keys the checkpoint did not hold (not needed for evaluation).
+    """
+    own = method.state_dict()
+    required = [k for k in own if k.startswith(("backbone.", "classifier."))]
+    unexpected = sorted(k for k in state if k not in own)
+    missing = [k for k in required if k not in state]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in state if k in own and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    if unexpected or missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing (needed to evaluate): {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected: {_listing(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatch: {_listing(mismatched)}")
+        hint = ""
+        if any(m.startswith("classifier.weight") for m in mismatched):
+            hint = (" (a cosine classifier stores (in_features, classes), a linear one (classes, in_features): "
+                    "--set classifier=cosine|linear; the head sizes are --set options such as proj_dim)")
+        elif mismatched or missing:
+            hint = " (is the backbone right? --set backbone=...; or the head sizes: --set proj_dim=... )"
+        raise LTBenchError(f"{source} does not fit method {method.name!r}: " + "; ".join(parts) + hint)
+    method.load_state_dict(state, strict=False)
+    return [k for k in own if k not in state]
+
+
+def _checkpoint_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".pth.tar", ".pth", ".pt", ".tar", ".ckpt"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _load_file(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        pass  # releases pickle more than tensors (numpy scalars, argparse values): the user trusts the file
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise LTBenchError(f"{path}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def evaluate_checkpoint(path: Path, runs: list, options) -> int:
+    """The `--eval-checkpoint` command: one cell, one evaluation, one folder."""
+    from benchmarks import distributed
+    from benchmarks.config import recipe_deviations
+    from benchmarks.datasets import DATASETS, DatasetRequest
+    from benchmarks.environment import environment_record
+    from benchmarks.evaluation import TestEvaluator, accuracy_metrics
+    from benchmarks.grid import DataCache, dataset_label
+    from benchmarks.methods import build_method
+    from benchmarks.results import DONE, atomic_write_json, atomic_write_yaml, run_dir, write_status
+    from benchmarks.training import Execution, resolve_device, seed_epoch
+
+    cells = sorted({(r.config["dataset"], r.config["imb_factor"], r.config["method"]) for r in runs})
+    if len(cells) != 1:
+        shown = "; ".join(f"{d} IF{i:g} {m}" for d, i, m in cells[:4])
+        raise LTBenchError(f"--eval-checkpoint evaluates one cell, but the selection has {len(cells)} ({shown}"
+                           f"{', ...' if len(cells) > 4 else ''}); name it with --datasets, --methods and --imb-factors")
+    path = Path(path)
+    if not path.is_file():
+        raise LTBenchError(f"--eval-checkpoint {path}: no such file")
+    config = runs[0].config
+    dataset, imb, method_name = cells[0]
+    DATASETS.get(dataset).check(DatasetRequest(imb_factor=imb, data_root=options.data_root, download=options.download,
+                                               split_dir=options.split_dir))
+    device = distributed.init(options.device) if distributed.launched_by_torchrun() else resolve_device(options.device)
+
+    raw = _load_file(path)
+    fmt, state, epochs_done, dropped = to_method_state(raw)
+    data = DataCache(options).get(config)
+    seed_epoch(config["seed"], -1)
+    method = build_method(config, data.num_classes, torch.as_tensor(data.class_counts))
+    not_in_checkpoint = load_for_evaluation(method, state, f"{path} ({fmt} format)")
+    ex = Execution.resolve(config, device)
+    method.to(device)
+    if ex.channels_last:
+        method.to(memory_format=torch.channels_last)
+    method.eval()
+    evaluator = TestEvaluator(data, device, config["eval_batch_size"], config["test_view"], config["num_workers"],
+                              ex.channels_last)
+    metrics = accuracy_metrics(evaluator.predictions(method.eval_logits), data.test_labels, data.class_counts)
+    epoch = epochs_done - 1 if epochs_done else 0
+    summary = {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class")}}
+    record: dict[str, Any] = {
+        "path": str(path.resolve()), "format": fmt, "epochs_done": epochs_done,
+        "keys_loaded": len(state), "keys_dropped": dropped, "method_keys_not_in_checkpoint": not_in_checkpoint,
+    }
+    if fmt == "ltbench" and isinstance(raw.get("config"), dict):
+        record["config_keys_differing_from_checkpoint"] = sorted(
+            k for k in set(raw["config"]) | set(config) if raw["config"].get(k) != config.get(k))
+    result = {
+        "best": summary, "last": summary, "epochs": config["epochs"], "num_classes": data.num_classes,
+        "class_counts": [int(c) for c in data.class_counts], "train_images": int(len(data.train_labels)),
+        "test_images": int(len(data.test_labels)), "train_seconds": 0.0, "train_images_per_s": None,
+        "deviations": recipe_deviations(config),
+        "dataset_info": {k: v for k, v in data.info.items() if k != "class_counts"},
+        "checkpoint": record,
+    }
+    seed_folder = run_dir(options.results_dir, dataset_label(config), imb, method_name, config["seed"])
+    folder = seed_folder.parent / f"eval-{_checkpoint_name(path)}"
+    if distributed.is_main():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_yaml(folder / "config.yaml", config)
+        atomic_write_json(folder / "env.json", environment_record(device, {
+            "pipeline": "evaluation", "channels_last": ex.channels_last, "world_size": distributed.world_size(),
+            "evaluated_checkpoint": str(path.resolve()), "checkpoint_format": fmt}))
+        atomic_write_json(folder / "metrics.json", result)
+        write_status(folder, DONE)
+        fmt_group = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"{dataset} IF{imb:g} {method_name}: {path} ({fmt}, {len(data.test_labels)} test images) -> "
+              f"top-1 {metrics['top1']:.2f} (many {fmt_group(metrics['many'])}, medium {fmt_group(metrics['medium'])}, "
+              f"few {fmt_group(metrics['few'])}); written to {folder}")
+    return 0

@@ -1,0 +1,154 @@
+"""`--eval-checkpoint`: the BCCL release's checkpoint format (built here with exactly its names and
+shapes), ltbench's own checkpoints, the PaCo release's names, and clear errors on mismatches."""
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import run_benchmark
+from _tiny_data import TEST_COUNTS, make_imagenet_lt_tree, register_tiny_backbone
+from benchmarks import LTBenchError
+from benchmarks.checkpoint_eval import load_for_evaluation, to_method_state
+from benchmarks.config import resolve_config
+from benchmarks.datasets import DatasetRequest, build_dataset
+from benchmarks.loaders import normalised_tensor
+from benchmarks.methods import build_method
+from benchmarks.models import resnet32
+
+
+class ReleaseNormedLinear(nn.Module):
+    """The release's NormedLinear: weight (in_features, num_classes), logits / 0.03."""
+
+    def __init__(self, in_features, num_classes):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, num_classes).uniform_(-1, 1).renorm_(2, 1, 5))
+
+    def forward(self, x):
+        return F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0)) / 0.03
+
+
+class ReleaseModel(nn.Module):
+    """The BCCL release's `Model` layout: `encoder`, `head` (Linear, BN1d, ReLU, Linear), `fc`."""
+
+    def __init__(self, encoder, dim_in, hidden, feat_dim, num_classes):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Sequential(nn.Linear(dim_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, feat_dim))
+        self.fc = ReleaseNormedLinear(dim_in, num_classes)
+
+
+def randomise_bn(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.1)
+
+
+SYNTH = ["--grid", "smoke", "--datasets", "digits", "--methods", "bccl", "--imb-factors", "100",
+         "--no-progress", "--set", "test_cap_per_class=20"]
+
+
+def test_bccl_release_checkpoint_resnet32_on_cifar_shaped_data(tmp_path, capsys):
+    torch.manual_seed(0)
+    release = ReleaseModel(resnet32(), 64, 512, 128, 10)
+    randomise_bn(release)
+    state = release.state_dict()
+    # exactly the release's names and shapes
+    assert {k.split(".")[0] for k in state} == {"encoder", "head", "fc"}
+    for key, shape in (("encoder.conv1.weight", (16, 3, 3, 3)), ("encoder.layer1.0.conv1.weight", (16, 16, 3, 3)),
+                       ("encoder.layer3.4.bn2.running_var", (64,)), ("head.0.weight", (512, 64)),
+                       ("head.1.running_mean", (512,)), ("head.3.weight", (128, 512)), ("fc.weight", (64, 10))):
+        assert tuple(state[key].shape) == shape, key
+    path = tmp_path / "bccl_cifar10_if100.pth.tar"
+    torch.save({"epoch": 200, "arch": "resnet32", "state_dict": state, "best_acc1": 85.22, "optimizer": {}}, path)
+
+    results = tmp_path / "results"
+    assert run_benchmark.main(SYNTH + ["--results-dir", str(results), "--eval-checkpoint", str(path)]) == 0
+    assert "bccl/bcl-release" in capsys.readouterr().out
+    folder = results / "digits-tiny" / "if100" / "bccl" / "eval-bccl_cifar10_if100"
+    assert (folder / "status").read_text().strip() == "done" and (folder / "config.yaml").exists()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["best"] == metrics["last"] and metrics["last"]["epoch"] == 199
+    assert metrics["checkpoint"]["format"] == "bccl/bcl-release" and metrics["test_images"] == 200
+
+    # the release's own forward on the same test images gives the same accuracy
+    data = build_dataset("digits", DatasetRequest(imb_factor=100, test_cap_per_class=20))
+    release.eval()
+    with torch.no_grad():
+        x = normalised_tensor(data.test_images, data.mean, data.std, torch.device("cpu"))
+        preds = release.fc(release.encoder(x)).argmax(1).numpy()
+    assert metrics["last"]["top1"] == pytest.approx(100.0 * (preds == data.test_labels).mean())
+
+
+def test_mismatches_are_listed():
+    config = resolve_config("bccl", "digits", 100)
+    method = build_method(config, 10, torch.ones(10, dtype=torch.long))
+    release = ReleaseModel(resnet32(), 64, 512, 128, 10).state_dict()
+    _, state, _, _ = to_method_state({"state_dict": release})
+    transposed = dict(state, **{"classifier.weight": state["classifier.weight"].t()})
+    with pytest.raises(LTBenchError, match=r"shape mismatch: classifier\.weight \(10, 64\) vs model \(64, 10\).*cosine"):
+        load_for_evaluation(method, transposed)
+    missing = {k: v for k, v in state.items() if k != "backbone.bn1.weight"}
+    with pytest.raises(LTBenchError, match=r"missing \(needed to evaluate\): backbone\.bn1\.weight"):
+        load_for_evaluation(method, missing)
+    with pytest.raises(LTBenchError, match=r"unexpected: backbone\.layer4\.0\.conv1\.weight"):
+        load_for_evaluation(method, dict(state, **{"backbone.layer4.0.conv1.weight": torch.zeros(1)}))
+    with pytest.raises(LTBenchError, match="unknown checkpoint format"):
+        to_method_state({"state_dict": {"net.conv.weight": torch.zeros(1)}})
+    # a checkpoint without queues/centroids is fine: they do not enter the evaluation
+    assert any(k.startswith("queues.") for k in load_for_evaluation(method, state))
+
+
+def test_bccl_release_layout_of_a_torchvision_resnet50_on_the_tiny_tree(tmp_path, capsys):
+    import torchvision
+
+    make_imagenet_lt_tree(tmp_path / "data")
+    torch.manual_seed(0)
+    encoder = torchvision.models.resnet50(weights=None)
+    del encoder.fc  # the release comments fc out of its torchvision-copied ResNet
+    release = ReleaseModel(encoder, 2048, 2048, 2048, 3)  # README: --feat_dim 2048, "mlp" head
+    state = release.state_dict()
+    assert "encoder.layer4.2.bn3.running_var" in state and tuple(state["fc.weight"].shape) == (2048, 3)
+    path = tmp_path / "imagenet_lt_r50.pth.tar"
+    torch.save({"epoch": 100, "state_dict": state}, path)
+    results = tmp_path / "results"
+    args = ["--grid", "imagenet", "--methods", "bccl", "--data-root", str(tmp_path / "data"), "--results-dir",
+            str(results), "--no-progress", "--set", "num_workers=0", "--eval-checkpoint", str(path)]
+    assert run_benchmark.main(args) == 0, capsys.readouterr()
+    metrics = json.loads((results / "imagenet_lt" / "if256" / "bccl" / "eval-imagenet_lt_r50" / "metrics.json").read_text())
+    assert metrics["test_images"] == sum(TEST_COUNTS) and metrics["last"]["epoch"] == 99
+    assert metrics["checkpoint"]["method_keys_not_in_checkpoint"]  # queues, centroids: not needed
+
+
+def test_paco_release_names_map_onto_the_method():
+    register_tiny_backbone()
+    config = resolve_config("paco", "imagenet_lt", 256, overrides={"backbone": "tiny_cnn", "queue_size": 16})
+    method = build_method(config, 3, torch.tensor([5, 3, 1]))
+    reverse = [("key_backbone.", "encoder_k."), ("key_head.", "encoder_k.fc."), ("backbone.", "encoder_q."),
+               ("head.", "encoder_q.fc."), ("classifier.", "linear."), ("queue_labels", "queue_l")]
+    release = {}
+    for key, value in method.state_dict().items():
+        for ours, theirs in reverse:
+            if key.startswith(ours):
+                key = theirs + key[len(ours):]
+                break
+        if key != "class_counts":
+            release["module." + key] = value.clone() + (1 if value.is_floating_point() else 0)
+    release["module.linear_k.weight"] = torch.zeros(3, 8)
+    fmt, state, epochs, dropped = to_method_state({"epoch": 400, "state_dict": release})
+    assert fmt == "paco-release" and epochs == 400 and dropped == ["linear_k.weight"]
+    assert load_for_evaluation(method, state) == ["class_counts"]
+    assert torch.equal(method.queue, release["module.queue"]) and torch.equal(method.classifier.bias,
+                                                                              release["module.linear.bias"])
+
+
+def test_eval_checkpoint_needs_one_cell(tmp_path, capsys):
+    code = run_benchmark.main(["--grid", "smoke", "--eval-checkpoint", str(tmp_path / "x.pt"),
+                               "--results-dir", str(tmp_path)])
+    assert code == 2 and "evaluates one cell" in capsys.readouterr().err
