@@ -12,6 +12,7 @@ import torchvision.transforms as T
 
 from benchmarks import LTBenchError
 from benchmarks.views import VIEW_NAMES, reference_transform
+from benchmarks.views.cifar10_policy import CIFAR10Policy
 from benchmarks.views.reference import Cutout, PILGaussianBlur, build_compose
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -30,7 +31,8 @@ def _bounds():
 
 
 def test_view_vocabulary():
-    assert VIEW_NAMES == ("test", "crop_flip", "autoaug_cutout", "simclr", "contrastive", "contrastive_blur")
+    assert VIEW_NAMES == ("test", "crop_flip", "autoaug_cutout", "autoaug_cutout_tv", "simclr", "contrastive",
+                          "contrastive_blur")
 
 
 @pytest.mark.parametrize("name", VIEW_NAMES)
@@ -68,7 +70,7 @@ def test_reference_rejects_bad_images():
         transform(np.zeros((32, 30, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("name", ["autoaug_cutout", "contrastive_blur"])
+@pytest.mark.parametrize("name", ["autoaug_cutout", "autoaug_cutout_tv", "contrastive_blur"])
 def test_reference_reproducible_with_torch_and_python_seeds(name, images):
     transform = reference_transform(name, MEAN, STD)
 
@@ -91,10 +93,13 @@ def test_reference_recipes():
     assert _types(crop) == [T.RandomCrop, T.RandomHorizontalFlip, T.ToTensor, T.Normalize]
     assert crop.transforms[0].padding == 4 and crop.transforms[0].fill == 0
 
-    aa = build_compose("autoaug_cutout", 32, MEAN, STD)
+    aa = build_compose("autoaug_cutout_tv", 32, MEAN, STD)
     assert _types(aa) == [T.RandomCrop, T.RandomHorizontalFlip, T.AutoAugment, T.ToTensor, Cutout, T.Normalize]
     assert aa.transforms[2].policy == T.AutoAugmentPolicy.CIFAR10 and aa.transforms[2].fill == 128
     assert aa.transforms[4].length == 16
+    release = build_compose("autoaug_cutout", 32, MEAN, STD)
+    assert _types(release) == [T.RandomCrop, T.RandomHorizontalFlip, CIFAR10Policy, T.ToTensor, Cutout, T.Normalize]
+    assert release.transforms[0].padding == 4 and release.transforms[4].length == 16
 
     for name, scale in (("simclr", (0.08, 1.0)), ("contrastive", (0.2, 1.0)), ("contrastive_blur", (0.2, 1.0))):
         comp = build_compose(name, 32, MEAN, STD)

@@ -10,7 +10,7 @@ the pipelines alternate for `--rounds` rounds and the best round of each is kept
 
 Two phases, in this order:
 1. glibc's default malloc: reference vs fast (CPU defaults: strategy "grouped", chunks of 256,
-   1024 for autoaug_cutout).
+   1024 for the AutoAugment views).
 2. after `keep_freed_memory()` (glibc keeps freed memory, no page-fault churn): reference vs fast
    (default) and vs fast with strategy "masked" (the sync-free strategy used on accelerators).
 With --compile, phase 2 also times FastView(compile=True) on the contrastive views (torch.compile
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         print(row, flush=True)
     print()
     print("fast = FastView on CPU with its defaults (strategy 'grouped', chunks of 256, 1024 for "
-          "autoaug_cutout); 'kept' = after benchmarks.views.fast.keep_freed_memory().")
+          "the AutoAugment views); 'kept' = after benchmarks.views.fast.keep_freed_memory().")
     return 0
 
 

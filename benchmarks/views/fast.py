@@ -16,9 +16,14 @@ torchvision's functional op on PIL images, and all agree exactly:
   Equalize Pillow's histogram table (step = (count - last bin count) // 255);
 - `adjust_hue` is Pillow's RGB -> HSV -> RGB round trip; the float32 formulation was checked
   against Pillow on all 2^24 colours in both directions;
-- nearest-neighbour geometry samples at floor(M (x + 0.5, y + 0.5)) in float64 like Pillow's
-  affine transform, with torchvision's matrices for Rotate (about the centre), Shear (about the
+- nearest-neighbour geometry samples at floor(M (x + 0.5, y + 0.5)) like Pillow's affine
+  transform: in float64 for translations, in Pillow's 16.16 fixed point for rotations and shears
+  (`affine_nearest`), with torchvision's matrices for Rotate (about the centre), Shear (about the
   origin) and Translate (int(magnitude) pixels), fill 128;
+- AutoAugment has two policies (`PolicyTables` kind): torchvision's (view autoaug_cutout_tv) and
+  the BCCL / PaCo releases' CIFAR10Policy (view autoaug_cutout, `cifar10_policy`): Shear through
+  Pillow's bicubic affine filter (`affine_bicubic`, float64 in Pillow's operation order),
+  unsigned Rotate, Translate by fractional offsets, Solarize thresholds linspace(256, 0, 10);
 - the resized crop is PIL's bilinear resampler: separable, horizontal pass first, each pass
   rounded to uint8, taps at half-pixel centres clamped to the crop. The crop is never larger than
   the output (output size = input size), so the resize always upsamples, where PIL's
@@ -55,10 +60,12 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 from benchmarks import LTBenchError
 from benchmarks.views.reference import (
+    AUTOAUG_VIEWS,
     AUTOAUGMENT_FILL,
     BLUR_P,
     BLUR_SIGMA,
@@ -398,11 +405,57 @@ def crop_flip(x: torch.Tensor, top, left, flip=None, padding: int = CROP_PADDING
     return padded.gather(2, index).view(n, c, h, w)
 
 
+def _fix16(v: torch.Tensor) -> torch.Tensor:
+    """Pillow's FIX: 16.16 fixed point, floor(v * 65536 + 0.5), as an integer-valued float64."""
+    return torch.floor(v * 65536.0 + 0.5)
+
+
 @_uint8_io
 def affine_nearest(x: torch.Tensor, matrix: torch.Tensor, fill: float = AUTOAUGMENT_FILL) -> torch.Tensor:
     """Pillow `Image.transform(AFFINE, NEAREST)`: out(x, y) = in(floor(M (x + .5, y + .5, 1))).
 
     matrix (N, 2, 3): the inverse map (output -> input pixel coordinates), Pillow's convention.
+    Pillow evaluates this in two ways, both reproduced per sample: a matrix without rotation or
+    shear terms (m01 = m10 = 0: translations) in float64 (`ImagingScaleAffine`), any other one in
+    16.16 fixed point (`affine_fixed`, used whenever the image corners map within +-32768, i.e.
+    always at these sizes): src = (FIX(m02 + m00 / 2 + m01 / 2) + x FIX(m00) + y FIX(m01)) >> 16
+    (and likewise for y), which differs from the float formula for some angles (e.g. Rotate 20).
+    """
+    n, c, h, w = x.shape
+    m = matrix.to(device=x.device, dtype=torch.float64).reshape(n, 6, 1, 1)
+    xi = torch.arange(w, device=x.device, dtype=torch.float64).view(1, 1, w)
+    yi = torch.arange(h, device=x.device, dtype=torch.float64).view(1, h, 1)
+    xs, ys = xi + 0.5, yi + 0.5
+    sx = (m[:, 0] * xs + m[:, 1] * ys + m[:, 2]).floor_()
+    sy = (m[:, 3] * xs + m[:, 4] * ys + m[:, 5]).floor_()
+    fixed = ((m[:, 1] != 0) | (m[:, 3] != 0)).to(torch.float64)
+    a2 = _fix16(m[:, 2] + m[:, 0] * 0.5 + m[:, 1] * 0.5)
+    a5 = _fix16(m[:, 5] + m[:, 3] * 0.5 + m[:, 4] * 0.5)
+    fx = (a2 + yi * _fix16(m[:, 1]) + xi * _fix16(m[:, 0])).mul_(1.0 / 65536.0).floor_()
+    fy = (a5 + yi * _fix16(m[:, 4]) + xi * _fix16(m[:, 3])).mul_(1.0 / 65536.0).floor_()
+    sx = sx.add_(fixed * (fx - sx))
+    sy = sy.add_(fixed * (fy - sy))
+    return _gather_pixels(x, sy, sx, float(fill))
+
+
+def _pil_cubic(v1: torch.Tensor, v2: torch.Tensor, v3: torch.Tensor, v4: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Pillow's BICUBIC macro (Geometry.c, a = -1 cubic) in float64 with its operation order:
+    v2 + d (p2 + d (p3 + d p4)), p2 = -v1 + v3, p3 = 2 (v1 - v2) + v3 - v4, p4 = -v1 + v2 - v3 + v4."""
+    p2 = v3 - v1
+    p3 = (2.0 * (v1 - v2)).add_(v3).sub_(v4)
+    p4 = (v2 - v1).sub_(v3).add_(v4)
+    return v2 + d * (p2 + d * (p3 + d * p4))
+
+
+@_uint8_io
+def affine_bicubic(x: torch.Tensor, matrix: torch.Tensor, fill: float = AUTOAUGMENT_FILL) -> torch.Tensor:
+    """Pillow `Image.transform(AFFINE, BICUBIC, fillcolor=fill)` on RGB (bicubic_filter32RGB).
+
+    The source point (sx, sy) = M (x + .5, y + .5) must lie in [0, W) x [0, H), else the output
+    is `fill`; from (sx - .5, sy - .5), integer part i and fraction d, a 4x4 neighbourhood
+    (i - 1 .. i + 2, clamped to the image) is interpolated along x per row, then along y, in
+    float64 with Pillow's operation order, and the result is clamped to [0, 255] and truncated.
+    matrix (N, 2, 3): the inverse map, Pillow's convention.
     """
     n, c, h, w = x.shape
     m = matrix.to(device=x.device, dtype=torch.float64).reshape(n, 6, 1, 1)
@@ -410,7 +463,21 @@ def affine_nearest(x: torch.Tensor, matrix: torch.Tensor, fill: float = AUTOAUGM
     ys = (torch.arange(h, device=x.device, dtype=torch.float64) + 0.5).view(1, h, 1)
     sx = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]
     sy = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
-    return _gather_pixels(x, sy.floor_(), sx.floor_(), float(fill))
+    valid = ((sx >= 0.0) & (sx < float(w)) & (sy >= 0.0) & (sy < float(h))).unsqueeze(1)
+    sx, sy = sx - 0.5, sy - 0.5
+    ix, iy = torch.floor(sx), torch.floor(sy)
+    dx, dy = (sx - ix).unsqueeze(1), (sy - iy).unsqueeze(1)
+    src = x.to(torch.float64).reshape(n, c, h * w)
+    cols = [(ix + (k - 1)).clamp_(0.0, float(w - 1)) for k in range(4)]
+    rows = [(iy + (k - 1)).clamp_(0.0, float(h - 1)).mul_(float(w)) for k in range(4)]
+
+    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        index = (r + col).long().view(n, 1, h * w).expand(n, c, h * w)
+        return src.gather(2, index).view(n, c, h, w)
+
+    per_row = [_pil_cubic(*(tap(r, col) for col in cols), dx) for r in rows]
+    v = _pil_cubic(*per_row, dy).clamp_(0.0, 255.0).floor_()
+    return torch.where(valid, v, float(fill)).to(torch.float32)
 
 
 def _matrix(a, b, c, d, e, f) -> torch.Tensor:
@@ -667,7 +734,7 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
-# AutoAugment CIFAR-10 policy
+# AutoAugment CIFAR-10 policy (torchvision's and the releases' CIFAR10Policy)
 # ------------------------------------------------------------------------------------------------
 
 AUTOAUGMENT_OPS = ("Invert", "Contrast", "Rotate", "TranslateX", "TranslateY", "Sharpness", "ShearX",
@@ -729,37 +796,76 @@ def autoaugment_magnitudes(h: int, w: int, num_bins: int = 10) -> dict[str, torc
     }
 
 
-class PolicyTables:
-    """The policy as device tensors, (25, 2) each: op id, probability, magnitude (unsigned)."""
+def release_magnitudes(h: int, w: int) -> dict[str, torch.Tensor]:
+    """Magnitude of each bin per op in the releases' CIFAR10Policy (`cifar10_policy.RANGES`,
+    float64): translations in fractional pixels (fraction * side), Solarize linspace(256, 0, 10)."""
+    from benchmarks.views.cifar10_policy import OP_NAMES, RANGES
 
-    def __init__(self, h: int, w: int, device) -> None:
-        mags = autoaugment_magnitudes(h, w)
+    side = {"translateX": float(w), "translateY": float(h)}
+    return {OP_NAMES[op]: torch.tensor(np.asarray(values, dtype=np.float64) * side.get(op, 1.0))
+            for op, values in RANGES.items()}
+
+
+def _policy_rows(kind: str):
+    """The 25 sub-policies as ((op, probability, bin), (op, probability, bin)) in fast.py's op
+    names, for kind "torchvision" or "release" (the same table, checked by the tests)."""
+    if kind == "torchvision":
+        return CIFAR10_POLICY
+    from benchmarks.views.cifar10_policy import OP_NAMES, RELEASE_POLICY
+
+    return tuple(((OP_NAMES[a], pa, ba), (OP_NAMES[b], pb, bb)) for a, pa, ba, b, pb, bb in RELEASE_POLICY)
+
+
+POLICY_KINDS = tuple(AUTOAUG_VIEWS.values())
+
+
+class PolicyTables:
+    """The policy as device tensors, (25, 2) each: op id, probability, magnitude (unsigned), and
+    per op id whether it is signed, a nearest-neighbour geometric op or a bicubic one.
+
+    kind "torchvision": torchvision's AutoAugment (u <= p runs the op; every geometric op
+    nearest, Rotate signed, Translate int(m) pixels). kind "release": the releases'
+    CIFAR10Policy (`benchmarks.views.cifar10_policy`: u < p; Shear bicubic; Rotate unsigned;
+    Translate fractional, inverse-map offset m; Solarize linspace(256, 0, 10)).
+    """
+
+    def __init__(self, h: int, w: int, device, kind: str = "torchvision") -> None:
+        if kind not in POLICY_KINDS:
+            raise LTBenchError(f"unknown AutoAugment policy {kind!r}; known: {', '.join(POLICY_KINDS)}")
+        self.kind = kind
+        self.strict = kind == "release"
+        mags = autoaugment_magnitudes(h, w) if kind == "torchvision" else release_magnitudes(h, w)
         ops, probs, values = [], [], []
-        for sub in CIFAR10_POLICY:
+        for sub in _policy_rows(kind):
             ops.append([_OP[name] for name, _, _ in sub])
             probs.append([p for _, p, _ in sub])
             values.append([float(mags[name][b]) if b is not None else 0.0 for name, _, b in sub])
         self.op = torch.tensor(ops, device=device)
         self.prob = torch.tensor(probs, device=device, dtype=torch.float32)
         self.magnitude = torch.tensor(values, device=device, dtype=torch.float64)
-        self.signed = torch.tensor([name in SIGNED_OPS for name in AUTOAUGMENT_OPS], device=device)
-        self.geometric = torch.tensor([name in GEOMETRIC_OPS for name in AUTOAUGMENT_OPS], device=device)
+        signed = [n for n in SIGNED_OPS if not (kind == "release" and n == "Rotate")]
+        bicubic = ("ShearX", "ShearY") if kind == "release" else ()
+        self.signed = torch.tensor([name in signed for name in AUTOAUGMENT_OPS], device=device)
+        self.geometric = torch.tensor([name in GEOMETRIC_OPS and name not in bicubic for name in AUTOAUGMENT_OPS],
+                                      device=device)
+        self.bicubic = torch.tensor([name in bicubic for name in AUTOAUGMENT_OPS], device=device)
 
 
 _TABLES: dict = {}
 
 
-def policy_tables(h: int, w: int, device) -> PolicyTables:
+def policy_tables(h: int, w: int, device, kind: str = "torchvision") -> PolicyTables:
     """The policy tables for an image size on a device, built once."""
-    key = (str(device), h, w)
+    key = (str(device), h, w, kind)
     if key not in _TABLES:
-        _TABLES[key] = PolicyTables(h, w, device)
+        _TABLES[key] = PolicyTables(h, w, device, kind)
     return _TABLES[key]
 
 
 def sample_autoaugment(n: int, device):
-    """torchvision's AutoAugment.get_params per sample: sub-policy uniform over the 25, two
-    uniforms (step i runs if u_i <= p_i) and two signs (0: negative magnitude if signed)."""
+    """AutoAugment draws per sample (torchvision's get_params; the release's policy consumes the
+    same draws): sub-policy uniform over the 25, two uniforms (step i runs if u_i <= p_i, or
+    u_i < p_i for the release) and two signs (0: negative magnitude if the op is signed)."""
     policy = torch.randint(len(CIFAR10_POLICY), (n,), device=device)
     u = torch.rand(n, 2, device=device)
     sign = torch.randint(2, (n, 2), device=device)
@@ -767,10 +873,11 @@ def sample_autoaugment(n: int, device):
 
 
 def autoaugment_steps(policy: torch.Tensor, u: torch.Tensor, sign: torch.Tensor, tables: PolicyTables):
-    """Per sample and step (N, 2): op id, whether it runs (u <= p) and its signed magnitude
-    (negated where the op is signed and the sign draw is 0, as torchvision does)."""
+    """Per sample and step (N, 2): op id, whether it runs (u <= p; u < p for the release) and its
+    signed magnitude (negated where the op is signed and the sign draw is 0)."""
     op = tables.op[policy]
-    applied = u <= tables.prob[policy]
+    prob = tables.prob[policy]
+    applied = u < prob if tables.strict else u <= prob
     magnitude = tables.magnitude[policy]
     magnitude = torch.where(tables.signed[op] & (sign == 0), -magnitude, magnitude)
     return op, applied, magnitude
@@ -790,6 +897,30 @@ def autoaugment_geometric(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Te
                     ("TranslateY", translate_matrix(zero, shift))):
         matrix = torch.where((op == _OP[name]).view(n, 1, 1), m, matrix)
     return affine_nearest(x, matrix, fill)
+
+
+def release_geometric_nearest(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
+                              fill: float = AUTOAUGMENT_FILL) -> torch.Tensor:
+    """The release's nearest-neighbour geometric ops: Rotate by m degrees (m >= 0, Pillow's
+    rotate) and Translate with the fractional inverse-map offset m pixels
+    (`transform(AFFINE, (1, 0, m, 0, 1, 0))`), as one gather."""
+    n, _, h, w = x.shape
+    mag = magnitude.double()
+    zero = torch.zeros_like(mag)
+    matrix = translate_matrix(zero, zero)
+    for name, m in (("Rotate", rotate_matrix(mag, h, w)), ("TranslateX", translate_matrix(-mag, zero)),
+                    ("TranslateY", translate_matrix(zero, -mag))):
+        matrix = torch.where((op == _OP[name]).view(n, 1, 1), m, matrix)
+    return affine_nearest(x, matrix, fill)
+
+
+def release_shear(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
+                  fill: float = AUTOAUGMENT_FILL) -> torch.Tensor:
+    """The release's ShearX / ShearY (per-sample op id, signed m): bicubic affine, fill 128."""
+    n = x.shape[0]
+    mag = magnitude.double()
+    matrix = torch.where((op == _OP["ShearX"]).view(n, 1, 1), shear_x_matrix(mag), shear_y_matrix(mag))
+    return affine_bicubic(x, matrix, fill)
 
 
 # The other ops: (function, how its argument follows from the signed magnitude m).
@@ -838,27 +969,34 @@ def _owned_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def autoaugment(x: torch.Tensor, policy: torch.Tensor, u: torch.Tensor, sign: torch.Tensor,
-                strategy: str = "masked") -> torch.Tensor:
-    """AutoAugment CIFAR-10 with given draws (see `sample_autoaugment`), both steps in order.
+                strategy: str = "masked", kind: str = "torchvision") -> torch.Tensor:
+    """AutoAugment CIFAR-10 with given draws (see `sample_autoaugment`), both steps in order;
+    kind "torchvision" (torchvision's AutoAugment) or "release" (the releases' CIFAR10Policy).
 
-    Each step of a sample runs at most one op: per step the geometric ops run as one family (one
-    gather), then each other op on the samples that chose it.
+    Each step of a sample runs at most one op: per step the nearest-neighbour geometric ops run
+    as one family (one gather), the release's bicubic shears as another, then each other op on
+    the samples that chose it.
     """
-    return _autoaugment_owned(_owned_float(x), policy, u, sign, strategy).to(x.dtype)
+    return _autoaugment_owned(_owned_float(x), policy, u, sign, strategy, kind).to(x.dtype)
 
 
-def _autoaugment_owned(out: torch.Tensor, policy, u, sign, strategy: str) -> torch.Tensor:
-    """`autoaugment` on a float32 batch the caller owns (modified in place when grouped)."""
+def _autoaugment_owned(out: torch.Tensor, policy, u, sign, strategy: str, kind: str = "torchvision") -> torch.Tensor:
+    """`autoaugment` on a float32 batch the caller owns (modified in place when grouped).
+
+    The pixel ops get the float64 magnitude: an enhancement factor is 1 + m in double, rounded
+    to float32 only where PIL rounds it (the C float of `Image.blend`)."""
     apply = _APPLY[strategy]
     n, _, h, w = out.shape
-    tables = policy_tables(h, w, out.device)
+    tables = policy_tables(h, w, out.device, kind)
     op, applied, magnitude = autoaugment_steps(policy, u, sign, tables)
+    nearest = autoaugment_geometric if kind == "torchvision" else release_geometric_nearest
     for step in range(2):
         o, a, m = op[:, step], applied[:, step], magnitude[:, step]
-        out = apply(out, a & tables.geometric[o], autoaugment_geometric, o, m)
-        mf = m.float()
+        out = apply(out, a & tables.geometric[o], nearest, o, m)
+        if kind == "release":
+            out = apply(out, a & tables.bicubic[o], release_shear, o, m)
         for name, fn in _AUTOAUGMENT_PIXEL_OPS:
-            out = apply(out, a & (o == _OP[name]), fn, mf)
+            out = apply(out, a & (o == _OP[name]), fn, m)
     return out
 
 
@@ -969,10 +1107,10 @@ def sample_view(name: str, n: int, h: int, w: int, device) -> dict[str, torch.Te
     params: dict[str, torch.Tensor] = {}
     if name == "test":
         return params
-    if name in ("crop_flip", "autoaug_cutout"):
+    if name in ("crop_flip", *AUTOAUG_VIEWS):
         params["top"], params["left"] = sample_crop(n, CROP_PADDING, device)
         params["flip"] = sample_flip(n, device)
-        if name == "autoaug_cutout":
+        if name in AUTOAUG_VIEWS:
             params["policy"], params["u"], params["sign"] = sample_autoaugment(n, device)
             params["cy"] = torch.randint(h, (n,), device=device)
             params["cx"] = torch.randint(w, (n,), device=device)
@@ -996,11 +1134,11 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
     kernels = kernels or EAGER_KERNELS
     if name == "test":
         return images.float()
-    if name in ("crop_flip", "autoaug_cutout"):
+    if name in ("crop_flip", *AUTOAUG_VIEWS):
         x = crop_flip(images, params["top"], params["left"], params["flip"], CROP_PADDING).float()
         if name == "crop_flip":
             return x
-        x = _autoaugment_owned(x, params["policy"], params["u"], params["sign"], strategy)
+        x = _autoaugment_owned(x, params["policy"], params["u"], params["sign"], strategy, AUTOAUG_VIEWS[name])
         h, w = x.shape[-2:]
         return x.mul_(cutout_keep(params["cy"], params["cx"], h, w, CUTOUT_LENGTH))
     x = kernels["resized_crop"](images.float(), params["top"], params["left"], params["height"],
@@ -1061,7 +1199,7 @@ def keep_freed_memory() -> bool:
 
 # Images per chunk on CPU, by measurement: 256 for most views; AutoAugment's 26 grouped op calls
 # per chunk make fewer, larger chunks pay off there.
-CPU_CHUNK = {"autoaug_cutout": 1024}
+CPU_CHUNK = {"autoaug_cutout": 1024, "autoaug_cutout_tv": 1024}
 CPU_CHUNK_DEFAULT = 256
 
 
@@ -1071,7 +1209,7 @@ class FastView:
 
     All random draws are made for the whole batch first (`sample_view`), then the batch is
     rendered in chunks of `chunk` images, so the output does not depend on the chunk size. On
-    CPU the default chunk (`CPU_CHUNK`: 256, 1024 for autoaug_cutout) keeps intermediates near
+    CPU the default chunk (`CPU_CHUNK`: 256, 1024 for the AutoAugment views) keeps intermediates near
     the cache: a 128-image elementwise op measured 2-3x faster per element than a 512-image one,
     while smaller chunks multiply the per-op overhead; on other devices the default is one chunk.
     On CPU, `keep_freed_memory()` (once per process) avoids page faults that otherwise cost about

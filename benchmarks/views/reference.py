@@ -9,16 +9,21 @@ and from Python's `random` (the MoCo-v2/PaCo Gaussian blur draws its sigma with
 `random.uniform`, as the release does), so `torch.manual_seed` + `random.seed` reproduce a view.
 
 Choices that are not plain torchvision calls:
-- AutoAugment is torchvision's `AutoAugment(AutoAugmentPolicy.CIFAR10, fill=128)`. Its 25
-  sub-policies (op, probability, magnitude bin) are those of the AutoAugment paper, but the
-  magnitudes follow torchvision's convention, not the paper's TensorFlow code: bins index
+- AutoAugment comes in two policies. `autoaug_cutout` runs the BCCL / PaCo releases'
+  `CIFAR10Policy` (`benchmarks.views.cifar10_policy`, which lists every difference from
+  torchvision; its draws come from Python's `random`, as in the releases); `autoaug_cutout_tv`
+  runs torchvision's `AutoAugment(AutoAugmentPolicy.CIFAR10, fill=128)`. The config key
+  `autoaugment_policy` (release | torchvision) picks one (`benchmarks.views.autoaug_view`).
+  Both have the 25 sub-policies (op, probability, magnitude bin) of the AutoAugment paper, with
+  magnitudes that follow the PyTorch ports, not the paper's TensorFlow code: bins index
   `linspace(0, max, 10)` (bin / 9 of the maximum, the paper's code uses bin / 10); Brightness,
   Color, Contrast and Sharpness use the factor 1 +- m with m up to 0.9 and a random sign (the
   paper's code uses an unsigned factor 0.1 + 1.8 * bin / 10); Translate goes up to 150/331 of
-  the image side, rounded toward zero (14 px at 32, the paper's code: 10 px); Posterize keeps
-  8 - round(bin * 4 / 9) bits (the paper's code: 4 - int(bin * 4 / 10)); Solarize's threshold
-  is linspace(255, 0, 10)[bin]. Geometric ops use nearest sampling and fill 128 (grey), as the
-  paper's code and the common PyTorch ports (CIFAR10Policy) do.
+  the image side (torchvision rounds toward zero, 14 px at 32, the release keeps 14.5; the
+  paper's code: 10 px); Posterize keeps 8 - round(bin * 4 / 9) bits (the paper's code:
+  4 - int(bin * 4 / 10)); Solarize's threshold is linspace(255, 0, 10)[bin] (the release:
+  linspace(256, 0, 10)[bin]). torchvision's geometric ops use nearest sampling, the release's
+  shears bicubic; fill 128 (grey) for all.
 - Cutout follows the usual reference implementation (one hole of side 16 centred at a uniform
   random pixel, rows/columns [c - 8, c + 8) clipped at the border, set to 0 on the [0, 1]
   tensor before Normalize) but draws the centre with torch instead of numpy's global generator.
@@ -37,8 +42,14 @@ import torchvision.transforms as T
 from PIL import Image, ImageFilter
 
 from benchmarks import LTBenchError
+from benchmarks.views.cifar10_policy import CIFAR10Policy
 
-VIEW_NAMES = ("test", "crop_flip", "autoaug_cutout", "simclr", "contrastive", "contrastive_blur")
+VIEW_NAMES = ("test", "crop_flip", "autoaug_cutout", "autoaug_cutout_tv", "simclr", "contrastive", "contrastive_blur")
+# The AutoAugment + Cutout views and the policy each runs (config key `autoaugment_policy`):
+# "release" is the BCCL / PaCo releases' CIFAR10Policy (`benchmarks.views.cifar10_policy`),
+# "torchvision" torchvision's AutoAugment.
+AUTOAUG_VIEWS = {"autoaug_cutout": "release", "autoaug_cutout_tv": "torchvision"}
+AUTOAUGMENT_POLICIES = {kind: name for name, kind in AUTOAUG_VIEWS.items()}
 
 AUTOAUGMENT_FILL = 128
 CUTOUT_LENGTH = 16
@@ -99,9 +110,11 @@ def _pil_steps(name: str, size: int) -> list:
     """The PIL-level transforms of a view (everything before ToTensor)."""
     if name == "test":
         return []
-    if name in ("crop_flip", "autoaug_cutout"):
+    if name in ("crop_flip", *AUTOAUG_VIEWS):
         steps = [T.RandomCrop(size, padding=CROP_PADDING), T.RandomHorizontalFlip()]
         if name == "autoaug_cutout":
+            steps.append(CIFAR10Policy())
+        elif name == "autoaug_cutout_tv":
             steps.append(T.AutoAugment(T.AutoAugmentPolicy.CIFAR10, fill=AUTOAUGMENT_FILL))
         return steps
     steps = [
@@ -119,7 +132,7 @@ def build_compose(name: str, size: int, mean: tuple, std: tuple) -> T.Compose:
     """The torchvision Compose of a view for square images of side `size` (PIL in, tensor out)."""
     check_view_name(name)
     steps = _pil_steps(name, size) + [T.ToTensor()]
-    if name == "autoaug_cutout":
+    if name in AUTOAUG_VIEWS:
         steps.append(Cutout(CUTOUT_LENGTH))
     steps.append(T.Normalize(mean, std))
     return T.Compose(steps)
