@@ -45,9 +45,6 @@ from benchmarks import LTBenchError
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 
-HEAD_HIDDEN = 512  # defaults of the options head_hidden_dim / proj_dim (the release's CIFAR head)
-PROJ_DIM = 128
-
 
 def should_recluster(
     epoch: int,
@@ -81,8 +78,8 @@ class BCCL(Method):
         self.backbone = build_backbone(config["backbone"])
         feat_dim = self.backbone.out_dim
         self.classifier = build_classifier(config, feat_dim, num_classes)
-        self.proj_dim = int(config.get("proj_dim", PROJ_DIM))
-        self.head = projection_head(feat_dim, int(config.get("head_hidden_dim", HEAD_HIDDEN)), self.proj_dim)
+        self.proj_dim = int(config["proj_dim"])
+        self.head = projection_head(feat_dim, int(config["head_hidden_dim"]), self.proj_dim)
 
         self.temperature = float(config["temperature"])
         self.alpha = float(config["alpha"])
