@@ -30,7 +30,6 @@ policy chosen by the shared key `autoaugment_policy`) and
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks.methods import METHODS, Method

@@ -163,14 +163,13 @@ def _load_file(path: Path) -> Any:
 def evaluate_checkpoint(path: Path, runs: list, options) -> int:
     """The `--eval-checkpoint` command: one cell, one evaluation, one folder."""
     from benchmarks import distributed
-    from benchmarks.config import recipe_deviations
     from benchmarks.datasets import DATASETS, DatasetRequest
     from benchmarks.environment import environment_record
     from benchmarks.evaluation import TestEvaluator, accuracy_metrics
     from benchmarks.grid import DataCache, dataset_label
     from benchmarks.methods import build_method
     from benchmarks.results import DONE, atomic_write_json, atomic_write_yaml, run_dir, write_status
-    from benchmarks.training import Execution, resolve_device, seed_epoch
+    from benchmarks.training import Execution, epoch_summary, metrics_record, resolve_device, seed_epoch
 
     cells = sorted({(r.config["dataset"], r.config["imb_factor"], r.config["method"]) for r in runs})
     if len(cells) != 1:
@@ -201,7 +200,7 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
                               ex.channels_last)
     metrics = accuracy_metrics(evaluator.predictions(method.eval_logits), data.test_labels, data.class_counts)
     epoch = epochs_done - 1 if epochs_done else 0
-    summary = {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class")}}
+    summary = epoch_summary(metrics, epoch)
     record: dict[str, Any] = {
         "path": str(path.resolve()), "format": fmt, "epochs_done": epochs_done,
         "keys_loaded": len(state), "keys_dropped": dropped, "method_keys_not_in_checkpoint": not_in_checkpoint,
@@ -209,14 +208,7 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
     if fmt == "ltbench" and isinstance(raw.get("config"), dict):
         record["config_keys_differing_from_checkpoint"] = sorted(
             k for k in set(raw["config"]) | set(config) if raw["config"].get(k) != config.get(k))
-    result = {
-        "best": summary, "last": summary, "epochs": config["epochs"], "num_classes": data.num_classes,
-        "class_counts": [int(c) for c in data.class_counts], "train_images": int(len(data.train_labels)),
-        "test_images": int(len(data.test_labels)), "train_seconds": 0.0, "train_images_per_s": None,
-        "deviations": recipe_deviations(config),
-        "dataset_info": {k: v for k, v in data.info.items() if k != "class_counts"},
-        "checkpoint": record,
-    }
+    result = {**metrics_record(config, data, summary, summary), "checkpoint": record}
     seed_folder = run_dir(options.results_dir, dataset_label(config), imb, method_name, config["seed"])
     folder = seed_folder.parent / f"eval-{_checkpoint_name(path)}"
     if distributed.is_main():

@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from benchmarks import CONFIG_DIR, LTBenchError
-from benchmarks.config import load_yaml, recipe_deviations, resolve_config
+from benchmarks.config import load_yaml, resolve_config
 from benchmarks.datasets import DATASETS, DatasetRequest, LTData, build_dataset
 from benchmarks.environment import environment_record
 from benchmarks.methods import METHODS
@@ -298,8 +298,6 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
                          "compile": ex.compile, "resumed_from_epoch": trainer.start_epoch,
                          "world_size": distributed.world_size()}))
         metrics = trainer.run()
-        metrics["deviations"] = recipe_deviations(run.config)
-        metrics["dataset_info"] = {k: v for k, v in data.info.items() if k != "class_counts"}
         if main:
             write_metrics(run.folder, metrics)
             write_status(run.folder, DONE)

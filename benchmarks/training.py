@@ -164,8 +164,29 @@ def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execut
     return ReferenceLoader(**common, num_workers=config["num_workers"])
 
 
-def _group_summary(metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
+def epoch_summary(metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """What metrics.json keeps of one epoch's evaluation (its `best` and `last` entries)."""
     return {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class")}}
+
+
+def metrics_record(config: dict[str, Any], data: LTData, best: dict[str, Any], last: dict[str, Any],
+                   train_seconds: float = 0.0, train_images_per_s: float | None = None) -> dict[str, Any]:
+    """The content of a run folder's metrics.json, for a training run and an evaluated checkpoint alike."""
+    from benchmarks.config import recipe_deviations
+
+    return {
+        "best": best,
+        "last": last,
+        "epochs": config["epochs"],
+        "num_classes": data.num_classes,
+        "class_counts": [int(c) for c in data.class_counts],
+        "train_images": int(len(data.train_labels)),
+        "test_images": int(len(data.test_labels)),
+        "train_seconds": train_seconds,
+        "train_images_per_s": train_images_per_s,
+        "deviations": recipe_deviations(config),
+        "dataset_info": {k: v for k, v in data.info.items() if k != "class_counts"},
+    }
 
 
 class Trainer:
@@ -363,8 +384,8 @@ class Trainer:
                    "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan}
             self.history.append(row)
             if self.best is None or metrics["top1"] > self.best["top1"]:
-                self.best = _group_summary(metrics, epoch)
-            self.last = _group_summary(metrics, epoch)
+                self.best = epoch_summary(metrics, epoch)
+            self.last = epoch_summary(metrics, epoch)
             if self.writer is not None and self.is_main:
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, (int, float)) and value is not None:
@@ -376,23 +397,14 @@ class Trainer:
                 write_csv(self.folder / "history.csv", self.history)
         if self.start_epoch >= epochs:  # nothing left to train: the last row is the checkpoint's
             self.last = {**self.evaluate(), "epoch": epochs - 1}
-            self.last = _group_summary(self.last, epochs - 1)
+            self.last = epoch_summary(self.last, epochs - 1)
         if self.writer is not None:
             self.writer.close()
         return self.final_metrics()
 
     def final_metrics(self) -> dict[str, Any]:
-        return {
-            "best": self.best,
-            "last": self.last,
-            "epochs": self.config["epochs"],
-            "num_classes": self.data.num_classes,
-            "class_counts": [int(c) for c in self.class_counts],
-            "train_images": int(len(self.data.train_labels)),
-            "test_images": int(len(self.data.test_labels)),
-            "train_seconds": self.train_seconds,
-            "train_images_per_s": self.images_seen / self.train_seconds if self.train_seconds else None,
-        }
+        images_per_s = self.images_seen / self.train_seconds if self.train_seconds else None
+        return metrics_record(self.config, self.data, self.best, self.last, self.train_seconds, images_per_s)
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:

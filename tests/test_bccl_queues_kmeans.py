@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from bccl.kmeans import batched_kmeans, random_initial_centres
