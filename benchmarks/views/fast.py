@@ -121,14 +121,9 @@ def _select(x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return x + m * (y - x)
 
 
-def _is_zero(d: torch.Tensor) -> torch.Tensor:
-    """1.0 where the integer-valued d >= 0 is 0, else 0.0. Float arithmetic: on CPU a comparison
-    plus a bool -> float conversion costs about ten elementwise float ops."""
-    return (1.0 - d).clamp_(min=0.0)
-
-
 def _is_positive(d: torch.Tensor) -> torch.Tensor:
-    """1.0 where the integer-valued d is > 0, else 0.0 (float arithmetic, see `_is_zero`)."""
+    """1.0 where the integer-valued d is > 0, else 0.0. Float arithmetic: on CPU a comparison
+    plus a bool -> float conversion costs about ten elementwise float ops."""
     return d.clamp(0.0, 1.0)
 
 
@@ -142,8 +137,8 @@ def gray_levels(x: torch.Tensor) -> torch.Tensor:
 
     Every partial sum is an integer below 2^24, hence exact in float32.
     """
-    g = x[:, 0:1] * 19595.0 + x[:, 1:2] * 38470.0
-    g = g.add_(x[:, 2:3] * 7471.0).add_(32768.0)
+    g = x[:, 0:1] * 19595.0
+    g.add_(x[:, 1:2], alpha=38470.0).add_(x[:, 2:3], alpha=7471.0).add_(32768.0)
     return g.mul_(1.0 / 65536.0).floor_()
 
 
@@ -303,42 +298,47 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def rgb_to_hsv(x: torch.Tensor):
-    """Pillow's RGB -> HSV (`rgb2hsv_row`), levels as float32 (N, H, W) each.
+    """Pillow's RGB -> HSV (`rgb2hsv_row`), levels as float32 (N, H, W) each; x is not modified.
 
     Pillow's hue is, by the channel holding the maximum (r before g before b on ties) and the
     minimum, one of 1 - rc, bc - 1, 1 + rc, 3 - bc, 3 + gc, 5 - rc (rc = (max - r) / (max - min)
     in float, ...), i.e. base + sign * ratio with ratio = (max - mid) / (max - min), computed in
-    double and rounded to float: a single rounding, as `base + sign * ratio` is here. The sign is
-    that of the cyclic order of (r, g, b), with ties broken by Pillow's priority; the base is
-    2 * (index of the max) - sign. Float32 gives the same bytes as Pillow for all 2^24 colours
-    (checked exhaustively; the tests re-check a large sample). Branches are float arithmetic
-    (see `_is_zero`).
+    double and rounded to float: a single rounding, as `base + sign * ratio` is here. With the
+    channels in cyclic order (r, g, b) and t = successor - predecessor of the maximum's channel,
+    sign = -sign(t) (+1 where the minimum follows the maximum; t = 0 only where the ratio is 0
+    or 1 and the sign does not matter), max - mid = (max - min) - |t|, and base = 2 * (index of
+    the max) - sign. Grey pixels come out as hue 0 without a mask (max in r, t = 0).
+
+    Float32 gives the same bytes as Pillow for all 2^24 colours (a test checks every colour,
+    and every (h, s, v) triple for `hsv_to_rgb`). Branches are float arithmetic (see
+    `_is_positive`), and all but a few ops run in place (measured 1.5-1.9x faster than fresh
+    tensors per op, which cost a write-allocate and page faults).
     """
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    minc = torch.minimum(torch.minimum(r, g), b)
-    cr = maxc - minc
-    sat = (cr / maxc.clamp(min=1.0)).mul_(255.0).floor_()
-    # signs of r - g, g - b, b - r on integers, ties resolved as r > g > b for the maximum
-    s_rg = (r - g).mul_(4.0).add_(1.0).sign_()
-    s_gb = (g - b).mul_(4.0).add_(1.0).sign_()
-    s_br = (b - r).mul_(4.0).sub_(2.0).sign_()
-    sign = s_rg * s_gb * s_br
-    max_is_g = (1.0 - s_rg) * (1.0 + s_gb)  # 4 if g holds the maximum, else 0
-    max_is_b = (1.0 - s_gb) * (1.0 + s_br)  # 4 if b holds the maximum, else 0
-    base = max_is_g.mul_(0.5).add_(max_is_b).sub_(sign)
-    mid = (r + g).add_(b).sub_(maxc).sub_(minc)
-    ratio = (maxc - mid) / (cr + _is_zero(cr))
-    hue = base.add_(sign * ratio)  # in (-1, 6)
+    maxc = torch.maximum(r, g)
+    torch.maximum(maxc, b, out=maxc)
+    cr = torch.minimum(r, g)
+    torch.minimum(cr, b, out=cr)
+    torch.sub(maxc, cr, out=cr)  # max - min
+    sat = maxc.clamp(min=1.0)
+    torch.div(cr, sat, out=sat).mul_(255.0).floor_()
+    e_r = (maxc - r).clamp_(0.0, 1.0)  # 0 iff r holds the maximum
+    e_g = (maxc - g).clamp_(0.0, 1.0)  # 0 iff g does
+    t_r, t_g, t = g - b, b - r, r - g  # t for a maximum in r, g, b
+    t.sub_(t_g).mul_(e_g).add_(t_g)  # g or b
+    t.sub_(t_r).mul_(e_r).add_(t_r)  # r, or the former
+    base = e_g.add_(1.0).mul_(e_r).mul_(2.0)  # 2 * index of the max (0, 2, 4)
+    sign = torch.sign(t).neg_()
+    ratio = t.abs_().neg_().add_(cr).div_(cr.clamp(min=1.0))
+    hue = ratio.mul_(sign).add_(base.sub_(sign))  # in [-1, 5]
     negative = (hue * -1e6).clamp_(0.0, 1.0)  # |hue| >= 1/255 when negative
-    hue = (hue / 6.0).add_(negative)  # fmod(h / 6 + 1, 1)
-    hue = hue.mul_(255.0).floor_().mul_(cr.clamp(0.0, 1.0))  # grey pixels: hue 0
+    hue = hue.div_(6.0).add_(negative).mul_(255.0).floor_()  # fmod(h / 6 + 1, 1) * 255
     return hue, sat, maxc
 
 
-def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Pillow's HSV -> RGB (`hsv2rgb`), float32 levels in, (N, 3, H, W) out (exhaustively
-    checked like `rgb_to_hsv`).
+def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Pillow's HSV -> RGB (`hsv2rgb`), float32 levels in, (N, 3, H, W) out (written into `out`
+    when given; exhaustively checked like `rgb_to_hsv`).
 
     Pillow computes p = round(v (1 - fs)), q = round(v (1 - fs f)), t = round(v (1 - fs (1 - f)))
     (fs = s / 255, f the fraction of the sector h * 6 / 255) and picks (v, t, p), (q, v, p),
@@ -346,26 +346,35 @@ def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     round(v (1 - fs w)) with a piecewise-linear w of hh = h * 6 / 255 (0, f, 1 or 1 - f), whose
     pieces (hh - 1, 5 - hh, ...) are exact float32 differences. s == 0 gives v everywhere.
     """
-    hh = h * 6.0 / 255.0
-    fs = s / 255.0
-    w_red = torch.minimum(hh - 1.0, 5.0 - hh)
-    w_green = torch.maximum(1.0 - hh, hh - 3.0)
-    w_blue = torch.maximum(3.0 - hh, hh - 5.0)
-    w = torch.stack([w_red, w_green, w_blue], dim=1).clamp_(0.0, 1.0)
-    w.mul_(fs.unsqueeze(1)).neg_().add_(1.0).mul_(v.unsqueeze(1))
-    return w.add_(0.5).floor_()
+    hh = h.mul(6.0).div_(255.0)
+    minus_fs = s.div(-255.0).unsqueeze(1)
+    if out is None:
+        out = h.new_empty((h.shape[0], 3, *h.shape[1:]))
+    red, green, blue = out[:, 0], out[:, 1], out[:, 2]
+    torch.minimum(torch.sub(hh, 1.0, out=red), 5.0 - hh, out=red)
+    torch.maximum(torch.sub(hh, 3.0, out=green), 1.0 - hh, out=green)
+    torch.maximum(torch.sub(hh, 5.0, out=blue), 3.0 - hh, out=blue)
+    return out.clamp_(0.0, 1.0).mul_(minus_fs).add_(1.0).mul_(v.unsqueeze(1)).add_(0.5).floor_()
+
+
+def hue_shift(hue_factor, n: int, device) -> torch.Tensor:
+    """The hue shift int(hue * 255) mod 256 (torchvision, in double) as (N,) float32 levels."""
+    shift = torch.trunc(_per_sample(hue_factor, n, device, torch.float64) * 255.0)
+    return torch.remainder(shift, 256.0).float()
+
+
+def adjust_hue_(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """`adjust_hue` in place on a float32 batch, given the shifts of `hue_shift`."""
+    h, s, v = rgb_to_hsv(x)
+    h.add_(shift.view(-1, 1, 1))
+    h.sub_((h - 255.0).clamp_(0.0, 1.0).mul_(256.0))  # mod 256
+    return hsv_to_rgb(h, s, v, out=x)
 
 
 @_uint8_io
 def adjust_hue(x: torch.Tensor, hue_factor) -> torch.Tensor:
     """torchvision's PIL `adjust_hue`: HSV round trip with H += int(hue * 255) mod 256."""
-    n = x.shape[0]
-    shift = torch.trunc(_per_sample(hue_factor, n, x.device, torch.float64) * 255.0)
-    shift = torch.remainder(shift, 256.0).to(x.dtype).view(n, 1, 1)
-    h, s, v = rgb_to_hsv(x)
-    h = h.add_(shift)
-    h = h - 256.0 * _is_positive(h - 255.0)
-    return hsv_to_rgb(h, s, v)
+    return adjust_hue_(x.clone(), hue_shift(hue_factor, x.shape[0], x.device))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -537,9 +546,10 @@ def bilinear_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out
                     flip=None) -> torch.Tensor:
     """(N, out, in) float32 weights of PIL's bilinear upsampling of [start, start + length).
 
-    Output pixel k reads the crop at (k + 0.5) * length / out - 0.5, clamped to the crop's
+    Output pixel k reads the crop at s = (k + 0.5) * length / out - 0.5, clamped to the crop's
     first/last pixel (PIL drops out-of-crop taps and renormalises, which is the same), with
-    weights 1 - frac and frac: exact multiples of 1 / (2 * out).
+    weights 1 - frac and frac: the tent max(0, 1 - |i - start - s|) over input pixels i, exact
+    multiples of 1 / (2 * out).
     """
     n = start.shape[0]
     dev = start.device
@@ -548,22 +558,18 @@ def bilinear_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out
         k = k + flip.view(n, 1).double() * (out_size - 1 - 2 * k)
     length = length.double().view(n, 1)
     src = ((k + 0.5) * length / out_size - 0.5).clamp(min=0.0)
-    src = torch.minimum(src, length - 1.0)
-    i0 = torch.floor(src)
-    w1 = src - i0
-    i1 = torch.minimum(i0 + 1.0, length - 1.0)
-    base = start.double().view(n, 1)
-    weights = torch.zeros(n, out_size, in_size, device=dev)
-    weights.scatter_add_(2, (i0 + base).long().unsqueeze(-1), (1.0 - w1).float().unsqueeze(-1))
-    weights.scatter_add_(2, (i1 + base).long().unsqueeze(-1), w1.float().unsqueeze(-1))
-    return weights
+    src = torch.minimum(src, length - 1.0).add_(start.double().view(n, 1))
+    i = torch.arange(in_size, device=dev, dtype=torch.float64).view(1, 1, in_size)
+    return (i - src.unsqueeze(-1)).abs_().neg_().add_(1.0).clamp_(min=0.0).float()
 
 
-@_uint8_io
-def resized_crop(x: torch.Tensor, top, left, height, width, flip=None, size: int | None = None) -> torch.Tensor:
-    """`resized_crop(img, top, left, height, width, size, BILINEAR)` on PIL, then optional flip.
+def resized_crop_levels(x: torch.Tensor, top, left, height, width, flip=None, size: int | None = None) -> torch.Tensor:
+    """`resized_crop` of a uint8 or float32 batch, float32 levels out (the pipeline's entry).
 
-    Two batched matrix products (columns, then rows), each rounded like PIL's two passes.
+    Two batched matrix products, horizontal then vertical, each rounded like PIL's two passes.
+    The batch is read into an (N, H, C, W) layout (the dtype conversion copies it anyway), so
+    both products are plain `bmm`s of (N, H C, W) and (N, S, H) by (N, H, C S) without the
+    transposes of the intermediate; one permuting copy at the end (measured ~20% faster).
     """
     n, c, h, w = x.shape
     size = size or h
@@ -573,10 +579,17 @@ def resized_crop(x: torch.Tensor, top, left, height, width, flip=None, size: int
         flip = _per_sample(flip, n, dev, torch.bool)
     wx = bilinear_matrix(left, width, w, size, flip)  # (N, S, W)
     wy = bilinear_matrix(top, height, h, size)  # (N, S, H)
-    cols = torch.bmm(x.reshape(n, c * h, w), wx.transpose(1, 2))  # (N, 3H, S)
-    cols = cols.add_(0.5).floor_().view(n, c, h, size).transpose(2, 3).reshape(n, c * size, h)
-    out = torch.bmm(cols, wy.transpose(1, 2))  # (N, 3 * S_x, S_y)
-    return out.add_(0.5).floor_().view(n, c, size, size).transpose(2, 3).contiguous()
+    rows = torch.empty((n, h, c, w), device=dev, dtype=torch.float32)
+    rows.copy_(x.permute(0, 2, 1, 3))
+    cols = torch.bmm(rows.view(n, h * c, w), wx.transpose(1, 2)).add_(0.5).floor_()  # (N, H C, S)
+    out = torch.bmm(wy, cols.view(n, h, c * size)).add_(0.5).floor_()  # (N, S, C S)
+    return out.view(n, size, c, size).permute(0, 2, 1, 3).contiguous()
+
+
+@_uint8_io
+def resized_crop(x: torch.Tensor, top, left, height, width, flip=None, size: int | None = None) -> torch.Tensor:
+    """`resized_crop(img, top, left, height, width, size, BILINEAR)` on PIL, then optional flip."""
+    return resized_crop_levels(x, top, left, height, width, flip, size)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1000,17 +1013,23 @@ def _autoaugment_owned(out: torch.Tensor, policy, u, sign, strategy: str, kind: 
     return out
 
 
-def _jitter_blend(x: torch.Tensor, op_id: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Brightness (op 0), contrast (1) or saturation (2) per sample as one blend
-    trunc(clip(deg + f (x - deg))) with deg = 0, the rounded mean grey level or the grey image:
-    the same arithmetic as the three separate ops, in one pass over the samples."""
+def jitter_blend_(x: torch.Tensor, op_id: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Brightness (op 0), contrast (1) or saturation (2) per sample, in place on a float32 batch,
+    as one blend trunc(clip(deg + f (x - deg))) with deg = 0, the rounded mean grey level or the
+    grey image: the same float32 operations as the three separate ops (`_blend`), in one pass
+    over the samples."""
     gray = gray_levels(x)
     count = float(x.shape[-1] * x.shape[-2])
     mean = torch.floor((2.0 * gray.sum(dim=(1, 2, 3), keepdim=True) + count) / (2.0 * count))
     is_contrast = _col((op_id == 1).to(x.dtype))
     is_saturation = _col((op_id == 2).to(x.dtype))
-    degenerate = (gray * is_saturation).add_(mean * is_contrast)
-    return _blend(x, degenerate, factor)
+    degenerate = gray.mul_(is_saturation).add_(mean * is_contrast)
+    return _trunc_levels(x.sub_(degenerate).mul_(_col(factor.to(x.dtype))).add_(degenerate))
+
+
+def _jitter_blend(x: torch.Tensor, op_id: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """`jitter_blend_` on a copy (for the masked strategy and torch.compile)."""
+    return jitter_blend_(x.clone(), op_id, factor)
 
 
 def color_jitter(x: torch.Tensor, applied: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
@@ -1018,17 +1037,69 @@ def color_jitter(x: torch.Tensor, applied: torch.Tensor, factors: torch.Tensor, 
     """RandomApply(ColorJitter) with given draws (see `sample_jitter`): in slot k each applied
     sample runs op order[:, k] (0 brightness, 1 contrast, 2 saturation, 3 hue) with its factor.
 
-    Per slot, the three blends run as one op (`_jitter_blend`) and hue as another.
+    Per slot, the three blends run as one op (`jitter_blend_`) and hue as another. "grouped"
+    sorts the samples (`jitter_sorted_`); "masked" computes both ops for every sample and merges.
     """
+    out = _owned_float(x)
+    if strategy == "grouped":
+        perm, bounds = jitter_groups(applied, order)
+        sorted_out = jitter_sorted_(out.index_select(0, perm), bounds, factors.index_select(0, perm),
+                                    order.index_select(0, perm))
+        return out.index_copy_(0, perm, sorted_out).to(x.dtype)
     apply = _APPLY[strategy]
     kernels = kernels or EAGER_KERNELS
-    out = _owned_float(x)
     for slot in range(4):
         op_id = order[:, slot]
         factor = factors.gather(1, op_id.view(-1, 1)).squeeze(1)
         out = apply(out, applied & (op_id < 3), kernels["jitter_blend"], op_id, factor)
         out = apply(out, applied & (op_id == 3), kernels["adjust_hue"], factors[:, 3])
     return out.to(x.dtype)
+
+
+JITTER_GROUPS = 5  # the slot of the hue op (0..3), or 4: ColorJitter not applied
+
+
+def jitter_group(applied: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Per sample, the slot in which it runs hue (0..3), or 4 if ColorJitter is not applied."""
+    hue_slot = (order == 3).int().argmax(dim=1)
+    return torch.where(applied, hue_slot, JITTER_GROUPS - 1)
+
+
+def jitter_groups(applied: torch.Tensor, order: torch.Tensor, secondary: torch.Tensor | None = None):
+    """A stable order of the samples by jitter group (`jitter_group`), then by the 0/1
+    `secondary` key within a group, and the group boundaries: (perm, bounds), bounds a list of
+    2 * JITTER_GROUPS + 1 ints (sub-group g * 2 + key spans bounds[2g + key] .. bounds[2g + key + 1]).
+    Reads the group sizes, hence CPU-side (the grouped strategy)."""
+    key = jitter_group(applied, order) * 2
+    if secondary is not None:
+        key = key + secondary.long()
+    perm = torch.argsort(key, stable=True)
+    counts = torch.bincount(key, minlength=2 * JITTER_GROUPS).tolist()
+    bounds = [0]
+    for c in counts:
+        bounds.append(bounds[-1] + c)
+    return perm, bounds
+
+
+def jitter_sorted_(x: torch.Tensor, bounds: list, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """ColorJitter in place on samples sorted by `jitter_groups` (same result as `color_jitter`).
+
+    Why sorted: in slot k, the samples running hue are exactly group k (one contiguous slice)
+    and those running a blend are the applied samples outside it (at most two slices), so every
+    op runs in place on slices, without the index_select / index_copy_ of each grouped op
+    (measured as about a quarter of the jitter's time)."""
+    end = bounds[2 * (JITTER_GROUPS - 1)]  # the applied samples are [0, end)
+    shift = hue_shift(factors[:, 3], x.shape[0], x.device)
+    for slot in range(4):
+        start, stop = bounds[2 * slot], bounds[2 * slot + 2]
+        op_id = order[:, slot]
+        factor = factors.gather(1, op_id.view(-1, 1)).squeeze(1)
+        for a, b in ((0, start), (stop, end)):
+            if b > a:
+                jitter_blend_(x[a:b], op_id[a:b], factor[a:b])
+        if stop > start:
+            adjust_hue_(x[start:stop], shift[start:stop])
+    return x
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1141,7 +1212,9 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
         x = _autoaugment_owned(x, params["policy"], params["u"], params["sign"], strategy, AUTOAUG_VIEWS[name])
         h, w = x.shape[-2:]
         return x.mul_(cutout_keep(params["cy"], params["cx"], h, w, CUTOUT_LENGTH))
-    x = kernels["resized_crop"](images.float(), params["top"], params["left"], params["height"],
+    if strategy == "grouped":
+        return _render_contrastive_sorted(name, images, params, kernels)
+    x = kernels["resized_crop"](images, params["top"], params["left"], params["height"],
                                 params["width"], params["flip"], size=images.shape[-2])
     x = color_jitter(x, params["applied"], params["factors"], params["order"], strategy, kernels)
     x = apply(x, params["gray"], kernels["grayscale"])
@@ -1150,8 +1223,29 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
     return x
 
 
+def _render_contrastive_sorted(name: str, images: torch.Tensor, params: dict, kernels: dict) -> torch.Tensor:
+    """The contrastive views with the grouped strategy: the samples are sorted by jitter group
+    and, within it, grayscale (`jitter_groups`), so ColorJitter (`jitter_sorted_`) and
+    grayscale run in place on contiguous slices; the blur, on half the samples, is grouped by
+    index. The output is put back in the input order."""
+    perm, bounds = jitter_groups(params["applied"], params["order"], params["gray"])
+    p = {k: v.index_select(0, perm) for k, v in params.items()}
+    x = kernels["resized_crop"](images.index_select(0, perm), p["top"], p["left"], p["height"],
+                                p["width"], p["flip"], size=images.shape[-2])
+    jitter_sorted_(x, bounds, p["factors"], p["order"])
+    for group in range(JITTER_GROUPS):
+        a, b = bounds[2 * group + 1], bounds[2 * group + 2]
+        if b > a:
+            x[a:b] = gray_levels(x[a:b])
+    if name == "contrastive_blur":
+        x = apply_grouped(x, p["blur"], kernels["gaussian_blur"], p["sigma"])
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+    return x.index_select(0, inverse)
+
+
 EAGER_KERNELS = {
-    "resized_crop": resized_crop,
+    "resized_crop": resized_crop_levels,
     "jitter_blend": _jitter_blend,
     "adjust_hue": adjust_hue,
     "grayscale": grayscale,
