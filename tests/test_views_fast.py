@@ -24,6 +24,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode
 
+import benchmarks.views.blur as blur
 import benchmarks.views.fast as fv
 from benchmarks import LTBenchError
 from benchmarks.views import VIEW_NAMES, FastView, reference_transform
@@ -160,23 +161,36 @@ def test_resized_crop_matches_pil_bilinear(box):
     _assert_exact(fv.resized_crop(X, i, j, h, w, flip=True), ref.flip(-1))
 
 
+@pytest.mark.parametrize("reuse_buffers", [True, False])
 @pytest.mark.parametrize("sigma", [0.1, 0.1234, 0.5, 0.8, 1.0, 1.13, 1.41, 1.5, 1.7777, 2.0])
-def test_blur_matches_pil(sigma):
-    _assert_exact(fv.gaussian_blur(X, sigma), _reference(lambda im: im.filter(ImageFilter.GaussianBlur(radius=sigma))))
+def test_blur_matches_pil(sigma, reuse_buffers):
+    ref = _reference(lambda im: im.filter(ImageFilter.GaussianBlur(radius=sigma)))
+    _assert_exact(blur.gaussian_blur(X, sigma, reuse_buffers=reuse_buffers), ref)
 
 
-def test_blur_takes_per_sample_sigmas():
-    sigma = torch.linspace(0.1, 2.0, len(X), dtype=torch.float64)
-    ref = torch.stack([_back(_pil(x).filter(ImageFilter.GaussianBlur(radius=float(s)))) for x, s in zip(X, sigma)])
-    _assert_exact(fv.gaussian_blur(X, sigma), ref)
+def test_blur_takes_per_sample_sigmas_in_chunks_and_keeps_its_input():
+    """Per-sample sigmas, over more images than one CPU workspace chunk (the remainder chunk
+    included); both executions equal Pillow and leave the input unchanged."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.cat([X] * 13 + [torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=g)])
+    assert len(x) > blur.CPU_BLUR_CHUNK
+    sigma = torch.empty(len(x), dtype=torch.float64).uniform_(0.1, 2.0, generator=g)
+    ref = torch.stack([_back(_pil(im).filter(ImageFilter.GaussianBlur(radius=float(s)))) for im, s in zip(x, sigma)])
+    levels = x.float()
+    for reuse_buffers in (True, False):
+        _assert_exact(blur.gaussian_blur(levels, sigma, reuse_buffers=reuse_buffers).to(torch.uint8), ref)
+        assert torch.equal(levels, x.float())
+    transposed = levels.transpose(-1, -2)  # a view: the old implementation wrote into it
+    blur.gaussian_blur(transposed, sigma)
+    assert torch.equal(levels, x.float())
 
 
 def test_blur_kernel_follows_pillow_radius():
     """Pillow's box radius and fixed-point weights: l = 0 below sigma = sqrt(2), 1 above."""
-    radius = fv.pil_box_radius(torch.tensor([0.5, 1.0, 1.4, 1.42, 2.0], dtype=torch.float64))
+    radius = blur.pil_box_radius(torch.tensor([0.5, 1.0, 1.4, 1.42, 2.0], dtype=torch.float64))
     assert radius[:3].floor().tolist() == [0, 0, 0] and radius[3:].floor().tolist() == [1, 1]
     assert float(radius[1]) == pytest.approx(0.25) and float(radius[4]) == pytest.approx(1.375)
-    low, ww, fw = fv.box_weights(radius)
+    low, ww, fw = blur.box_weights(radius)
     assert torch.all((2 * low + 1) * ww + 2 * fw <= 2 ** 24)
     assert torch.all((2 * low + 1) * ww + 2 * fw >= 2 ** 24 - 2)
 

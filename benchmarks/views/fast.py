@@ -50,9 +50,11 @@ in cache (see `FastView`).
 Strategies for an op chosen by only some samples (an AutoAugment op, a jitter op in a given
 slot, grayscale, blur): "masked" computes it for the whole batch and merges (no data-dependent
 shapes, so nothing waits for the device: the GPU default); "grouped" computes it only for the
-samples that chose it (`index_select` / `index_copy_`: less arithmetic, but reading the subset
-size would force a sync on an accelerator: the CPU default, measured faster there). Both consume
-the same random numbers and return identical outputs.
+samples that chose it (less arithmetic, but reading the subset size would force a sync on an
+accelerator: the CPU default, measured faster there). Grouped, the contrastive views sort the
+samples of a chunk by the slot of their hue op and by grayscale (`jitter_groups`), so that every
+jitter op runs in place on contiguous slices; other grouped ops use `index_select` /
+`index_copy_`. Both strategies consume the same random numbers and return identical outputs.
 """
 
 from __future__ import annotations
@@ -78,35 +80,12 @@ from benchmarks.views.reference import (
     RRC_SCALE,
     check_view_name,
 )
+from benchmarks.views.blur import gaussian_blur
+from benchmarks.views.levels import _col, _per_sample, _uint8_io
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
-
-
-def _per_sample(value, n: int, device, dtype=torch.float32) -> torch.Tensor:
-    """A (N,) tensor from a Python scalar or a per-sample tensor, so every op accepts both."""
-    if isinstance(value, torch.Tensor):
-        value = value.to(device=device, dtype=dtype)
-        return value.expand(n) if value.dim() == 0 else value.reshape(n)
-    return torch.full((n,), value, device=device, dtype=dtype)
-
-
-def _col(value: torch.Tensor) -> torch.Tensor:
-    return value.reshape(-1, 1, 1, 1)
-
-
-def _uint8_io(fn):
-    """Ops work on float32 images holding integer levels 0..255 (the pipeline's representation);
-    called with uint8 they convert in and out, so tests can feed uint8 images directly."""
-
-    @functools.wraps(fn)
-    def wrapper(x: torch.Tensor, *args, **kwargs):
-        if x.dtype == torch.uint8:
-            return fn(x.float(), *args, **kwargs).to(torch.uint8)
-        return fn(x, *args, **kwargs)
-
-    return wrapper
 
 
 def _trunc_levels(v: torch.Tensor) -> torch.Tensor:
@@ -590,122 +569,6 @@ def resized_crop_levels(x: torch.Tensor, top, left, height, width, flip=None, si
 def resized_crop(x: torch.Tensor, top, left, height, width, flip=None, size: int | None = None) -> torch.Tensor:
     """`resized_crop(img, top, left, height, width, size, BILINEAR)` on PIL, then optional flip."""
     return resized_crop_levels(x, top, left, height, width, flip, size)
-
-
-# ------------------------------------------------------------------------------------------------
-# Gaussian blur (Pillow's extended box blur, exact fixed point)
-# ------------------------------------------------------------------------------------------------
-
-
-def pil_box_radius(sigma: torch.Tensor, passes: int = 3) -> torch.Tensor:
-    """Pillow's `_gaussian_blur_radius`: the extended-box radius l + a whose `passes`-fold
-    convolution has variance sigma^2 (Gwosdek et al. 2011, eqs. 7, 11, 14).
-
-    Evaluated in float32 where Pillow's C code uses `float` (float64 where it uses double
-    constants): the radius sets the fixed-point weights, and pixel sums often fall exactly on a
-    rounding boundary, where one unit of weight flips the result.
-    """
-    s = sigma.float()
-    sigma2 = s * s / float(passes)
-    big_l = torch.sqrt(12.0 * sigma2.double() + 1.0).float()
-    low = torch.floor((big_l.double() - 1.0) / 2.0).float()
-    a = (2 * low + 1) * (low * (low + 1) - 3 * sigma2)
-    a = a / (6 * (sigma2 - (low + 1) * (low + 1)))
-    return low + a
-
-
-def box_weights(radius: torch.Tensor):
-    """Pillow's fixed-point weights of one pass: ww = (UINT32)(2^24 / (2r + 1)) (a float32
-    division) on |d| <= l, fw = (2^24 - (2l + 1) ww) // 2 on |d| = l + 1. Returns l, ww, fw
-    as (N,) int64."""
-    radius = radius.float()
-    low = torch.floor(radius).long()
-    ww = torch.trunc(torch.div(torch.full_like(radius, 2.0 ** 24), radius * 2 + 1)).long()
-    fw = (2 ** 24 - (low * 2 + 1) * ww) // 2
-    return low, ww, fw
-
-
-def box_coefficients(radius: torch.Tensor) -> torch.Tensor:
-    """Per-sample integer weights (N, 3), as float32 high and low 12-bit halves (N, 2, 3), of
-    S0 = x_0, S1 = x_-1 + x_0 + x_1 and S2 = x_-2 + x_2 in one pass.
-
-    A Pillow pass is (ww * A + fw * E + 2^23) >> 24 with A the sum of the taps |d| <= l and E
-    of |d| = l + 1: (ww - fw) S0 + fw S1 for l = 0, ww S1 + fw S2 for l = 1 (l <= 1 while
-    sigma <= 2).
-    """
-    low, ww, fw = box_weights(radius)
-    is_one = low.clamp(0, 1)
-    c0 = (ww - fw) * (1 - is_one)
-    c1 = fw * (1 - is_one) + ww * is_one
-    c2 = fw * is_one
-    coeff = torch.stack([c0, c1, c2], dim=1)
-    return torch.stack([coeff // 4096, coeff % 4096], dim=1).float()
-
-
-def _box_pass(x: torch.Tensor, coeff: torch.Tensor, work: dict | None = None,
-              out: torch.Tensor | None = None) -> torch.Tensor:
-    """One extended-box pass along dim -2 (edges replicated), exactly Pillow's integer result.
-
-    With weights c = 4096 h + l (h, l < 2^12), Hs = sum h S and Ls = sum l S stay below 2^23,
-    so float32 holds them exactly, and (4096 Hs + Ls + 2^23) >> 24 =
-    floor((Hs + floor((Ls + 2^23) / 4096)) / 4096): every step is exact in float32.
-    Eagerly, `work` holds buffers reused across passes and the result goes to `out` (fresh
-    buffers measured twice as slow); without them the pass is purely functional (torch.compile).
-    """
-    n, c, size, w = x.shape
-    weights = coeff.transpose(0, 1).reshape(2, n, 3, 1, 1, 1)  # (high/low, N, tap sum, ...)
-    if work is None:
-        pad = torch.cat([x[..., :1, :], x[..., :1, :], x, x[..., -1:, :], x[..., -1:, :]], dim=-2)
-        s1 = pad[..., 1:size + 1, :] + pad[..., 3:size + 3, :] + x
-        s2 = pad[..., 0:size, :] + pad[..., 4:size + 4, :]
-        hl = x * weights[:, :, 0] + s1 * weights[:, :, 1] + s2 * weights[:, :, 2]
-        low = torch.floor((hl[1] + 2.0 ** 23) * (1.0 / 4096.0))
-        return torch.floor((hl[0] + low) * (1.0 / 4096.0))
-    if not work:
-        work["pad"] = x.new_empty((n, c, size + 4, w))
-        work["s1"], work["s2"] = torch.empty_like(x), torch.empty_like(x)
-        work["hl"] = x.new_empty((2, n, c, size, w))
-    pad, s1, s2, hl = work["pad"], work["s1"], work["s2"], work["hl"]
-    pad[..., 2:size + 2, :] = x
-    pad[..., 0:2, :] = x[..., :1, :]
-    pad[..., size + 2:, :] = x[..., -1:, :]
-    torch.add(pad[..., 1:size + 1, :], pad[..., 3:size + 3, :], out=s1).add_(x)
-    torch.add(pad[..., 0:size, :], pad[..., 4:size + 4, :], out=s2)
-    torch.mul(x, weights[:, :, 0], out=hl)
-    hl.addcmul_(s1, weights[:, :, 1]).addcmul_(s2, weights[:, :, 2])
-    low = hl[1].add_(2.0 ** 23).mul_(1.0 / 4096.0).floor_()
-    return torch.add(hl[0], low, out=out).mul_(1.0 / 4096.0).floor_()
-
-
-@_uint8_io
-def gaussian_blur(x: torch.Tensor, sigma, passes: int = 3, reuse_buffers: bool = True) -> torch.Tensor:
-    """PIL `ImageFilter.GaussianBlur(radius=sigma)` per sample: `passes` horizontal then
-    `passes` vertical extended-box passes, each rounded like Pillow's BoxBlur.c (exactly).
-
-    Sigma must lie in (0, 2] (box radius l <= 1: 5 taps per pass), which covers BLUR_SIGMA.
-    reuse_buffers=False makes it purely functional (for torch.compile).
-    """
-    n = x.shape[0]
-    sig = _per_sample(sigma, n, x.device, torch.float64)
-    coeff = box_coefficients(pil_box_radius(sig, passes))
-    current = x.transpose(-1, -2).contiguous()  # horizontal passes first, along dim -2
-    if not reuse_buffers:
-        for stage in range(2):
-            for _ in range(passes):
-                current = _box_pass(current, coeff)
-            if stage == 0:
-                current = current.transpose(-1, -2).contiguous()
-        return current
-    spare = torch.empty_like(current)
-    work: dict = {}
-    for stage in range(2):
-        for _ in range(passes):
-            current, spare = _box_pass(current, coeff, work, spare), current
-        if stage == 0:
-            current = current.transpose(-1, -2).contiguous()
-            if current.shape != spare.shape:
-                spare, work = torch.empty_like(current), {}
-    return current
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1363,5 +1226,5 @@ class FastView:
             part = slice(start, start + chunk)
             levels = render_view(self.name, images[part], {k: v[part] for k, v in params.items()}, strategy,
                                  kernels)
-            torch.mul(levels, scale, out=out[part]).add_(shift)
+            torch.addcmul(shift, levels, scale, out=out[part])  # ToTensor + Normalize, one pass
         return out
