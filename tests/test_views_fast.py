@@ -432,6 +432,34 @@ def test_sorted_contrastive_path_equals_masked_on_every_group(name):
     assert torch.equal(grouped, masked)
 
 
+@pytest.mark.parametrize("name", ["autoaug_cutout", "autoaug_cutout_tv"])
+def test_sorted_autoaugment_path_equals_masked(name):
+    """The grouped AutoAugment pipeline (`autoaug_sorted`: samples sorted by op, tabulated maps,
+    4-tap shears) equals the masked one (every op on the whole batch) bit for bit, over seeds
+    and on noise, flat and few-level images; every op of the policy occurs."""
+    g = torch.Generator().manual_seed(8)
+    flat = torch.randint(0, 256, (64, 1, 1, 1), dtype=torch.uint8, generator=g).expand(64, 3, 32, 32)
+    four = torch.randint(0, 4, (64, 3, 32, 32), generator=g).mul(85).to(torch.uint8)
+    noise = torch.randint(0, 256, (384, 3, 32, 32), dtype=torch.uint8, generator=g)
+    x = torch.cat([X, flat, four, noise])
+    seen = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        params = fv.sample_view(name, len(x), 32, 32, "cpu")
+        tables = fv.policy_tables(32, 32, "cpu", fv.AUTOAUG_VIEWS[name])
+        op, applied, _ = fv.autoaugment_steps(params["policy"], params["u"], params["sign"], tables)
+        seen |= set(op[applied].tolist())
+        assert torch.equal(fv.render_view(name, x, params, "grouped"), fv.render_view(name, x, params, "masked"))
+    assert seen == set(tables.op.flatten().tolist())  # every op of the policy ran
+
+
+def test_scalar_division_by_255_equals_tensor_division():
+    """`autoaug_sorted._equalize` divides by the scalar 255.0 where `fast.equalize_lut` divides
+    by a tensor of 255.0: equal for every integer count up to 2^20 (32x32 images have 1024)."""
+    a = torch.arange(1 << 20, dtype=torch.float32)
+    assert torch.equal(a / 255.0, a / torch.full_like(a, 255.0))
+
+
 def test_fast_views_statistics_match_reference():
     """Whole pipelines on the same images: per-channel mean and spread of the outputs agree with
     the reference pipeline (different random draws, so loose tolerances), and the fraction of

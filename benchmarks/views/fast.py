@@ -1068,6 +1068,11 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
     kernels = kernels or EAGER_KERNELS
     if name == "test":
         return images.float()
+    if name in AUTOAUG_VIEWS and strategy == "grouped":
+        # imported here: autoaug_sorted builds on this module's ops and tables
+        from benchmarks.views.autoaug_sorted import render_autoaug_sorted
+
+        return render_autoaug_sorted(name, images, params)
     if name in ("crop_flip", *AUTOAUG_VIEWS):
         x = crop_flip(images, params["top"], params["left"], params["flip"], CROP_PADDING).float()
         if name == "crop_flip":
@@ -1191,6 +1196,10 @@ class FastView:
         self.strategy = strategy
         self.chunk = chunk
         self.compile = compile
+        # ToTensor + Normalize is levels * scale + shift (`normalize_constants`); per channel with
+        # a Python-float scale, `torch.add(shift_c, levels_c, alpha=scale_c)` is one vectorised
+        # multiply-add (measured ~2x faster on CPU than addcmul with two broadcast operands)
+        self.scale = [1.0 / (255.0 * s) for s in self.std]
         self._constants: dict = {}
 
     def __repr__(self) -> str:
@@ -1219,12 +1228,13 @@ class FastView:
         kernels = compiled_kernels() if self.compile else EAGER_KERNELS
         key = str(dev)
         if key not in self._constants:  # built once per device, not in the hot path
-            self._constants[key] = normalize_constants(self.mean, self.std, dev)
-        scale, shift = self._constants[key]
+            self._constants[key] = (-torch.tensor(self.mean, device=dev) / torch.tensor(self.std, device=dev)).unbind(0)
+        shift = self._constants[key]
         out = torch.empty((n, 3, h, w), dtype=torch.float32, device=dev)
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
             levels = render_view(self.name, images[part], {k: v[part] for k, v in params.items()}, strategy,
                                  kernels)
-            torch.addcmul(shift, levels, scale, out=out[part])  # ToTensor + Normalize, one pass
+            for c in range(3):  # ToTensor + Normalize, one multiply-add per channel
+                torch.add(shift[c], levels[:, c], alpha=self.scale[c], out=out[part, c])
         return out
