@@ -525,10 +525,9 @@ def bilinear_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out
                     flip=None) -> torch.Tensor:
     """(N, out, in) float32 weights of PIL's bilinear upsampling of [start, start + length).
 
-    Output pixel k reads the crop at s = (k + 0.5) * length / out - 0.5, clamped to the crop's
+    Output pixel k reads the crop at (k + 0.5) * length / out - 0.5, clamped to the crop's
     first/last pixel (PIL drops out-of-crop taps and renormalises, which is the same), with
-    weights 1 - frac and frac: the tent max(0, 1 - |i - start - s|) over input pixels i, exact
-    multiples of 1 / (2 * out).
+    weights 1 - frac and frac: exact multiples of 1 / (2 * out).
     """
     n = start.shape[0]
     dev = start.device
@@ -537,9 +536,15 @@ def bilinear_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out
         k = k + flip.view(n, 1).double() * (out_size - 1 - 2 * k)
     length = length.double().view(n, 1)
     src = ((k + 0.5) * length / out_size - 0.5).clamp(min=0.0)
-    src = torch.minimum(src, length - 1.0).add_(start.double().view(n, 1))
-    i = torch.arange(in_size, device=dev, dtype=torch.float64).view(1, 1, in_size)
-    return (i - src.unsqueeze(-1)).abs_().neg_().add_(1.0).clamp_(min=0.0).float()
+    src = torch.minimum(src, length - 1.0)
+    i0 = torch.floor(src)
+    w1 = src - i0
+    i1 = torch.minimum(i0 + 1.0, length - 1.0)
+    base = start.double().view(n, 1)
+    weights = torch.zeros(n, out_size, in_size, device=dev)
+    weights.scatter_add_(2, (i0 + base).long().unsqueeze(-1), (1.0 - w1).float().unsqueeze(-1))
+    weights.scatter_add_(2, (i1 + base).long().unsqueeze(-1), w1.float().unsqueeze(-1))
+    return weights
 
 
 def resized_crop_levels(x: torch.Tensor, top, left, height, width, flip=None, size: int | None = None) -> torch.Tensor:
@@ -944,24 +949,44 @@ def jitter_groups(applied: torch.Tensor, order: torch.Tensor, secondary: torch.T
     return perm, bounds
 
 
-def jitter_sorted_(x: torch.Tensor, bounds: list, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+def _adjust_hue_by_factor_(x: torch.Tensor, hue_factor: torch.Tensor) -> torch.Tensor:
+    return adjust_hue_(x, hue_shift(hue_factor, x.shape[0], x.device))
+
+
+def _in_place(kernel):
+    """An in-place op from a functional kernel (e.g. a torch.compile'd one): x <- kernel(x, ...)."""
+    return lambda x, *params: x.copy_(kernel(x, *params))
+
+
+def jitter_sorted_(x: torch.Tensor, bounds: list, factors: torch.Tensor, order: torch.Tensor,
+                   blend_=jitter_blend_, hue_=_adjust_hue_by_factor_) -> torch.Tensor:
     """ColorJitter in place on samples sorted by `jitter_groups` (same result as `color_jitter`).
 
-    Why sorted: in slot k, the samples running hue are exactly group k (one contiguous slice)
-    and those running a blend are the applied samples outside it (at most two slices), so every
-    op runs in place on slices, without the index_select / index_copy_ of each grouped op
-    (measured as about a quarter of the jitter's time)."""
-    end = bounds[2 * (JITTER_GROUPS - 1)]  # the applied samples are [0, end)
-    shift = hue_shift(factors[:, 3], x.shape[0], x.device)
-    for slot in range(4):
-        start, stop = bounds[2 * slot], bounds[2 * slot + 2]
-        op_id = order[:, slot]
-        factor = factors.gather(1, op_id.view(-1, 1)).squeeze(1)
-        for a, b in ((0, start), (stop, end)):
-            if b > a:
-                jitter_blend_(x[a:b], op_id[a:b], factor[a:b])
-        if stop > start:
-            adjust_hue_(x[start:stop], shift[start:stop])
+    A sample's four ops must run in its own order, but samples are independent, so each group
+    k (hue in slot k) is shifted in time to run slot s at time 3 - k + s: every applied sample
+    runs hue at time 3, in one call on one slice, and at any other time the samples running a
+    blend are consecutive groups (3 - t .. 3 before, 0 .. 6 - t after), one contiguous slice.
+    So ColorJitter is 6 blend calls and 1 hue call on slices, in place: no index_select /
+    index_copy_ per op, and about 600 fewer small torch calls per chunk than running the four
+    slots in turn (measured: a torch call costs ~5 us here, a quarter of the view at 256
+    images per chunk). blend_(x, op_id, factor) and hue_(x, hue_factor) run in place."""
+    starts = [bounds[2 * k] for k in range(JITTER_GROUPS)]  # starts[4]: end of the applied samples
+    end = starts[-1]
+    if end == 0:
+        return x
+    sizes = torch.tensor([b - a for a, b in zip(starts[:-1], starts[1:])], device=x.device)
+    group = torch.repeat_interleave(torch.arange(JITTER_GROUPS - 1, device=x.device), sizes)  # (end,)
+    for time in range(7):
+        if time == 3:
+            hue_(x[:end], factors[:end, 3])
+            continue
+        first, last = (3 - time, 3) if time < 3 else (0, 6 - time)
+        a, b = starts[first], starts[last + 1]
+        if b > a:
+            slot = group[a:b] + (time - 3)
+            op_id = order[a:b].gather(1, slot.view(-1, 1))
+            factor = factors[a:b].gather(1, op_id).squeeze(1)
+            blend_(x[a:b], op_id.squeeze(1), factor)
     return x
 
 
@@ -1100,7 +1125,11 @@ def _render_contrastive_sorted(name: str, images: torch.Tensor, params: dict, ke
     p = {k: v.index_select(0, perm) for k, v in params.items()}
     x = kernels["resized_crop"](images.index_select(0, perm), p["top"], p["left"], p["height"],
                                 p["width"], p["flip"], size=images.shape[-2])
-    jitter_sorted_(x, bounds, p["factors"], p["order"])
+    if kernels is EAGER_KERNELS:
+        jitter_sorted_(x, bounds, p["factors"], p["order"])
+    else:
+        jitter_sorted_(x, bounds, p["factors"], p["order"], _in_place(kernels["jitter_blend"]),
+                       _in_place(kernels["adjust_hue"]))
     for group in range(JITTER_GROUPS):
         a, b = bounds[2 * group + 1], bounds[2 * group + 2]
         if b > a:
@@ -1145,8 +1174,10 @@ def keep_freed_memory() -> bool:
     Why: the batched CPU path allocates many temporaries of a few MB. With glibc's defaults such
     blocks are mapped and unmapped (or trimmed) again and again, and every fresh page costs a
     page fault: measured on the development VM, ~3,500 faults and ~7 ms per 256-image resized
-    crop, about twice its arithmetic. Worth calling once in a CPU training or benchmark process;
-    irrelevant on GPU (PyTorch's CUDA allocator caches). Not called implicitly.
+    crop, about twice its arithmetic; the AutoAugment views measured 2-3x slower without it.
+    `FastView` calls it once per process on its first CPU batch (the process then keeps its
+    peak heap: a deliberate trade for a training or benchmark process); irrelevant on GPU
+    (PyTorch's CUDA allocator caches).
     """
     import ctypes
 
@@ -1157,6 +1188,11 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, 1 << 28)) and bool(mallopt(m_trim_threshold, -1))
+
+
+@functools.lru_cache(maxsize=None)
+def _keep_freed_memory_once() -> bool:
+    return keep_freed_memory()
 
 
 # Images per chunk on CPU, by measurement: 256 for most views; AutoAugment's 26 grouped op calls
@@ -1174,8 +1210,8 @@ class FastView:
     CPU the default chunk (`CPU_CHUNK`: 256, 1024 for the AutoAugment views) keeps intermediates near
     the cache: a 128-image elementwise op measured 2-3x faster per element than a 512-image one,
     while smaller chunks multiply the per-op overhead; on other devices the default is one chunk.
-    On CPU, `keep_freed_memory()` (once per process) avoids page faults that otherwise cost about
-    as much as the arithmetic. compile=True runs the contrastive views' heavy ops through
+    On CPU, the first call applies `keep_freed_memory()` (once per process), which avoids page
+    faults that otherwise cost about as much as the arithmetic. compile=True runs the contrastive views' heavy ops through
     torch.compile (`compiled_kernels`): same outputs, about 1.5-2x faster after a slow first call.
 
     strategy: "masked" (every op on the whole chunk, merged arithmetically: no device sync),
@@ -1216,6 +1252,8 @@ class FastView:
         return CPU_CHUNK.get(self.name, CPU_CHUNK_DEFAULT) if device.type == "cpu" else max(n, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device.type == "cpu":
+            _keep_freed_memory_once()
         if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
             raise LTBenchError(f"expected an (N, 3, H, W) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
         n, _, h, w = images.shape
