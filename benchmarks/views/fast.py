@@ -33,9 +33,8 @@ torchvision's functional op on PIL images, and all agree exactly:
 - the Gaussian blur is PIL's `GaussianBlur(radius=sigma)`, which is not a sampled Gaussian but
   three passes per axis of an "extended box" (Gwosdek et al. 2011): radius r = l + a from sigma,
   taps |d| <= l weighted 1 and |d| = l + 1 weighted a, normalised by 2r + 1, edges replicated,
-  each pass rounded to uint8, horizontal passes first, in 24-bit fixed point. The same passes
-  run here with a per-sample 5-tap kernel (l <= 1 for sigma <= 2) and Pillow's fixed-point
-  weights, in exact float32 integer arithmetic (weights split into 12-bit halves).
+  each pass rounded to uint8, horizontal passes first, in 24-bit fixed point. `blur.py` runs
+  the same integer passes (int32 on centred levels, exact by construction).
 Other differences: the random numbers (a seed gives equally distributed, not identical, views
 to the reference), and float rounding on other devices (a fused multiply-add in a GPU kernel may
 move a rare pixel by one level).
@@ -44,8 +43,10 @@ Speed (measured with one CPU thread, benchmarks/perf/view_throughput.py): images
 (integer-valued) between ops, because uint8 <-> float conversions, comparisons producing bool and
 `torch.where` with broadcast masks each cost several plain float ops on CPU; selections use
 arithmetic (x + m * (y - x)); lookups (`gather`) are used only where needed (crop, geometry,
-Equalize/AutoContrast tables). On CPU the batch is rendered in chunks so that intermediates stay
-in cache (see `FastView`).
+Equalize/AutoContrast tables); ops run in place where they can (an out-of-place op costs about
+twice an in-place one: write-allocate and page faults). On CPU the batch is rendered in chunks so
+that intermediates stay in cache (see `FastView`), and torch calls are few per chunk (each costs
+~5 us of dispatch here, a quarter of a view at 256 images per chunk before the sorted strategies).
 
 Strategies for an op chosen by only some samples (an AutoAugment op, a jitter op in a given
 slot, grayscale, blur): "masked" computes it for the whole batch and merges (no data-dependent
@@ -1155,9 +1156,11 @@ def compiled_kernels() -> dict:
     """`EAGER_KERNELS` through torch.compile (inductor), built once per process.
 
     Why: the contrastive views are long chains of elementwise ops (the HSV round trip alone is
-    about 70), which inductor fuses into a few loops; measured about 2.3x faster on CPU for
-    `simclr`, with identical outputs (all ops are exact float32 integer arithmetic or single
-    roundings that fusion does not change; tests marked `compile` check it). Dynamic shapes,
+    about 70), which inductor fuses into a few loops, with identical outputs (all ops are exact
+    float32 integer arithmetic or single roundings that fusion does not change; tests marked
+    `compile` check it). The fused hue and blend kernels alone measured 1.6x and 2.5x faster on
+    CPU than the eager in-place ones, but as functional kernels (a copy in, a copy back) the
+    whole view is slower than the eager grouped path (RESULTS.md). Dynamic shapes,
     because the grouped strategy feeds subsets of varying size. The first call compiles, about
     a minute or two per process on CPU (less with inductor's on-disk cache).
     """
@@ -1211,8 +1214,10 @@ class FastView:
     the cache: a 128-image elementwise op measured 2-3x faster per element than a 512-image one,
     while smaller chunks multiply the per-op overhead; on other devices the default is one chunk.
     On CPU, the first call applies `keep_freed_memory()` (once per process), which avoids page
-    faults that otherwise cost about as much as the arithmetic. compile=True runs the contrastive views' heavy ops through
-    torch.compile (`compiled_kernels`): same outputs, about 1.5-2x faster after a slow first call.
+    faults that otherwise cost about as much as the arithmetic. compile=True runs the
+    contrastive views' heavy ops through torch.compile (`compiled_kernels`): same outputs; on
+    CPU it now measures slower than the eager grouped path (10x against 14x the reference,
+    RESULTS.md), so it is off by default; on a GPU it is untested for speed.
 
     strategy: "masked" (every op on the whole chunk, merged arithmetically: no device sync),
     "grouped" (each op only on the samples that chose it) or "auto": grouped on CPU, masked
