@@ -15,7 +15,7 @@ used `aminmax`-like reductions and a float64 table per call, Equalize a 20-op ta
 int64-index gather over all channels. On this machine every pass over a 1024-image float32
 batch costs ~1-2 us/img (memory bound), so the number of full passes is what counts.
 
-The grouped pipeline, per chunk (CPU_CHUNK images):
+The grouped pipeline, per chunk (`FastView`'s CPU chunk, 1024 images for these views):
 1. Per sample and step the effective op (op id if it runs, else NONE) and the entry
    4 policy + 2 step + sign (`_steps`); every per-sample parameter of an op is a function of
    the entry, tabulated once per policy (`_Ctx`), geometric sampling maps included.
