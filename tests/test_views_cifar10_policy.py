@@ -32,40 +32,15 @@ from benchmarks.config import recipe_deviations, resolve_config
 from benchmarks.methods import build_method
 from benchmarks.views import FastView, autoaug_view, reference_transform
 from benchmarks.views.large import check_views_config
+from _view_images import assert_exact, from_pil, to_pil, view_test_images
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 GREY = (128, 128, 128)
 
 
-def _images() -> torch.Tensor:
-    """Noise, smooth gradients, low contrast and a flat image, (N, 3, 32, 32) uint8."""
-    g = torch.Generator().manual_seed(7)
-    noise = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g)
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    smooth = torch.stack([torch.stack([(xx * 7 + yy * 3 + k * 40 + c * 50) % 256 for c in range(3)])
-                          for k in range(3)])
-    smooth = (smooth * 0.6 + torch.rand(3, 3, 32, 32, generator=g) * 60).clamp(0, 255).to(torch.uint8)
-    low = (noise[:2].float() * 0.2 + 90).to(torch.uint8)
-    flat = torch.full((1, 3, 32, 32), 77, dtype=torch.uint8)
-    return torch.cat([noise, smooth, low, flat])
-
-
-X = _images()
-
-
-def _pil(x: torch.Tensor) -> Image.Image:
-    return Image.fromarray(x.permute(1, 2, 0).numpy())
-
-
-def _back(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
-
-
-def _assert_exact(fast: torch.Tensor, ref: torch.Tensor):
-    assert fast.shape == ref.shape
-    diff = (fast.to(torch.int32) - ref.to(torch.int32)).abs()
-    assert int(diff.max()) == 0, f"{int((diff > 0).sum())} pixels differ, max {int(diff.max())}"
+X = view_test_images()
+_pil, _back, _assert_exact = to_pil, from_pil, assert_exact
 
 
 # The release's ranges and ops, written out here from its source (SubPolicy.__init__).

@@ -29,34 +29,14 @@ import benchmarks.views.fast as fv
 from benchmarks import LTBenchError
 from benchmarks.views import VIEW_NAMES, FastView, reference_transform
 from benchmarks.views.reference import Cutout
+from _view_images import assert_exact, from_pil, to_pil, view_test_images
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 
 
-def _test_images() -> torch.Tensor:
-    """Noise, smooth gradients with noise, low-contrast, flat and two-level images (N, 3, 32, 32)."""
-    g = torch.Generator().manual_seed(1)
-    noise = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g)
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    smooth = torch.stack([torch.stack([(xx * 7 + yy * 3 + k * 40 + c * 50) % 256 for c in range(3)])
-                          for k in range(4)])
-    smooth = (smooth * 0.6 + torch.rand(4, 3, 32, 32, generator=g) * 60).clamp(0, 255).to(torch.uint8)
-    low = (noise.float() * 0.2 + 90).to(torch.uint8)
-    flat = torch.full((1, 3, 32, 32), 77, dtype=torch.uint8)
-    two = torch.where(torch.rand(1, 1, 32, 32, generator=g) < 0.3, 200, 40).expand(1, 3, 32, 32)
-    return torch.cat([noise, smooth, low, flat, two.to(torch.uint8)])
-
-
-X = _test_images()
-
-
-def _pil(x: torch.Tensor) -> Image.Image:
-    return Image.fromarray(x.permute(1, 2, 0).numpy())
-
-
-def _back(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+X = view_test_images()
+_pil, _back = to_pil, from_pil
 
 
 def _reference(fn) -> torch.Tensor:
@@ -64,9 +44,8 @@ def _reference(fn) -> torch.Tensor:
 
 
 def _assert_exact(fast: torch.Tensor, ref: torch.Tensor):
-    assert fast.dtype == torch.uint8 and fast.shape == ref.shape
-    diff = (fast.int() - ref.int()).abs()
-    assert int(diff.max()) == 0, f"{int((diff > 0).sum())} pixels differ, max {int(diff.max())}"
+    assert fast.dtype == torch.uint8
+    assert_exact(fast, ref)
 
 
 # ------------------------------------------------------------------------------------------------
