@@ -104,20 +104,19 @@ def write_status(folder: Path, status: str) -> None:
     atomic_write_text(Path(folder) / "status", status + "\n")
 
 
-def read_config(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / "config.yaml"
+def _load_if_present(path: Path, load) -> Any:
     if not path.exists():
         return None
     with open(path) as f:
-        return yaml.safe_load(f)
+        return load(f)
+
+
+def read_config(folder: Path) -> dict[str, Any] | None:
+    return _load_if_present(Path(folder) / "config.yaml", yaml.safe_load)
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / "metrics.json"
-    if not path.exists():
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return _load_if_present(Path(folder) / "metrics.json", json.load)
 
 
 def find_runs(results_root: Path) -> list[Path]:

@@ -26,7 +26,7 @@ The grouped pipeline, per chunk (`FastView`'s CPU chunk, 1024 images for these v
 3. Step 2: the samples with a step-2 op are copied (one index_select) into the same buffer,
    ordered by their step-2 op, and processed in place slice by slice likewise.
 4. One index_select puts the samples back into the caller's order (reading the step-2 copy
-   where there is one), then Cutout (a max of two 1-D masks).
+   where there is one), then Cutout (`fast.cutout_keep`).
 
 The op kernels reproduce `benchmarks.views.fast` exactly; where they differ in formulation from
 the old ones, their docstrings say why the bits are the same. Module state: the per-policy
@@ -93,15 +93,14 @@ class _Ctx:
         self.half = torch.tensor(0.5, device=device)
         self._lut_base = torch.zeros(0, device=device, dtype=torch.int32)
         self._build_maps(op, mag)
-        self._build_crop_cutout_tables(CROP_PADDING, CUTOUT_LENGTH)
+        self._build_crop_tables(CROP_PADDING)
         self._crop_buffers: dict = {}
 
-    def _build_crop_cutout_tables(self, p: int, length: int) -> None:
+    def _build_crop_tables(self, p: int) -> None:
         """Per crop key (flip, top, left), key = (flip (2p + 1) + top) (2p + 1) + left: the
         window's offset from the plane origin, (top - p) W + col with col = left - p, or
         p - left when flipped (see `_crop_flip_sorted`), and the (H, W) byte mask of the pixels
-        inside the image (0 <= r + top - p < H and 0 <= j + col < W). Per Cutout centre c:
-        0 on [c - L/2, c + L/2), else 1."""
+        inside the image (0 <= r + top - p < H and 0 <= j + col < W)."""
         h, w, dev = self.h, self.w, self.device
         side = 2 * p + 1
         f = torch.arange(2, device=dev).view(2, 1, 1)
@@ -115,13 +114,6 @@ class _Ctx:
         self.crop_mask = ((r >= 0) & (r < h) & (j >= 0) & (j < w)).to(torch.uint8)  # (2 side^2, H, W)
         self.crop_side = side
         self.crop_margin = p * w + p
-        half = length // 2
-        ys = torch.arange(h, device=dev).view(1, h)
-        cs = torch.arange(h, device=dev).view(h, 1)
-        self.cut_rows = 1.0 - ((ys >= cs - half) & (ys < cs + half)).to(torch.float32)  # (H, H)
-        xs = torch.arange(w, device=dev).view(1, w)
-        cs = torch.arange(w, device=dev).view(w, 1)
-        self.cut_cols = 1.0 - ((xs >= cs - half) & (xs < cs + half)).to(torch.float32)  # (W, W)
 
     def crop_buffers(self, n: int, c: int):
         """Cached uint8 crop buffer for up to 2n planes of c channels between zero margins (never
@@ -254,28 +246,17 @@ def _crop_flip_sorted(images: torch.Tensor, order: torch.Tensor, top: torch.Tens
 # ------------------------------------------------------------------------------------------------
 
 
-def _blend_into(x: torch.Tensor, degenerate: torch.Tensor, f: torch.Tensor) -> None:
-    """x <- trunc(clip(deg + f (x - deg))) in place: `_blend`'s three roundings ((x - deg), f
-    times that, deg plus that; IEEE + and * are commutative)."""
-    x.sub_(degenerate).mul_(f).add_(degenerate).clamp_(0.0, 255.0).floor_()
-
-
 def _invert(x, ent, ctx):
     x.neg_().add_(255.0)  # 255 - x on integer levels: exact (+0 at 255)
 
 
 def _contrast(x, ent, ctx):
-    """`adjust_contrast`: blend with `contrast_mean`'s int(mean grey + 0.5), same arithmetic
-    (the grey sum of integers is exact in any order)."""
-    k, _, h, w = x.shape
-    count = float(h * w)
-    total = F.gray_levels(x).sum(dim=(1, 2, 3), keepdim=True)
-    mean = torch.floor((2.0 * total + count) / (2.0 * count))
-    _blend_into(x, mean, ctx.factor.index_select(0, ent))
+    """`adjust_contrast`: blend with `contrast_mean`'s int(mean grey + 0.5)."""
+    F.blend_(x, F.contrast_mean(x), ctx.factor.index_select(0, ent))
 
 
 def _color(x, ent, ctx):
-    _blend_into(x, F.gray_levels(x), ctx.factor.index_select(0, ent))
+    F.blend_(x, F.gray_levels(x), ctx.factor.index_select(0, ent))
 
 
 def _brightness(x, ent, ctx):
@@ -458,21 +439,6 @@ def _run_segments(x: torch.Tensor, entry: torch.Tensor, ctx: _Ctx, counts) -> No
 
 
 # ------------------------------------------------------------------------------------------------
-# Cutout
-# ------------------------------------------------------------------------------------------------
-
-
-def _cutout_keep(cy: torch.Tensor, cx: torch.Tensor, ctx: _Ctx) -> torch.Tensor:
-    """`cutout_keep(cy, cx, H, W)` as (N, 1, H, W) float32: the keep value is 0 exactly where the
-    row and the column are both in the hole, i.e. max(keep_row(y), keep_col(x)) of the two 1-D
-    {0, 1} masks (tables per centre, `_Ctx`)."""
-    n = cy.shape[0]
-    rows = ctx.cut_rows.index_select(0, cy).view(n, 1, ctx.h, 1)
-    cols = ctx.cut_cols.index_select(0, cx).view(n, 1, 1, ctx.w)
-    return torch.maximum(rows, cols)
-
-
-# ------------------------------------------------------------------------------------------------
 # The view
 # ------------------------------------------------------------------------------------------------
 
@@ -507,4 +473,4 @@ def render_autoaug_sorted(name: str, images: torch.Tensor, params: dict) -> torc
     float32 levels (Cutout applied) as the masked strategy, for the same draws. Reads subset
     sizes on the host (the CPU strategy)."""
     buf, source, ctx = _render_sorted(name, images, params)
-    return buf.index_select(0, source).mul_(_cutout_keep(params["cy"], params["cx"], ctx))
+    return buf.index_select(0, source).mul_(F.cutout_keep(params["cy"], params["cx"], ctx.h, ctx.w, CUTOUT_LENGTH))
