@@ -432,13 +432,6 @@ def test_sorted_autoaugment_path_equals_masked(name):
     assert seen == set(tables.op.flatten().tolist())  # every op of the policy ran
 
 
-def test_scalar_division_by_255_equals_tensor_division():
-    """`autoaug_sorted._equalize` divides by the scalar 255.0 where `fast.equalize_lut` divides
-    by a tensor of 255.0: equal for every integer count up to 2^20 (32x32 images have 1024)."""
-    a = torch.arange(1 << 20, dtype=torch.float32)
-    assert torch.equal(a / 255.0, a / torch.full_like(a, 255.0))
-
-
 def test_fast_views_statistics_match_reference():
     """Whole pipelines on the same images: per-channel mean and spread of the outputs agree with
     the reference pipeline (different random draws, so loose tolerances), and the fraction of

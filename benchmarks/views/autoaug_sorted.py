@@ -28,10 +28,11 @@ The grouped pipeline, per chunk (`FastView`'s CPU chunk, 1024 images for these v
 4. One index_select puts the samples back into the caller's order (reading the step-2 copy
    where there is one), then Cutout (`fast.cutout_keep`).
 
-The op kernels reproduce `benchmarks.views.fast` exactly; where they differ in formulation from
-the old ones, their docstrings say why the bits are the same. Module state: the per-policy
-tables and a uint8 crop buffer per batch size are cached (`_CTX`); calls must not run
-concurrently on the same device.
+The pixel ops are `fast`'s in-place ops (`invert_`, `blend_`, `sharpness_`, `posterize_`,
+`solarize_`, `autocontrast_`, `equalize_table`) with their parameters read from the tables;
+the geometric ops are lookups into sampling maps read off `fast`'s own geometry (`_Ctx`).
+Module state: the per-policy tables and a uint8 crop buffer per batch size are cached (`_CTX`);
+calls must not run concurrently on the same device.
 """
 
 from __future__ import annotations
@@ -89,8 +90,6 @@ class _Ctx:
         self.posterize_step = torch.pow(2.0, 8.0 - bits).view(-1, 1, 1, 1)
         # constants
         self.levels = torch.arange(256, device=device, dtype=torch.float32)
-        self.levels64 = torch.arange(256, device=device, dtype=torch.float64)
-        self.half = torch.tensor(0.5, device=device)
         self._lut_base = torch.zeros(0, device=device, dtype=torch.int32)
         self._build_maps(op, mag)
         self._build_crop_tables(CROP_PADDING)
@@ -247,7 +246,7 @@ def _crop_flip_sorted(images: torch.Tensor, order: torch.Tensor, top: torch.Tens
 
 
 def _invert(x, ent, ctx):
-    x.neg_().add_(255.0)  # 255 - x on integer levels: exact (+0 at 255)
+    F.invert_(x)
 
 
 def _contrast(x, ent, ctx):
@@ -260,39 +259,25 @@ def _color(x, ent, ctx):
 
 
 def _brightness(x, ent, ctx):
-    x.mul_(ctx.factor.index_select(0, ent)).clamp_(0.0, 255.0).floor_()
+    F.brightness_(x, ctx.factor.index_select(0, ent))
 
 
 def _sharpness(x, ent, ctx):
-    """`adjust_sharpness`: SMOOTH keeps the 1-pixel border and the blend of x with itself is x,
-    so only the interior changes. SMOOTH's interior is floor(t / 13 + 0.5) for the integer
-    t = 3x3 box + 4 x centre (exact in float32 however it is summed); t / 13 + 0.5 is never
-    closer than 1/26 to an integer (2 t + 13 is odd), so `smooth`'s t * fl(1/13) + 0.5, with or
-    without an intermediate rounding, floors to the same value: computed as one multiply-add.
-    The blend keeps `_blend`'s separate roundings."""
-    k, c, h, w = x.shape
-    rows = x[..., :-2] + x[..., 1:-1]
-    rows += x[..., 2:]
-    box = rows[..., :-2, :] + rows[..., 1:-1, :]
-    box += rows[..., 2:, :]
-    inner = x[..., 1:-1, 1:-1]
-    box.add_(inner, alpha=4.0)
-    smooth = torch.add(ctx.half, box, alpha=1.0 / 13.0).floor_()
-    blended = (inner - smooth).mul_(ctx.factor.index_select(0, ent)).add_(smooth).clamp_(0.0, 255.0).floor_()
-    inner.copy_(blended)
+    F.sharpness_(x, ctx.factor.index_select(0, ent))
 
 
 def _posterize(x, ent, ctx):
-    """`posterize(x, trunc(m))`: floor(x / step) * step, step = 2^(8 - bits) from the table."""
-    step = ctx.posterize_step.index_select(0, ent)
-    torch.div(x, step, out=x).floor_().mul_(step)
+    """`posterize(x, trunc(m))`, step = 2^(8 - bits) from the table."""
+    F.posterize_(x, ctx.posterize_step.index_select(0, ent))
 
 
 def _solarize(x, ent, ctx):
-    """`solarize(x, m)`: x + s (255 - 2 x) with s = clip(x - (ceil(float32(m)) - 1), 0, 1), i.e.
-    255 - x where x >= the threshold; integer levels, so every step is exact."""
-    s = (x - ctx.solarize_below.index_select(0, ent)).clamp_(0.0, 1.0)
-    x.add_(s.mul_(x.mul(-2.0).add_(255.0)))
+    """`solarize(x, m)`, ceil(float32(m)) - 1 from the table."""
+    F.solarize_(x, ctx.solarize_below.index_select(0, ent))
+
+
+def _autocontrast(x, ent, ctx):
+    F.autocontrast_(x)
 
 
 def _lut_index(x: torch.Tensor, ctx: _Ctx) -> torch.Tensor:
@@ -302,39 +287,14 @@ def _lut_index(x: torch.Tensor, ctx: _Ctx) -> torch.Tensor:
     return x.to(torch.int32).add_(ctx.lut_base(k * c).view(k, c, 1, 1)).view(-1)
 
 
-def _autocontrast(x, ent, ctx):
-    """`autocontrast`: `autocontrast_lut`'s table (float64, Pillow's operation order), then the
-    lookup (`apply_lut`'s gather)."""
-    k, c, h, w = x.shape
-    planes = x.view(k, c, h * w)
-    lo = planes.amin(dim=-1, keepdim=True).double()
-    hi = planes.amax(dim=-1, keepdim=True).double()
-    flat = hi <= lo
-    scale = torch.div(torch.full_like(hi, 255.0), torch.where(flat, 1.0, hi - lo))
-    scale = torch.where(flat, 1.0, scale)
-    offset = torch.where(flat, 0.0, -lo * scale)
-    lut = torch.trunc(ctx.levels64 * scale + offset).clamp_(0.0, 255.0).to(torch.float32)
-    index = x.to(torch.int64).view(k * c, h * w)  # exact: integer levels
-    torch.gather(lut.view(k * c, 256), 1, index, out=x.view(k * c, h * w))
-
-
 def _equalize(x, ent, ctx):
     """`equalize`: the histogram by one bincount of the int32 table index (the same counts as
-    `channel_histograms`), `equalize_lut`'s table, then the lookup.
-
-    The table with fewer operations, same values: total - (count of the last used level) is the
-    number of pixels below the last used level, i.e. the largest `below` over the used levels
-    (`below` is non-decreasing); and a channel with a single used level has step 0, so the
-    identity condition is step == 0 alone. All values are integers below 2^24 (exact float32);
-    the floor divisions are `_floor_div`'s (a true division by 255.0 equals the division by a
-    255.0 tensor: a test checks every integer up to 2^20)."""
+    `channel_histograms`, which avoids bincount because its output size would sync an
+    accelerator), `equalize_table`, then one lookup into the flattened tables."""
     k, c, h, w = x.shape
     index = _lut_index(x, ctx)
     hist = torch.bincount(index, minlength=k * c * 256).view(k, c, 256).to(torch.float32)
-    below = torch.cumsum(hist, dim=-1).sub_(hist)
-    step = (below * hist.clamp(0.0, 1.0)).amax(dim=-1, keepdim=True).div_(255.0).floor_()
-    lut = below.add_(torch.floor(step * 0.5)).div_(step.clamp(min=1.0)).floor_().clamp_(max=255.0)
-    lut = torch.where(step == 0.0, ctx.levels, lut)
+    lut = F.equalize_table(hist, ctx.levels)
     torch.index_select(lut.view(-1), 0, index, out=x.view(-1))
 
 
