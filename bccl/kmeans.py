@@ -21,6 +21,10 @@ once on a (C, Q, D) tensor:
   K - n_c centroids are zero vectors that take no points. This is the empty-cluster rule applied to
   clusters that could not be seeded: a zero centroid adds exactly 0 to BCCL's centroid loss, so a
   class contributes only the centres its data supports. An empty queue (n_c = 0) gives K zeros.
+  This rule is ltbench's, not the release's: there, drawing K initial points from fewer raises
+  and a class never seen crashes the clustering. It never acts in the recipe on full CIFAR-LT
+  (by epoch 10, the first clustering, even a 5-image class has filled its 100 slots), only in
+  runs on tiny subsets or with other warmup / queue settings.
 """
 
 from __future__ import annotations

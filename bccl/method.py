@@ -31,6 +31,10 @@ whole batch).
 Named deviations from the release, off by default:
   recluster_once_per_epoch: re-cluster once per re-clustering epoch (at its first step) instead
   of at every step of it; centroids are then fixed for the whole epoch.
+  queue_first_arrival_once: push a class's first projections once. The release's queue update
+  stores them twice when the class first appears after the very first step (most classes of
+  CIFAR-100-LT, whose tail classes are absent from most batches); reproduced by default
+  (`ClassQueues.push(first_arrival_twice=True)`).
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class BCCL(Method):
         self.kmeans_tol = float(config["kmeans_tol"])
         self.recluster_interval = int(config["recluster_interval"])
         self.recluster_once_per_epoch = bool(config["recluster_once_per_epoch"])
+        self.queue_first_arrival_once = bool(config["queue_first_arrival_once"])
         self.warmup_epochs = int(config["warmup_epochs"])
         for key in ("queue_size", "centroids_per_class", "kmeans_max_iter", "recluster_interval"):
             if int(config[key]) < 1:
@@ -143,7 +148,8 @@ class BCCL(Method):
 
         z = z.detach()
         self.queues.push(torch.cat([self.gather(z[:b]), self.gather(z[b:])]),
-                         torch.cat([self.gather(labels), self.gather(labels)]))
+                         torch.cat([self.gather(labels), self.gather(labels)]),
+                         first_arrival_twice=not self.queue_first_arrival_once)
         return {"loss": loss, "la_ce": la_ce.detach(), "scl": scl.detach(), "centroid": cen.detach()}
 
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:

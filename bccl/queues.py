@@ -29,24 +29,46 @@ class ClassQueues(nn.Module):
         self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
 
     @torch.no_grad()
-    def push(self, z: torch.Tensor, labels: torch.Tensor) -> None:
+    def push(self, z: torch.Tensor, labels: torch.Tensor, first_arrival_twice: bool = False) -> None:
         """Append the rows of `z` (N, D) to the queues of `labels` (N,), in row order.
 
         BCCL passes z = [view 1; view 2] with labels [y; y], so within a class the order of
         arrival is v1's projections in batch order, then v2's, as released. When a class receives
         more than Q entries in one push only its newest Q (the last in row order) are kept.
-        Classes absent from the batch are untouched. One scatter, no loop over classes.
+        Classes absent from the batch are untouched.
+
+        first_arrival_twice: the release's queue update (main.py of the BCCL release) stores the
+        first projections of a class twice when the class first appears after the very first
+        step (it assigns the class's rows to its empty queue and then, in the next `if`, appends
+        them again); classes present in the first step are stored once. Here: the rows of a
+        class whose queue is empty, once anything has been pushed, are pushed a second time
+        right after their first copy, which gives the release's queue in every case (below,
+        at and past capacity).
+
+        No loop over classes and nothing that synchronises an accelerator: the targets are
+        written by zero-fill then index_add_ (each target gets exactly one non-zero addend, so
+        the result is exact in any order), with rows that do not survive added as zeros.
         """
         z = z.detach().to(self.features.dtype)
         labels = labels.to(self.counts.device)
-        onehot = torch.nn.functional.one_hot(labels, self.num_classes)  # (N, C)
+        if first_arrival_twice:
+            started = self.counts.sum() > 0
+            again = ((self.counts == 0) & started)[labels]  # rows pushed a second time
+            z = torch.cat([z, z])
+            labels = torch.cat([labels, labels])
+            valid = torch.cat([torch.ones_like(again), again])
+        else:
+            valid = torch.ones_like(labels, dtype=torch.bool)
+        onehot = torch.nn.functional.one_hot(labels, self.num_classes) * valid[:, None]  # (N, C)
         rank = onehot.cumsum(0).gather(1, labels[:, None]).squeeze(1) - 1  # 0-based arrival order in class
         arrived = onehot.sum(0)  # (C,)
         dropped = (arrived - self.size).clamp(min=0)  # older entries of this push that do not fit
         offset = rank - dropped[labels]
-        keep = offset >= 0
-        slot = (self.ptr[labels] + offset) % self.size
-        self.features[labels[keep], slot[keep]] = z[keep]
+        keep = (offset >= 0) & valid
+        target = labels * self.size + (self.ptr[labels] + offset) % self.size
+        flat = self.features.view(-1, self.dim)
+        flat.index_fill_(0, target, 0.0)
+        flat.index_add_(0, target, z * keep[:, None].to(z.dtype))
         written = arrived.clamp(max=self.size)
         self.ptr.copy_((self.ptr + written) % self.size)
         self.counts.copy_((self.counts + arrived).clamp(max=self.size))

@@ -2,10 +2,13 @@
 
 On CUDA the loop runs `training_step` under bf16 autocast for speed, but bf16 keeps 8 mantissa
 bits: inside a contrastive loss (similarities divided by tau = 0.05..0.1, exponentiated) or a
-cosine classifier (scale 33) that is an error of ~0.1 in a logit, enough to change results. The
-releases computed these in float32 (BCCL under fp16 autocast, whose losses are fp32 too). So the
-heads, the classifiers and every loss run in float32 with autocast disabled, and evaluation runs
-without autocast; what remains in bf16 is the convolutional body.
+cosine classifier (scale 33) that is an error of ~0.1 in a logit, enough to change results. So
+the heads, the classifiers and every loss run in float32 with autocast disabled, and evaluation
+runs without autocast; what remains in bf16 is the convolutional body. This is more precise
+than the BCCL release, which trains under fp16 autocast: there the head's Linear layers and the
+similarity matmuls run in fp16 (10 mantissa bits) and only autocast's float32 ops (exp, log,
+softmax, the losses' reductions) in float32. The precision in use is recorded (`amp` in
+config.yaml and env.json); `--set amp=off` gives float32 throughout.
 """
 
 from __future__ import annotations

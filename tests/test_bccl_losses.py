@@ -131,6 +131,16 @@ def test_centroid_loss_by_hand():
     assert centroid_loss(z, torch.tensor([0]), cents).item() == pytest.approx(-0.125)
 
 
+def test_centroid_loss_by_hand_column_layout():
+    # K = 3, label 1: the own-class columns are 3..5 (class-major, as released), not every other.
+    # class 0: (1, 0), 0, 0; class 1: (0, 1), (1, 1), 0.
+    # z1 = (1, 0): a = [1, 0, 0 | 0, 1, 0] -> [1, 0, 0, 0, -1, 0]; z2 = (0, 1): a = [0, 0, 0 | 1, 1, 0]
+    # -> [0, 0, 0, -1, -1, 0]; sum -2, mean over 12 = -1/6 (an interleaved mask would give +1/6).
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    cents = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]])
+    assert centroid_loss(z, torch.tensor([1]), cents).item() == pytest.approx(-1.0 / 6.0)
+
+
 def test_centroid_loss_matches_released_form():
     rng = np.random.default_rng(3)
     z = unit(rng.normal(size=(8, 5)))

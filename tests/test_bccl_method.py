@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import bccl.method  # noqa: F401  (registers "bccl"; the registry's module list may not name it yet)
+from bccl.losses import centroid_loss, class_averaged_supcon
 from bccl.method import BCCL, should_recluster
 from benchmarks import LTBenchError
 from benchmarks.config import recipe_deviations, resolve_config
@@ -205,3 +206,33 @@ def test_la_ce_is_view_one_logits_plus_log_prior_from_one_joint_forward():
         torch.nn.functional.cross_entropy(logits, labels),
     ):
         assert not torch.allclose(out["la_ce"], wrong, atol=1e-4)
+
+
+def test_losses_see_both_views_and_queue_gets_view1_then_view2():
+    """The wiring of a step: SupCon and the centroid loss get z of [view 1; view 2] (recomputed
+    here; training_step changes no weight and BatchNorm uses batch statistics in training), and
+    the queue of class 0 ends with its view-1 rows, then its view-2 rows."""
+    m = make()
+    views, labels = batch()
+    m.training_step(views, labels, epoch=0, step=0)
+    views, _ = batch(seed=1)
+    out = m.training_step(views, labels, epoch=10, step=0)
+    with torch.no_grad():
+        z = m.project(m.backbone(torch.cat(views)))
+    assert torch.allclose(out["scl"], class_averaged_supcon(z, labels, C, m.temperature), atol=1e-6)
+    assert torch.allclose(out["centroid"], centroid_loss(z, labels, m.centroids), atol=1e-6)
+    assert torch.allclose(m.queues.ordered(0)[-4:], z[[0, 1, 4, 5]], atol=1e-6)
+
+
+@pytest.mark.parametrize("once", [False, True])
+def test_first_arrival_of_a_class_is_queued_twice_as_released(once):
+    """A class absent from the first step is queued twice on arrival (the release's update),
+    unless the named deviation `queue_first_arrival_once` is set, which is then recorded."""
+    m = make(queue_first_arrival_once=once)
+    views, _ = batch()
+    m.training_step(views, torch.tensor([0, 0, 1, 1]), epoch=0, step=0)
+    assert m.queues.counts.tolist() == [4, 4, 0]  # first step: once
+    m.training_step(views, torch.tensor([2, 0, 1, 1]), epoch=0, step=1)
+    assert m.queues.counts.tolist() == [6, 6, 2 if once else 4]
+    deviations = recipe_deviations(resolve_config("bccl", overrides={"queue_first_arrival_once": once}))
+    assert ("queue_first_arrival_once" in deviations) == once

@@ -71,6 +71,41 @@ def test_queue_keeps_view1_then_view2_order():
     assert ids(q, 1) == [11, 21]
 
 
+def test_queue_first_arrival_twice_reproduces_release_update():
+    """The release's list-based update (BCCL main.py), restated: at the very first step a class's
+    queue is its rows; afterwards a class never seen before gets its rows assigned and then,
+    by the next `if`, appended again; then rows are appended keeping the newest Q. Random pushes
+    with classes arriving late, bursts past capacity and absent classes; compared entry by entry."""
+    size, classes = 5, 4
+    gen = torch.Generator().manual_seed(0)
+    q = ClassQueues(classes, size, dim=1)
+    plain = ClassQueues(classes, size, dim=1)
+    release: dict[int, list[float]] = {}
+    next_id = 0
+    differed = False
+    for step in range(40):
+        n = int(torch.randint(1, 9, (1,), generator=gen))
+        top = 2 if step < 3 else classes  # classes 2 and 3 first arrive later
+        labels = torch.randint(0, top, (n,), generator=gen)
+        values = list(range(next_id, next_id + n))
+        next_id += n
+        for c in labels.unique().tolist():
+            new = [float(v) for v, y in zip(values, labels.tolist()) if y == c]
+            if step == 0:
+                release[c] = new[-size:]
+                continue
+            stored = release.get(c)
+            if stored is None:
+                stored = new  # the release assigns, then appends again below
+            release[c] = (stored + new)[-size:]
+        q.push(rows(*values), labels, first_arrival_twice=True)
+        plain.push(rows(*values), labels)
+        for c in range(classes):
+            assert ids(q, c) == release.get(c, []), (step, c)
+            differed |= ids(q, c) != ids(plain, c)
+    assert differed  # the quirk acted (and the plain queue does not have it)
+
+
 def test_queue_state_is_in_state_dict_and_detached():
     q = ClassQueues(num_classes=2, size=3, dim=2)
     z = torch.randn(4, 2, requires_grad=True)
