@@ -162,11 +162,15 @@ class CosineClassifier(nn.Module):
 
 
 class LinearClassifier(nn.Linear):
-    """Plain linear classifier (CE, PaCo); Kaiming-normal weight as in the LDAM-DRW ResNet-32."""
+    """Plain linear classifier (CE, PaCo). init "kaiming": Kaiming-normal weight, as in the
+    LDAM-DRW ResNet-32; "default": PyTorch's nn.Linear init (a bare nn.Linear in a release)."""
 
-    def __init__(self, in_features: int, num_classes: int):
+    def __init__(self, in_features: int, num_classes: int, init: str = "kaiming"):
         super().__init__(in_features, num_classes)
-        nn.init.kaiming_normal_(self.weight)
+        if init == "kaiming":
+            nn.init.kaiming_normal_(self.weight)
+        elif init != "default":
+            raise LTBenchError(f"unknown linear_init {init!r}; known: kaiming, default")
 
     @float32
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -180,7 +184,7 @@ def build_classifier(config: dict, in_features: int, num_classes: int) -> nn.Mod
     """The classifier named by `config["classifier"]`, with the config's cosine settings."""
     kind = config["classifier"]
     if kind == "linear":
-        return LinearClassifier(in_features, num_classes)
+        return LinearClassifier(in_features, num_classes, config["linear_init"])
     if kind == "cosine":
         return CosineClassifier(in_features, num_classes, config["cosine_scale"], config["cosine_init_max_norm"])
     raise LTBenchError(f"unknown classifier {kind!r}; known: linear, cosine")

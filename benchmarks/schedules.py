@@ -7,7 +7,8 @@
 - `cosine` (Decoupling's CE baseline: torch's CosineAnnealingLR to 0, stepped per epoch, no
   warmup; `warmup_epochs` is ignored): lr * 0.5 * (1 + cos(pi * e / E)).
 - `paco_step` (PaCo release): lr * (e + 1) / W for e <= W (so epoch W itself runs at
-  lr * (W + 1) / W, as released), then as `warmup_step`.
+  lr * (W + 1) / W, as released), then as `warmup_step`; W = 0 means no warmup (the release
+  would divide by zero).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def cosine(epoch: int, cfg: dict[str, Any]) -> float:
 
 def paco_step(epoch: int, cfg: dict[str, Any]) -> float:
     lr, warmup = cfg["lr"], cfg["warmup_epochs"]
-    if epoch <= warmup:
+    if 0 < warmup and epoch <= warmup:
         return lr * (epoch + 1) / warmup
     return lr * _step_factor(epoch, cfg["lr_steps"])
 

@@ -175,6 +175,12 @@ def test_recipe_values():
     assert (config["lr"], config["batch_size"], config["epochs"], config["warmup_epochs"]) == (
         0.1, 128, 200, 5
     )
+    assert (config["weight_decay"], config["lr_schedule"], config["lr_steps"]) == (
+        2e-4, "warmup_step", [[160, 0.01], [180, 0.0001]]
+    )
+    assert (config["cosine_scale"], config["cosine_init_max_norm"], config["drop_last"]) == (
+        pytest.approx(1 / 0.03), 5.0, False
+    )
     assert config == resolve_config("bcl", dataset="cifar100") | {"dataset": "cifar10"}
 
 
@@ -245,3 +251,27 @@ def test_prototypes_come_from_raw_classifier_weights():
     got = m.prototypes()
     assert torch.allclose(got, expected, atol=1e-6)
     assert not torch.allclose(got, wrong, atol=1e-3)
+
+
+def test_step_feeds_the_contrastive_views_through_one_joint_forward():
+    """The loss of a step from its parts, recomputed: one forward of all 3B images (BatchNorm sees
+    the classification view too), z of the two contrastive views only, LA-CE on view 0. Mixing
+    up the views, or running the head on 2B rows, gives other numbers (checked below)."""
+    method = make_bcl()
+    g = torch.Generator().manual_seed(5)
+    views = [torch.randn(4, 3, 8, 8, generator=g) for _ in range(3)]
+    labels = torch.tensor([0, 1, 1, 3])
+    out = method.training_step(views, labels, epoch=0, step=0)
+    with torch.no_grad():
+        h = method.backbone(torch.cat(views))
+        z = F.normalize(method.head(h), dim=1)
+        protos = method.prototypes()
+        expected = balanced_contrastive_loss(z[4:], labels, protos, 0.1)
+        wrong_views = balanced_contrastive_loss(z[:8], labels, protos, 0.1)
+        head_on_2b = balanced_contrastive_loss(F.normalize(method.head(h[4:]), dim=1), labels, protos, 0.1)
+        la_ce = F.cross_entropy(method.classifier(h[:4]) + method.log_prior, labels)
+    assert torch.allclose(out["bcl"], expected, atol=1e-6)
+    assert torch.allclose(out["la_ce"], la_ce, atol=1e-6)
+    assert torch.allclose(out["loss"], 2.0 * la_ce + 0.6 * expected, atol=1e-5)
+    assert not torch.allclose(expected, wrong_views, atol=1e-4)
+    assert not torch.allclose(expected, head_on_2b, atol=1e-4)

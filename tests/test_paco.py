@@ -20,7 +20,7 @@ from benchmarks.methods import build_method
 
 
 def naive_paco(q, k, queue, labels, queue_labels, class_logits, counts, alpha, beta, gamma, tau,
-               exclude_self=True):
+               exclude_self=True, supt=1.0):
     """methods.md, literally: for query i the candidates are the C centres
     (class logit + log pi_c) then q_i . f_j / tau for f_j in [q; k; queue] except q_i itself.
     Positives: beta on the own-class centre, alpha on every same-label sample; denominator
@@ -35,7 +35,7 @@ def naive_paco(q, k, queue, labels, queue_labels, class_logits, counts, alpha, b
         y = int(labels[i])
         cands = []  # (logit, denominator weight, positive weight)
         for c in range(C):
-            cands.append((float(class_logits[i, c]) + math.log(pi[c]), 1.0, beta if c == y else 0.0))
+            cands.append(((float(class_logits[i, c]) + math.log(pi[c])) / supt, 1.0, beta if c == y else 0.0))
         for j, f in enumerate(feats):
             if exclude_self and j == i:
                 continue
@@ -81,6 +81,13 @@ def test_matches_naive_loop(seed, alpha, beta, gamma, tau):
     inputs = random_inputs(seed)
     loss = paco_loss(*inputs, alpha=alpha, beta=beta, gamma=gamma, temperature=tau)
     assert loss.item() == pytest.approx(naive_paco(*inputs, alpha, beta, gamma, tau), rel=1e-5)
+
+
+def test_supt_divides_the_centre_logits():
+    inputs = random_inputs(5)
+    loss = paco_loss(*inputs, alpha=0.05, beta=1.0, gamma=1.0, temperature=0.2, supt=2.0).item()
+    assert loss == pytest.approx(naive_paco(*inputs, 0.05, 1.0, 1.0, 0.2, supt=2.0), rel=1e-5)
+    assert abs(loss - naive_paco(*inputs, 0.05, 1.0, 1.0, 0.2)) > 1e-3
 
 
 def test_self_contrast_excluded():

@@ -61,6 +61,14 @@ def test_recipes_pick_the_released_classifier_init_and_batching():
     config = resolve_config("bccl")
     method = build_method(config, 10, torch.tensor([100] * 10))
     assert method.classifier.weight.norm(dim=0).min() > 3.0  # renorm_(2, 1, 5), not unit columns
-    assert resolve_config("bcl")["cosine_init_max_norm"] == 1.0
+    assert resolve_config("bcl")["cosine_init_max_norm"] == 5.0  # methods.md's common protocol
+    assert resolve_config("bcl", dataset="imagenet_lt")["cosine_init_max_norm"] == 1.0  # official code
     assert resolve_config("ce")["drop_last"] is False  # LDAM-DRW keeps the last batch
+    # linear classifiers: Kaiming-normal (LDAM-DRW) vs nn.Linear's uniform(+-1/sqrt(64)) init
+    bound = 1 / 64 ** 0.5
+    for method_name, dataset, default_init in [("ce", "cifar10", False), ("paco", "cifar10", True),
+                                               ("ce", "imagenet_lt", True), ("ce", "inat2018", True)]:
+        cfg = resolve_config(method_name, dataset=dataset) | {"backbone": "resnet32"}
+        weight = build_method(cfg, 10, torch.tensor([100] * 10)).classifier.weight
+        assert (weight.abs().max() <= bound).item() == default_init, (method_name, dataset)
     assert resolve_config("bccl")["drop_last"] is True

@@ -39,6 +39,9 @@ def test_paco_step_runs_epoch_ten_at_1_1_lr():
     assert learning_rate(320, cfg) == pytest.approx(0.05)
     assert learning_rate(321, cfg) == pytest.approx(0.005)
     assert learning_rate(361, cfg) == pytest.approx(0.0005)
+    no_warmup = {**cfg, "warmup_epochs": 0}
+    assert learning_rate(0, no_warmup) == pytest.approx(0.05)  # not a division by zero
+    assert learning_rate(321, no_warmup) == pytest.approx(0.005)
 
 
 def test_shot_group_thresholds():
