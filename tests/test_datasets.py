@@ -56,6 +56,27 @@ def test_missing_cifar_root_without_download_is_a_clear_error(tmp_path):
         build_dataset("cifar10", DatasetRequest(imb_factor=100, data_root=tmp_path))
 
 
+def test_corrupt_cifar_folder_fails_in_the_check_with_a_clear_error(tmp_path):
+    """torchvision's md5 test fails on these files: the preflight check says so, naming --download
+    (not torchvision's `download=True`)."""
+    write_cifar10_folder(tmp_path)
+    with pytest.raises(LTBenchError, match="incomplete or corrupt.*--download"):
+        DATASETS.get("cifar10").check(DatasetRequest(imb_factor=100, data_root=tmp_path))
+
+
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    with pytest.raises(LTBenchError, match="downloading cifar100 into .* failed .*Name or service"):
+        DATASETS.get("cifar100").check(DatasetRequest(imb_factor=100, data_root=tmp_path, download=True))
+
+
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(LTBenchError, match="known: .*cifar10.*digits"):
         DATASETS.get("mnist")

@@ -26,20 +26,37 @@ def _torchvision_class(name: str):
 
 
 def _check(name: str, request: DatasetRequest) -> None:
+    """The preflight check (before any run folder is written): the folder is there, or is
+    downloaded now with --download, and torchvision can open both splits (its md5 check)."""
     folder = request.data_root / _FOLDERS[name]
     if not request.download and not folder.is_dir():
         raise LTBenchError(
             f"{name} not found: expected {folder}/ (torchvision's layout); "
             f"pass --download to fetch it, or --data-root to point at the folder holding it"
         )
+    for train in (True, False):
+        _open(name, request, train)
+
+
+def _open(name: str, request: DatasetRequest, train: bool):
+    """torchvision's dataset object, downloading first with --download; errors as LTBenchError."""
+    folder = request.data_root / _FOLDERS[name]
+    try:
+        return _torchvision_class(name)(root=str(request.data_root), train=train, download=request.download)
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise LTBenchError(
+            f"{name} under {folder}/ is incomplete or corrupt (torchvision's checksum test failed); "
+            f"pass --download to fetch it again, or --data-root to point at a complete copy"
+        ) from None
+    except OSError as exc:  # no network, refused connection, disk full, permissions ...
+        raise LTBenchError(
+            f"downloading {name} into {request.data_root} failed ({exc}); check the network, or put "
+            f"torchvision's {_FOLDERS[name]}/ folder there by hand and run without --download"
+        ) from None
 
 
 def _read(name: str, request: DatasetRequest, train: bool):
-    cls = _torchvision_class(name)
-    try:
-        ds = cls(root=str(request.data_root), train=train, download=request.download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted..."
-        raise LTBenchError(f"{name} under {request.data_root}: {exc}") from None
+    ds = _open(name, request, train)
     return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
 
 
