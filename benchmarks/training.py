@@ -57,10 +57,12 @@ class Execution:
         pipeline = config["pipeline"] if config["pipeline"] != "auto" else ("fast" if cuda else "reference")
         amp = config["amp"] if config["amp"] != "auto" else ("bf16" if cuda else "off")
         memory_format = config["memory_format"]
+        if memory_format == "auto":
+            memory_format = "channels_last" if cuda else "contiguous"
         for key, value, allowed in (
             ("pipeline", pipeline, ("reference", "fast")),
             ("amp", amp, ("bf16", "off")),
-            ("memory_format", memory_format, ("auto", "channels_last", "contiguous")),
+            ("memory_format", memory_format, ("channels_last", "contiguous")),
         ):
             if value not in allowed:
                 raise LTBenchError(f"{key} must be one of auto, {', '.join(allowed)}; got {value!r}")
@@ -68,7 +70,7 @@ class Execution:
             device=device,
             pipeline=pipeline,
             amp=amp,
-            channels_last=(memory_format == "channels_last") or (memory_format == "auto" and cuda),
+            channels_last=memory_format == "channels_last",
             compile=bool(config["compile"]) and cuda,
         )
 
@@ -160,7 +162,8 @@ def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execut
         drop_last=config["drop_last"], device=ex.device, shard=(distributed.rank(), world), seed=config["seed"],
     )
     if ex.pipeline == "fast":
-        return FastLoader(**common)
+        memory_format = torch.channels_last if ex.channels_last else torch.contiguous_format
+        return FastLoader(**common, memory_format=memory_format)
     return ReferenceLoader(**common, num_workers=config["num_workers"])
 
 
