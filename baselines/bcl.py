@@ -81,7 +81,7 @@ def balanced_contrastive_loss(
 
     # Class-averaging weights: the count of the candidate's class over views + prototypes, one
     # less for the anchor's own class (the anchor itself is not a candidate).
-    counts = torch.bincount(targets, minlength=num_classes).float()
+    counts = F.one_hot(targets, num_classes).sum(0).float()  # bincount would sync a GPU (it reads the max)
     weight = counts[targets][None, :] - positive.float()
     # weight >= 1 for every candidate: every class has its prototype, and the anchor's class
     # has at least the anchor + its prototype before the minus one. The self column is dropped.

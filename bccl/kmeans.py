@@ -75,9 +75,21 @@ def batched_kmeans(
     points: (C, Q, D), of which slots [0, counts[c]) of class c are valid (a `ClassQueues` row).
     init: optional (C, K, D) initial centres (tests use it to pin the start); when given, a centre
     counts as seeded for class c iff its index is < counts[c].
-    Works in float32 whatever the input dtype.
+    Works in float32 whatever the input dtype, also when called under autocast (BCCL re-clusters
+    inside its training step: bf16 matmuls there would move centroids by ~0.1 and change ~10 % of
+    the assignments).
     """
-    points = points.float()
+    check_every = 1 if points.device.type == "cpu" else 8
+    with torch.autocast(points.device.type, enabled=False):
+        return _lloyd(points.float(), counts, k, max_iter, tol, generator, init, check_every)
+
+
+def _lloyd(points, counts, k, max_iter, tol, generator, init, check_every: int = 1) -> KMeansResult:
+    """`batched_kmeans`' body (float32, autocast off).
+
+    Reading whether any class is still active synchronises an accelerator, so there it is read
+    every `check_every` iterations only: a converged class is frozen (`torch.where`), so the extra
+    iterations change nothing but time."""
     c, q, d = points.shape
     counts = counts.to(points.device)
     if init is None:
@@ -91,8 +103,8 @@ def batched_kmeans(
     active = counts > 0
     iterations = torch.zeros(c, dtype=torch.long, device=points.device)
     assign = torch.full((c, q), -1, dtype=torch.long, device=points.device)
-    for _ in range(max_iter):
-        if not bool(active.any()):
+    for iteration in range(max_iter):
+        if iteration % check_every == 0 and not bool(active.any()):
             break
         # ||x - m||^2 = ||x||^2 - 2 x.m + ||m||^2; ||x||^2 is the same for every centre of a point.
         dist = (centres * centres).sum(-1)[:, None, :] - 2.0 * (points @ centres.transpose(1, 2))  # (C, Q, K)

@@ -39,7 +39,7 @@ def supcon_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     any other entry but never used: the caller masks it out.
     """
     labels2 = torch.cat([labels, labels])
-    b = torch.bincount(labels, minlength=num_classes).float()
+    b = F.one_hot(labels, num_classes).sum(0).float()  # bincount would sync a GPU (it reads the max)
     same = labels2[:, None] == labels2[None, :]
     same.fill_diagonal_(False)
     w = b[labels2][None, :].expand(len(labels2), -1) - same.float()

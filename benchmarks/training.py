@@ -374,11 +374,11 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             if self.ex.device.type == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(self.ex.device)
             start = time.perf_counter()
             losses = self.train_epoch(epoch)
             if self.ex.device.type == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(self.ex.device)
             seconds = time.perf_counter() - start
             self.train_seconds += seconds
             metrics = self.evaluate()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bccl.kmeans import batched_kmeans, random_initial_centres
+from bccl.kmeans import _lloyd, batched_kmeans, random_initial_centres
 from bccl.queues import ClassQueues
 
 
@@ -241,3 +241,21 @@ def test_kmeans_fewer_points_than_k_and_empty_queue():
     # class 2 (empty queue): K zero centroids, no iteration
     assert torch.equal(res.centroids[2], torch.zeros(3, 2)) and res.iterations[2] == 0
     assert res.iterations[1] >= 1
+
+
+def test_kmeans_is_float32_under_autocast_and_sparse_checks_change_nothing():
+    """Under bf16 autocast (BCCL clusters inside its autocast training step) the result is the
+    float32 one, bit for bit; checking for convergence every 8 iterations (the accelerator
+    setting) gives the same centres, assignments and per-class iteration counts."""
+    g = torch.Generator().manual_seed(7)
+    points = torch.randn(10, 40, 16, generator=g)
+    counts = torch.tensor([40, 40, 3, 0, 40, 17, 40, 40, 5, 40])
+    plain = batched_kmeans(points, counts, 4, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = batched_kmeans(points, counts, 4, generator=torch.Generator().manual_seed(1))
+    sparse = _lloyd(points, counts, 4, 100, 1e-4, torch.Generator().manual_seed(1), None, check_every=8)
+    for other in (mixed, sparse):
+        assert torch.equal(other.centroids, plain.centroids)
+        assert torch.equal(other.assignments, plain.assignments)
+        assert torch.equal(other.iterations, plain.iterations)
+    assert int(plain.iterations.max()) % 8 != 0  # the sparse check did run extra iterations
