@@ -295,8 +295,10 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
         if main:
             atomic_write_json(run.folder / "env.json", environment_record(
                 device, {"pipeline": ex.pipeline, "amp": ex.amp, "channels_last": ex.channels_last,
-                         "compile": ex.compile, "resumed_from_epoch": trainer.start_epoch,
-                         "world_size": distributed.world_size()}))
+                         "compile": ex.compile, "cudnn_benchmark": ex.cudnn_benchmark,
+                         "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size()}))
+            if trainer.start_epoch:
+                print(f"    resumed from its checkpoint after epoch {trainer.start_epoch}", flush=True)
         metrics = trainer.run()
         if main:
             write_metrics(run.folder, metrics)

@@ -49,6 +49,7 @@ class Execution:
     pipeline: str  # reference | fast
     amp: str  # bf16 | off
     channels_last: bool
+    cudnn_benchmark: bool  # cuDNN picks the fastest kernels for the fixed shapes (CUDA; the releases do too)
     compile: bool
 
     @classmethod
@@ -71,6 +72,7 @@ class Execution:
             pipeline=pipeline,
             amp=amp,
             channels_last=memory_format == "channels_last",
+            cudnn_benchmark=cuda,
             compile=bool(config["compile"]) and cuda,
         )
 
@@ -219,6 +221,8 @@ class Trainer:
         distributed.broadcast_module_(self.method)  # rank 0's initial state everywhere (as DDP does)
         if self.ex.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        if self.ex.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
         if self.ex.compile:
             for module in self.method.children():
                 module.compile()
