@@ -64,7 +64,7 @@ def _check_value(key: str, value: Any, default: Any, source: str) -> Any:
     )
 
 
-def _check_keys(layer: dict[str, Any], schema: dict[str, Any], source: str) -> dict[str, Any]:
+def check_keys(layer: dict[str, Any], schema: dict[str, Any], source: str) -> dict[str, Any]:
     checked = {}
     for key, value in layer.items():
         if key not in schema:
@@ -108,11 +108,11 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     config = dict(schema)
     dataset_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"
     if dataset_path.exists():
-        config.update(_check_keys(load_yaml(dataset_path), defaults, str(dataset_path)))
-    config.update(_check_keys(_section(method_yaml, "recipe", path), defaults, f"{path} recipe"))
+        config.update(check_keys(load_yaml(dataset_path), defaults, str(dataset_path)))
+    config.update(check_keys(_section(method_yaml, "recipe", path), defaults, f"{path} recipe"))
     per_dataset = _section(method_yaml, "datasets", path)
     config.update(
-        _check_keys(per_dataset.get(dataset) or {}, schema, f"{path} datasets.{dataset}")
+        check_keys(per_dataset.get(dataset) or {}, schema, f"{path} datasets.{dataset}")
     )
     return config, schema
 
@@ -127,8 +127,8 @@ def resolve_config(
 ) -> dict[str, Any]:
     """The fully resolved, validated configuration of one run (a flat dict)."""
     config, schema = paper_recipe(method, dataset)
-    config.update(_check_keys(grid_overrides or {}, schema, "grid overrides"))
-    config.update(_check_keys(overrides or {}, schema, "--set"))
+    config.update(check_keys(grid_overrides or {}, schema, f"grid overrides (method {method})"))
+    config.update(check_keys(overrides or {}, schema, f"--set (method {method})"))
     config.update(dataset=dataset, imb_factor=imb_factor, method=method, seed=seed)
     return config
 

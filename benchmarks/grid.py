@@ -20,8 +20,6 @@ checkpoint is complete); stray temporary files of a killed writer are removed fi
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -32,12 +30,13 @@ import torch
 import yaml
 
 from benchmarks import CONFIG_DIR, LTBenchError
-from benchmarks.config import load_yaml, resolve_config
+from benchmarks.config import check_keys, load_yaml, paper_recipe, resolve_config
 from benchmarks.datasets import DATASETS, DatasetRequest, LTData, build_dataset
 from benchmarks.environment import environment_record
 from benchmarks.methods import METHODS
 from benchmarks.results import (
-    DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, atomic_write_text, atomic_write_yaml, done_problem,
+    DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, atomic_write_text, atomic_write_yaml,
+    check_writable_dir, done_problem,
     format_imb_factor, read_config, read_metrics, read_status, remove_stale_temp_files, run_dir, write_status,
 )
 
@@ -144,6 +143,10 @@ def plan(options: GridOptions) -> list[Run]:
     method_overrides = grid.get("method_overrides") or {}
     for name, over in method_overrides.items():
         METHODS.get(name)
+        if not isinstance(over, dict) and over is not None:
+            raise LTBenchError(f"grid {options.grid!r}: method_overrides.{name} must be a mapping, got {over!r}")
+        schema = paper_recipe(name, datasets[0] if datasets else "synthetic")[1]
+        check_keys(over or {}, schema, f"grid {options.grid!r} method_overrides.{name}")
         # Also for methods the command line left out: a typo in the grid file is an error now,
         # not on the day someone runs that method.
         resolve_config(name, datasets[0] if datasets else "synthetic",
@@ -202,16 +205,6 @@ def check_run_config(config: dict[str, Any]) -> None:
         raise LTBenchError(f"unknown classifier {config['classifier']!r}; known: {', '.join(CLASSIFIERS)}")
 
 
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise LTBenchError(f"results dir {folder} is not writable: {exc.strerror or exc}") from None
-
-
 def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> str:
     return ", ".join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
 
@@ -247,7 +240,7 @@ def preflight(runs: list[Run], options: GridOptions) -> None:
                 f"{run.folder / 'checkpoint.pt'} was written by another configuration (differs in: "
                 f"{_differing_keys(state['config'], run.config)}); use another --results-dir or delete that folder"
             )
-    _check_writable(Path(options.results_dir))
+    check_writable_dir(Path(options.results_dir), "results dir")
 
 
 @dataclass

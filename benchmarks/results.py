@@ -250,6 +250,26 @@ class RunLock:
         self._fd = fd
         return self
 
+    @staticmethod
+    def is_held(folder: Path) -> bool:
+        """Whether a live process holds the folder's lock now (a shared, non-blocking probe
+        that is released at once; False when there is no lock file)."""
+        import fcntl
+
+        try:
+            fd = os.open(Path(folder) / ".lock", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def holder(self) -> str:
         try:
             text = self.path.read_text().strip()
@@ -273,3 +293,20 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_writable_dir(folder: Path, what: str) -> None:
+    """Create `folder` if needed and write a probe file there, or raise LTBenchError saying why
+    (`what`: "results dir", "report folder", ...)."""
+    from benchmarks import LTBenchError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise LTBenchError(f"{what} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise LTBenchError(f"{what} {folder} is not writable: {exc.strerror or exc}") from None

@@ -83,7 +83,9 @@ BAD = {
     "grid without runs": (lambda t: grid_args(t, datasets=[]), r"has no runs"),
     "grid overrides not a mapping": (lambda t: grid_args(t, overrides=[1, 2]), r"'overrides' must be a mapping"),
     "unknown key in method_overrides": (lambda t: grid_args(t, method_overrides={"bccl": {"queue_sise": 5}}),
-                                        r"unknown key 'queue_sise' \(did you mean 'queue_size'\?\)"),
+                                        r"method_overrides.bccl: unknown key 'queue_sise' "
+                                        r"\(did you mean 'queue_size'\?\)"),
+    "another method's option": (CELL + ["--set", "temperature=0.2"], r"--set \(method ce\): unknown key 'temperature'"),
     "wrong type in method_overrides": (lambda t: grid_args(t, method_overrides={"ce": {"epochs": "five"}}),
                                        r"key 'epochs' must be int"),
     "method_overrides of an unknown method": (lambda t: grid_args(t, method_overrides={"focal": {"lr": 0.1}}),

@@ -106,6 +106,8 @@ def test_unwritable_results_dir(tmp_path, capsys):
     blocker.write_text("not a folder")
     code, _, err = run_cli(TINY + ["--results-dir", str(blocker / "results")], capsys)
     assert code == 2 and "is not writable" in err
+    code, _, err = run_cli(TINY + ["--results-dir", str(blocker)], capsys)
+    assert code == 2 and "is a file, not a folder" in err
     assert blocker.read_text() == "not a folder"
 
 

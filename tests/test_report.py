@@ -27,7 +27,7 @@ from benchmarks.paper_numbers import PaperNumber, load_paper_numbers
 from benchmarks.reporting import build_report
 from benchmarks.reporting.aggregate import aggregate, label_variants, verdict
 from benchmarks.reporting.load import load_runs
-from benchmarks.results import atomic_write_json, atomic_write_yaml, run_dir, write_csv, write_status
+from benchmarks.results import RunLock, atomic_write_json, atomic_write_yaml, run_dir, write_csv, write_status
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -93,6 +93,9 @@ def write_run(root: Path, config: dict, status: str = "done", best: float | None
     return folder
 
 
+RUNNER_LOCKS: list = []
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     """A results tree with one cell per verdict, a failed, a running and a tiny run.
@@ -108,7 +111,9 @@ def results(tmp_path_factory) -> Path:
     write_run(root, resolve_config("bcl", "cifar10", 100, 0), best=90.0)
     write_run(root, resolve_config("bcl", "cifar10", 100, 1), status="failed: RuntimeError: boom")
     write_run(root, resolve_config("ce", "cifar10", 100, 0), best=60.0)
-    write_run(root, resolve_config("ce", "cifar10", 100, 1), status="running", history_epochs=3)
+    running = write_run(root, resolve_config("ce", "cifar10", 100, 1), status="running", history_epochs=3)
+    RUNNER_LOCKS.append(RunLock(running).acquire())  # a live runner holds it (for the module's tests)
+    write_run(root, resolve_config("ce", "cifar10", 100, 2), status="running", history_epochs=2)  # killed
     write_run(root, resolve_config("paco", "cifar10", 100, 0), best=70.0, history_epochs=20)
     write_run(root, resolve_config("paco", "cifar100", 100, 0, overrides={"epochs": 200}), best=50.0)
     write_run(root, resolve_config("ce", "cifar100", 100, 0, overrides={"lr": 0.2}), best=40.0,
@@ -181,8 +186,10 @@ def test_failed_and_running_runs_are_listed_not_aggregated(report, summary):
     runs = pd.read_csv(report[2] / "runs.csv")
     states = dict(zip(zip(runs["method"], runs["seed"], runs["dataset_label"]), runs["state"]))
     assert states[("bcl", 1, "cifar10")] == "failed" and states[("ce", 1, "cifar10")] == "running"
+    assert states[("ce", 2, "cifar10")] == "interrupted"  # says running, but nobody holds its lock
     unfinished = report[1].split("## Unfinished and failed runs")[1].split("##")[0]
     assert "RuntimeError: boom" in unfinished and "running" in unfinished and "3/200" in unfinished
+    assert "rerun the grid to resume" in unfinished
 
 
 def test_verdict_rules_and_tolerance():
@@ -314,3 +321,12 @@ def test_report_imports_no_training_code():
             "if m in sys.modules]\nassert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_unwritable_report_folder_is_a_clear_error(results, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = report_cli.main(["--results-dir", str(results), "--out", str(blocker / "sub"), "--no-plots"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: report folder") and "not writable" in err
+    assert blocker.read_text() == "not a folder"

@@ -26,7 +26,7 @@ from benchmarks.reporting.recipe import recipe_diff_frame
 from benchmarks.reporting.tables import (
     build_sections, render_latex, render_markdown, runs_csv_frame, write_csv_frame,
 )
-from benchmarks.results import atomic_write_bytes, atomic_write_text
+from benchmarks.results import atomic_write_bytes, atomic_write_text, check_writable_dir
 
 FORMATS = ("md", "csv", "tex", "html", "png")
 PLOTS_DIR = "plots"
@@ -67,6 +67,7 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
     runs = load_runs(results_dir)
     if runs.empty:
         return Report("", runs, pd.DataFrame())
+    check_writable_dir(out_dir, "report folder")
     runs = report_order(label_variants(runs), "seed")
     summary = aggregate(runs, numbers, tolerance)
     diff = recipe_diff_frame(runs)

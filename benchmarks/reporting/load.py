@@ -20,7 +20,8 @@ import pandas as pd
 import yaml
 
 from benchmarks.results import (
-    DONE, FAILED, RUNNING, done_problem, find_runs, format_imb_factor, read_config, read_metrics, read_status,
+    DONE, FAILED, RUNNING, RunLock, done_problem, find_runs, format_imb_factor, read_config, read_metrics,
+    read_status,
 )
 
 TINY_SUFFIX = "-tiny"
@@ -28,6 +29,7 @@ GROUPS = ("many", "medium", "few")
 
 # Run states of the report: `done` runs are aggregated; every other state is listed as unfinished.
 INCOMPLETE = "incomplete"  # says done, but metrics.json or config.yaml is missing, unreadable or partial
+INTERRUPTED = "interrupted"  # says running, but no live runner holds its lock
 UNREADABLE = "unreadable"  # config.yaml that does not parse
 
 
@@ -75,6 +77,8 @@ def load_run(folder: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         config, state, reason = {}, UNREADABLE, f"config.yaml: {str(exc).splitlines()[0]}"
     metrics = None
+    if state == RUNNING and not RunLock.is_held(folder):
+        state, reason = INTERRUPTED, "no runner holds its lock (killed?); rerun the grid to resume it"
     if state == DONE:
         # The runner's own test of a finished run, so that the report aggregates exactly the
         # folders the runner would skip, and lists as incomplete exactly those it would retrain.
