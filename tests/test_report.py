@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -330,3 +331,20 @@ def test_unwritable_report_folder_is_a_clear_error(results, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: report folder") and "not writable" in err
     assert blocker.read_text() == "not a folder"
+
+
+def test_source_notes_keep_one_line_per_paper_entry():
+    from benchmarks.reporting.tables import source_notes
+
+    base = {"dataset": "imagenet_lt", "if_label": "256", "paper_many": np.nan, "paper_medium": np.nan,
+            "paper_few": np.nan, "paper_epochs": 90, "paper_status": "release"}
+    cell = pd.DataFrame([
+        {**base, "method": "bcl", "paper_top1": 56.0, "paper_backbone": "resnet50", "paper_source": "paper R50"},
+        {**base, "method": "bcl", "paper_top1": 56.0, "paper_backbone": "resnet50", "paper_source": "paper R50"},
+        {**base, "method": "bcl", "paper_top1": 57.8, "paper_backbone": "resnext50_32x4d", "paper_source": "README X50"},
+        {**base, "method": "bccl", "paper_top1": np.nan, "paper_backbone": "", "paper_source": ""},
+    ])
+    notes = source_notes(cell)
+    assert len(notes) == 3
+    assert any("README X50" in n for n in notes) and any("paper R50" in n for n in notes)
+    assert notes[-1] == "bccl: no published figure for imagenet_lt IF 256"

@@ -91,9 +91,10 @@ def results_table(cell: pd.DataFrame) -> pd.DataFrame:
 
 
 def source_notes(cell: pd.DataFrame) -> list[str]:
-    """Where each paper number of the table comes from (one line per method)."""
+    """Where each paper number of the table comes from (one line per method and paper entry: a
+    method run with two backbones, e.g. BCL ResNet-50 and ResNeXt-50, has a line for each)."""
     notes = []
-    for r in cell.drop_duplicates("method").itertuples():
+    for r in cell.drop_duplicates(["method", "paper_source", "paper_top1"]).itertuples():
         if r.paper_source:
             groups = "/".join(fmt_paper(getattr(r, f"paper_{g}")) for g in GROUPS)
             split = "" if groups == "—/—/—" else f", many/medium/few {groups}"
