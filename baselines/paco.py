@@ -7,8 +7,9 @@ Read from the release (dvlab-research/Parametric-Contrastive-Learning, `PaCo/LT/
   `--feat_dim 64`, `--moco-dim 32`); q = normalize(head(h)). A plain linear classifier reads the
   pooled feature h (un-normalised: `--normalize False`); evaluation uses its raw logits.
 - Initialisation as released: the classifier is an `nn.Linear` built outside the ResNet, so it
-  keeps PyTorch's default init (not Kaiming-normal: `linear_init: default` in the recipe); in the head, the first Linear keeps the
-  default init and the last one (the ResNet's replaced `fc`) is Kaiming-normal.
+  keeps PyTorch's default init (not Kaiming-normal: `linear_init: default` in the recipe); in
+  the head, the first Linear keeps the default init and the last one (the ResNet's replaced
+  `fc`) is Kaiming-normal.
 - Momentum key encoder: a copy of backbone + head whose parameters start equal to the query's
   and get no gradient; param_k = m * param_k + (1 - m) * param_q with m = 0.999 over
   *parameters only* (BatchNorm running statistics of the key encoder come from its own forward

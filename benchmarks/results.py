@@ -253,7 +253,8 @@ class RunLock:
     @staticmethod
     def is_held(folder: Path) -> bool:
         """Whether a live process holds the folder's lock now (a shared, non-blocking probe
-        that is released at once; False when there is no lock file)."""
+        that is released at once; False when there is no lock file). For the report: a runner
+        that tries to take the lock during those microseconds skips the cell as locked."""
         import fcntl
 
         try:
