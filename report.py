@@ -16,13 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.cli import main_guard
+from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.reporting import FORMATS, build_report
 from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where the run folders are (default: results)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where the report files go (default: reports)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,

@@ -22,18 +22,10 @@ import sys
 from pathlib import Path
 
 from benchmarks import LTBenchError
-from benchmarks.cli import main_guard
+from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
 from benchmarks.grid import GridOptions, count_outcomes, grid_names, plan, preflight, run_grid, summary_table
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are LTBenchErrors: one `error:` line and exit 2, like every other
-    bad input, instead of a usage block."""
-
-    def error(self, message: str):
-        raise LTBenchError(f"{message} (see --help)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

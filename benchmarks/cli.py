@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
 from benchmarks import LTBenchError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are LTBenchErrors: one `error:` line and exit 2, like every other
+    bad input, instead of a usage block."""
+
+    def error(self, message: str):
+        raise LTBenchError(f"{message} (see --help)")
 
 
 def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:

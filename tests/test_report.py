@@ -348,3 +348,10 @@ def test_source_notes_keep_one_line_per_paper_entry():
     assert len(notes) == 3
     assert any("README X50" in n for n in notes) and any("paper R50" in n for n in notes)
     assert notes[-1] == "bccl: no published figure for imagenet_lt IF 256"
+
+
+def test_usage_errors_are_one_line(capsys):
+    for argv in (["--bogus"], ["--tol", "1"], ["--formats", "pdf"]):
+        assert report_cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
