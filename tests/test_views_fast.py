@@ -397,18 +397,35 @@ def test_fast_view_reproducible_and_strategy_independent(name):
     assert torch.equal(other, outs[0]) == (name == "test")
 
 
-@pytest.mark.parametrize("name", ["simclr", "contrastive_blur"])
-def test_sorted_contrastive_path_equals_masked_on_every_group(name):
-    """The grouped strategy sorts the samples by (hue slot or not applied, grayscale) and runs
-    each op on slices: on a batch where all ten groups occur, it equals the masked strategy."""
-    x = X.repeat(40, 1, 1, 1)
-    torch.manual_seed(3)
-    params = fv.sample_view(name, len(x), 32, 32, "cpu")
-    _, bounds = fv.jitter_groups(params["applied"], params["order"], params["gray"])
-    assert all(b > a for a, b in zip(bounds[:-1], bounds[1:])), bounds
-    grouped = fv.render_view(name, x, params, "grouped")
-    masked = fv.render_view(name, x, params, "masked")
-    assert torch.equal(grouped, masked)
+@pytest.mark.parametrize("name", ["simclr", "contrastive", "contrastive_blur"])
+def test_compiled_cpu_contrastive_path_equals_masked(name):
+    """The grouped strategy on CPU renders the contrastive views per image in numba
+    (`contrastive_cpu`); on a batch where every (hue slot or not applied, grayscale) combination
+    occurs, and on flat and few-level images, it equals the masked torch path bit for bit."""
+    g = torch.Generator().manual_seed(9)
+    flat = torch.randint(0, 256, (40, 1, 1, 1), dtype=torch.uint8, generator=g).expand(40, 3, 32, 32)
+    x = torch.cat([X.repeat(30, 1, 1, 1), flat])
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        params = fv.sample_view(name, len(x), 32, 32, "cpu")
+        hue_slot = torch.where(params["applied"], (params["order"] == 3).int().argmax(dim=1), 4)
+        combos = set(zip(hue_slot.tolist(), params["gray"].tolist()))
+        assert len(combos) == 10, combos
+        assert torch.equal(fv.render_view(name, x, params, "grouped"), fv.render_view(name, x, params, "masked"))
+
+
+def test_compiled_cpu_hue_is_pillows_on_every_colour():
+    """`contrastive_cpu._hue` against the torch op (itself checked against Pillow on every colour,
+    above) on all 2^24 colours, for shifts across the range."""
+    from benchmarks.views.contrastive_cpu import _hue
+
+    c = torch.arange(1 << 24, dtype=torch.int64)
+    rgb = torch.stack([(c >> 16) & 255, (c >> 8) & 255, c & 255]).float()
+    for shift in (0.0, 1.0, 25.0, 128.0, 231.0, 255.0):
+        expected = fv.adjust_hue_(rgb.view(1, 3, 4096, 4096).clone(), torch.tensor([shift])).view(3, -1)
+        got = rgb.clone()
+        _hue(got.numpy(), np.float32(shift))
+        assert torch.equal(got, expected), shift
 
 
 @pytest.mark.parametrize("name", ["autoaug_cutout", "autoaug_cutout_tv"])

@@ -46,16 +46,17 @@ arithmetic (x + m * (y - x)); lookups (`gather`) are used only where needed (cro
 Equalize/AutoContrast tables); ops run in place where they can (an out-of-place op costs about
 twice an in-place one: write-allocate and page faults). On CPU the batch is rendered in chunks so
 that intermediates stay in cache (see `FastView`), and torch calls are few per chunk (each costs
-~5 us of dispatch here, a quarter of a view at 256 images per chunk before the sorted strategies).
+~5 us of dispatch here).
 
 Strategies for an op chosen by only some samples (an AutoAugment op, a jitter op in a given
 slot, grayscale, blur): "masked" computes it for the whole batch and merges (no data-dependent
 shapes, so nothing waits for the device: the GPU default); "grouped" computes it only for the
 samples that chose it (less arithmetic, but reading the subset size would force a sync on an
-accelerator: the CPU default, measured faster there). Grouped, the contrastive views sort the
-samples of a chunk by the slot of their hue op and by grayscale (`jitter_groups`), so that every
-jitter op runs in place on contiguous slices; other grouped ops use `index_select` /
-`index_copy_`. Both strategies consume the same random numbers and return identical outputs.
+accelerator: the CPU default, measured faster there). Grouped on CPU, the contrastive views are
+rendered per image by compiled loops (`contrastive_cpu`, numba: the same float32 operations as
+the torch ops here, 2-3x faster than the best torch formulation measured) and the AutoAugment
+views by `autoaug_sorted`; other grouped ops use `index_select` / `index_copy_`. Both
+strategies consume the same random numbers and return identical outputs.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ from benchmarks.views.reference import (
     RRC_SCALE,
     check_view_name,
 )
-from benchmarks.views.blur import gaussian_blur
+from benchmarks.views.blur import gaussian_blur, pass_coefficients
 from benchmarks.views.levels import _col, _per_sample, _uint8_io
 
 # ------------------------------------------------------------------------------------------------
@@ -561,13 +562,13 @@ def translate(x, tx, ty, fill: float = AUTOAUGMENT_FILL):
     return affine_nearest(x, translate_matrix(tx, ty), fill)
 
 
-def bilinear_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int,
-                    flip=None) -> torch.Tensor:
-    """(N, out, in) float32 weights of PIL's bilinear upsampling of [start, start + length).
+def bilinear_taps(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int, flip=None):
+    """PIL's bilinear upsampling of [start, start + length) per sample: for output pixel k the two
+    source pixels (absolute indices, (N, out) int64) and their weights ((N, out) float32).
 
     Output pixel k reads the crop at (k + 0.5) * length / out - 0.5, clamped to the crop's
     first/last pixel (PIL drops out-of-crop taps and renormalises, which is the same), with
-    weights 1 - frac and frac: exact multiples of 1 / (2 * out).
+    weights 1 - frac and frac: exact multiples of 1 / (2 * out). `flip` mirrors k.
     """
     n = start.shape[0]
     dev = start.device
@@ -581,9 +582,16 @@ def bilinear_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out
     w1 = src - i0
     i1 = torch.minimum(i0 + 1.0, length - 1.0)
     base = start.double().view(n, 1)
-    weights = torch.zeros(n, out_size, in_size, device=dev)
-    weights.scatter_add_(2, (i0 + base).long().unsqueeze(-1), (1.0 - w1).float().unsqueeze(-1))
-    weights.scatter_add_(2, (i1 + base).long().unsqueeze(-1), w1.float().unsqueeze(-1))
+    return (i0 + base).long(), (i1 + base).long(), (1.0 - w1).float(), w1.float()
+
+
+def bilinear_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int,
+                    flip=None) -> torch.Tensor:
+    """(N, out, in) float32 weights of PIL's bilinear upsampling (`bilinear_taps` as a matrix)."""
+    i0, i1, w0, w1 = bilinear_taps(start, length, in_size, out_size, flip)
+    weights = torch.zeros(start.shape[0], out_size, in_size, device=start.device)
+    weights.scatter_add_(2, i0.unsqueeze(-1), w0.unsqueeze(-1))
+    weights.scatter_add_(2, i1.unsqueeze(-1), w1.unsqueeze(-1))
     return weights
 
 
@@ -944,15 +952,11 @@ def color_jitter(x: torch.Tensor, applied: torch.Tensor, factors: torch.Tensor, 
     """RandomApply(ColorJitter) with given draws (see `sample_jitter`): in slot k each applied
     sample runs op order[:, k] (0 brightness, 1 contrast, 2 saturation, 3 hue) with its factor.
 
-    Per slot, the three blends run as one op (`jitter_blend_`) and hue as another. "grouped"
-    sorts the samples (`jitter_sorted_`); "masked" computes both ops for every sample and merges.
+    Per slot, the three blends run as one op (`jitter_blend_`) and hue as another, on the samples
+    that chose them ("grouped") or on all and merged ("masked"). (The contrastive views on CPU
+    use `contrastive_cpu` instead.)
     """
     out = _owned_float(x)
-    if strategy == "grouped":
-        perm, bounds = jitter_groups(applied, order)
-        sorted_out = jitter_sorted_(out.index_select(0, perm), bounds, factors.index_select(0, perm),
-                                    order.index_select(0, perm))
-        return out.index_copy_(0, perm, sorted_out).to(x.dtype)
     apply = _APPLY[strategy]
     kernels = kernels or EAGER_KERNELS
     for slot in range(4):
@@ -961,68 +965,6 @@ def color_jitter(x: torch.Tensor, applied: torch.Tensor, factors: torch.Tensor, 
         out = apply(out, applied & (op_id < 3), kernels["jitter_blend"], op_id, factor)
         out = apply(out, applied & (op_id == 3), kernels["adjust_hue"], factors[:, 3])
     return out.to(x.dtype)
-
-
-JITTER_GROUPS = 5  # the slot of the hue op (0..3), or 4: ColorJitter not applied
-
-
-def jitter_group(applied: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Per sample, the slot in which it runs hue (0..3), or 4 if ColorJitter is not applied."""
-    hue_slot = (order == 3).int().argmax(dim=1)
-    return torch.where(applied, hue_slot, JITTER_GROUPS - 1)
-
-
-def jitter_groups(applied: torch.Tensor, order: torch.Tensor, secondary: torch.Tensor | None = None):
-    """A stable order of the samples by jitter group (`jitter_group`), then by the 0/1
-    `secondary` key within a group, and the group boundaries: (perm, bounds), bounds a list of
-    2 * JITTER_GROUPS + 1 ints (sub-group g * 2 + key spans bounds[2g + key] .. bounds[2g + key + 1]).
-    Reads the group sizes, hence CPU-side (the grouped strategy)."""
-    key = jitter_group(applied, order) * 2
-    if secondary is not None:
-        key = key + secondary.long()
-    perm = torch.argsort(key, stable=True)
-    counts = torch.bincount(key, minlength=2 * JITTER_GROUPS).tolist()
-    bounds = [0]
-    for c in counts:
-        bounds.append(bounds[-1] + c)
-    return perm, bounds
-
-
-def _in_place(kernel):
-    """An in-place op from a functional kernel (e.g. a torch.compile'd one): x <- kernel(x, ...)."""
-    return lambda x, *params: x.copy_(kernel(x, *params))
-
-
-def jitter_sorted_(x: torch.Tensor, bounds: list, factors: torch.Tensor, order: torch.Tensor,
-                   blend_=jitter_blend_, hue_=_adjust_hue_by_factor_) -> torch.Tensor:
-    """ColorJitter in place on samples sorted by `jitter_groups` (same result as `color_jitter`).
-
-    A sample's four ops must run in its own order, but samples are independent, so each group
-    k (hue in slot k) is shifted in time to run slot s at time 3 - k + s: every applied sample
-    runs hue at time 3, in one call on one slice, and at any other time the samples running a
-    blend are consecutive groups (3 - t .. 3 before, 0 .. 6 - t after), one contiguous slice.
-    So ColorJitter is 6 blend calls and 1 hue call on slices, in place: no index_select /
-    index_copy_ per op, and about 600 fewer small torch calls per chunk than running the four
-    slots in turn (measured: a torch call costs ~5 us here, a quarter of the view at 256
-    images per chunk). blend_(x, op_id, factor) and hue_(x, hue_factor) run in place."""
-    starts = [bounds[2 * k] for k in range(JITTER_GROUPS)]  # starts[4]: end of the applied samples
-    end = starts[-1]
-    if end == 0:
-        return x
-    sizes = torch.tensor([b - a for a, b in zip(starts[:-1], starts[1:])], device=x.device)
-    group = torch.repeat_interleave(torch.arange(JITTER_GROUPS - 1, device=x.device), sizes)  # (end,)
-    for time in range(7):
-        if time == 3:
-            hue_(x[:end], factors[:end, 3])
-            continue
-        first, last = (3 - time, 3) if time < 3 else (0, 6 - time)
-        a, b = starts[first], starts[last + 1]
-        if b > a:
-            slot = group[a:b] + (time - 3)
-            op_id = order[a:b].gather(1, slot.view(-1, 1))
-            factor = factors[a:b].gather(1, op_id).squeeze(1)
-            blend_(x[a:b], op_id.squeeze(1), factor)
-    return x
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1140,8 +1082,8 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
         x = _autoaugment_owned(x, params["policy"], params["u"], params["sign"], strategy, AUTOAUG_VIEWS[name])
         h, w = x.shape[-2:]
         return x.mul_(cutout_keep(params["cy"], params["cx"], h, w, CUTOUT_LENGTH))
-    if strategy == "grouped":
-        return _render_contrastive_sorted(name, images, params, kernels)
+    if strategy == "grouped" and images.device.type == "cpu":
+        return _render_contrastive_cpu(name, images, params, kernels)
     x = kernels["resized_crop"](images, params["top"], params["left"], params["height"],
                                 params["width"], params["flip"], size=images.shape[-2])
     x = color_jitter(x, params["applied"], params["factors"], params["order"], strategy, kernels)
@@ -1151,29 +1093,25 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
     return x
 
 
-def _render_contrastive_sorted(name: str, images: torch.Tensor, params: dict, kernels: dict) -> torch.Tensor:
-    """The contrastive views with the grouped strategy: the samples are sorted by jitter group
-    and, within it, grayscale (`jitter_groups`), so ColorJitter (`jitter_sorted_`) and
-    grayscale run in place on contiguous slices; the blur, on half the samples, is grouped by
-    index. The output is put back in the input order."""
-    perm, bounds = jitter_groups(params["applied"], params["order"], params["gray"])
-    p = {k: v.index_select(0, perm) for k, v in params.items()}
-    x = kernels["resized_crop"](images.index_select(0, perm), p["top"], p["left"], p["height"],
-                                p["width"], p["flip"], size=images.shape[-2])
-    if kernels is EAGER_KERNELS:
-        jitter_sorted_(x, bounds, p["factors"], p["order"])
-    else:
-        jitter_sorted_(x, bounds, p["factors"], p["order"], _in_place(kernels["jitter_blend"]),
-                       _in_place(kernels["adjust_hue"]))
-    for group in range(JITTER_GROUPS):
-        a, b = bounds[2 * group + 1], bounds[2 * group + 2]
-        if b > a:
-            x[a:b] = gray_levels(x[a:b])
+def _render_contrastive_cpu(name: str, images: torch.Tensor, params: dict, kernels: dict) -> torch.Tensor:
+    """The contrastive views with the grouped strategy on CPU: resized crop, ColorJitter,
+    grayscale and blur per image in one compiled loop (`contrastive_cpu`: the same float32 and
+    integer operations as the torch ops here and in `blur.py`)."""
+    from benchmarks.views.contrastive_cpu import render_contrastive  # numba: imported on first use
+
+    n, _, h, w = images.shape
+    taps_x = bilinear_taps(params["left"], params["width"], w, h, params["flip"])
+    taps_y = bilinear_taps(params["top"], params["height"], h, h)
+    out = torch.empty((n, 3, h, h), dtype=torch.float32)
+    shifts = hue_shift(params["factors"][:, 3], n, images.device)
     if name == "contrastive_blur":
-        x = apply_grouped(x, p["blur"], kernels["gaussian_blur"], p["sigma"])
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(perm.numel(), device=perm.device)
-    return x.index_select(0, inverse)
+        blur, coef = params["blur"], pass_coefficients(params["sigma"], n, images.device).squeeze(-1)
+    else:
+        blur, coef = torch.zeros(n, dtype=torch.bool), torch.zeros((4, n), dtype=torch.int32)
+    arrays = [t.contiguous().numpy() for t in (images, out, *taps_x, *taps_y, params["applied"], params["order"],
+                                               params["factors"], shifts, params["gray"], blur, coef)]
+    render_contrastive(*arrays)
+    return out
 
 
 EAGER_KERNELS = {
@@ -1192,11 +1130,10 @@ def compiled_kernels() -> dict:
     Why: the contrastive views are long chains of elementwise ops (the HSV round trip alone is
     about 70), which inductor fuses into a few loops, with identical outputs (all ops are exact
     float32 integer arithmetic or single roundings that fusion does not change; tests marked
-    `compile` check it). The fused hue and blend kernels alone measured 1.6x and 2.5x faster on
-    CPU than the eager in-place ones, but as functional kernels (a copy in, a copy back) the
-    whole view is slower than the eager grouped path (RESULTS.md). Dynamic shapes,
-    because the grouped strategy feeds subsets of varying size. The first call compiles, about
-    a minute or two per process on CPU (less with inductor's on-disk cache).
+    `compile` check it). Used by the masked strategy (the accelerators'; untested for speed on a
+    GPU); on CPU the grouped strategy renders the contrastive views with `contrastive_cpu`
+    whatever the kernels. Dynamic shapes, because grouped ops feed subsets of varying size. The first call compiles, about a minute or two per
+    process on CPU (less with inductor's on-disk cache).
     """
     if not _COMPILED_KERNELS:
         functional = {**EAGER_KERNELS, "gaussian_blur": functools.partial(gaussian_blur, reuse_buffers=False)}
@@ -1249,9 +1186,9 @@ class FastView:
     while smaller chunks multiply the per-op overhead; on other devices the default is one chunk.
     On CPU, the first call applies `keep_freed_memory()` (once per process), which avoids page
     faults that otherwise cost about as much as the arithmetic. compile=True runs the
-    contrastive views' heavy ops through torch.compile (`compiled_kernels`): same outputs; on
-    CPU it now measures slower than the eager grouped path (10x against 14x the reference,
-    RESULTS.md), so it is off by default; on a GPU it is untested for speed.
+    contrastive views' heavy ops through torch.compile (`compiled_kernels`) in the masked
+    strategy: same outputs; off by default, untested for speed on a GPU (on CPU the grouped
+    strategy's numba loops are used either way).
 
     strategy: "masked" (every op on the whole chunk, merged arithmetically: no device sync),
     "grouped" (each op only on the samples that chose it) or "auto": grouped on CPU, masked
