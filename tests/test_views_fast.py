@@ -429,8 +429,8 @@ def test_compiled_cpu_hue_is_pillows_on_every_colour():
 
 
 @pytest.mark.parametrize("name", ["autoaug_cutout", "autoaug_cutout_tv"])
-def test_sorted_autoaugment_path_equals_masked(name):
-    """The grouped AutoAugment pipeline (`autoaug_sorted`: samples sorted by op, tabulated maps,
+def test_compiled_cpu_autoaugment_path_equals_masked(name):
+    """The grouped AutoAugment pipeline on CPU (`autoaug_cpu`: per image in numba, tabulated maps,
     4-tap shears) equals the masked one (every op on the whole batch) bit for bit, over seeds
     and on noise, flat and few-level images; every op of the policy occurs."""
     g = torch.Generator().manual_seed(8)

@@ -53,9 +53,9 @@ slot, grayscale, blur): "masked" computes it for the whole batch and merges (no 
 shapes, so nothing waits for the device: the GPU default); "grouped" computes it only for the
 samples that chose it (less arithmetic, but reading the subset size would force a sync on an
 accelerator: the CPU default, measured faster there). Grouped on CPU, the contrastive views are
-rendered per image by compiled loops (`contrastive_cpu`, numba: the same float32 operations as
-the torch ops here, 2-3x faster than the best torch formulation measured) and the AutoAugment
-views by `autoaug_sorted`; other grouped ops use `index_select` / `index_copy_`. Both
+rendered per image by compiled loops (numba: `contrastive_cpu`, and `autoaug_cpu` for the
+AutoAugment views; the same float32 operations as the torch ops here, 1.5-3x faster than the
+best torch formulations measured); other grouped ops use `index_select` / `index_copy_`. Both
 strategies consume the same random numbers and return identical outputs.
 """
 
@@ -1070,11 +1070,11 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
     kernels = kernels or EAGER_KERNELS
     if name == "test":
         return images.float()
-    if name in AUTOAUG_VIEWS and strategy == "grouped":
-        # imported here: autoaug_sorted builds on this module's ops and tables
-        from benchmarks.views.autoaug_sorted import render_autoaug_sorted
+    if name in AUTOAUG_VIEWS and strategy == "grouped" and images.device.type == "cpu":
+        # imported here: autoaug_cpu builds on this module's ops and tables (and needs numba)
+        from benchmarks.views.autoaug_cpu import render_autoaug_cpu
 
-        return render_autoaug_sorted(name, images, params)
+        return render_autoaug_cpu(name, images, params)
     if name in ("crop_flip", *AUTOAUG_VIEWS):
         x = crop_flip(images, params["top"], params["left"], params["flip"], CROP_PADDING).float()
         if name == "crop_flip":
@@ -1169,8 +1169,9 @@ def _keep_freed_memory_once() -> bool:
     return keep_freed_memory()
 
 
-# Images per chunk on CPU, by measurement: 256 for most views; AutoAugment's 26 grouped op calls
-# per chunk make fewer, larger chunks pay off there.
+# Images per chunk on CPU: 256, measured for the torch ops (intermediates stay near the cache);
+# the numba paths (contrastive, AutoAugment views) work image by image, so there the chunk only
+# sizes the torch-side preparation (tables, draws), and 1024 was the sorted AutoAugment path's.
 CPU_CHUNK = {"autoaug_cutout": 1024, "autoaug_cutout_tv": 1024}
 CPU_CHUNK_DEFAULT = 256
 
