@@ -1,5 +1,5 @@
-"""The contrastive views' resized crop, ColorJitter and grayscale on CPU as one compiled loop per
-image (numba), bit for bit the float32 operations of `fast.py`'s torch ops.
+"""The contrastive views' resized crop, ColorJitter, grayscale and blur on CPU as one compiled
+loop per image (numba), bit for bit the operations of `fast.py`'s and `blur.py`'s torch ops.
 
 Why: in torch every one of the ~100 elementwise ops of these views is a pass over memory, and the
 HSV round trip alone is ~70 of them; the views measured 12-15x the per-image PIL reference on one
@@ -17,8 +17,8 @@ torch's order does not matter (sums of integers below 2^24, the resize's product
 multiples) any order is exact. The random draws and per-sample tables come from the torch side
 (`fast.sample_view`, `fast.bilinear_taps`, `fast.hue_shift`), so both paths consume the same draws.
 
-Compiled on first use (a few seconds; `cache=True` keeps the machine code under __pycache__ for
-later processes).
+Compiled on first use (~7 s here; `cache=True` keeps the machine code under __pycache__, after
+which a process's first call takes ~1 s, mostly importing numba).
 """
 
 from __future__ import annotations
