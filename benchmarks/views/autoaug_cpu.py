@@ -36,6 +36,10 @@ FILL = F32(AUTOAUGMENT_FILL)
 # op ids: fast.AUTOAUGMENT_OPS
 INVERT, CONTRAST, ROTATE, TRANSLATE_X, TRANSLATE_Y, SHARPNESS, SHEAR_X, SHEAR_Y = range(8)
 AUTOCONTRAST, EQUALIZE, POSTERIZE, COLOR, BRIGHTNESS, SOLARIZE = range(8, 14)
+assert (INVERT, CONTRAST, ROTATE, TRANSLATE_X, TRANSLATE_Y, SHARPNESS, SHEAR_X, SHEAR_Y, AUTOCONTRAST, EQUALIZE,
+        POSTERIZE, COLOR, BRIGHTNESS, SOLARIZE) == tuple(_OP[name] for name in (
+            "Invert", "Contrast", "Rotate", "TranslateX", "TranslateY", "Sharpness", "ShearX", "ShearY",
+            "AutoContrast", "Equalize", "Posterize", "Color", "Brightness", "Solarize"))
 
 
 # ------------------------------------------------------------------------------------------------
