@@ -141,6 +141,7 @@ class PaCo(Method):
     """MoCo-style PaCo: query encoder + linear classifier, momentum key encoder, labelled queue."""
 
     name = "paco"
+    release_processes = {"imagenet_lt": 4, "inat2018": 4}  # DDP; each rank's loss against its own keys
     # query: crop, flip, AutoAugment CIFAR-10, Cutout 16; key: RRC (0.2, 1), flip, jitter p 0.8,
     # grayscale p 0.2, Gaussian blur p 0.5 (the release's `--aug cifar100`). The AutoAugment is
     # the release's CIFAR10Policy (autoaug.py), or torchvision's with autoaugment_policy:

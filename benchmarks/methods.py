@@ -37,6 +37,11 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     views: ClassVar[tuple[str, ...]] = ("crop_flip",)
+    # How many processes the release trained with, per dataset (default 1: one process, also for
+    # DataParallel over several GPUs). Under torchrun each rank's losses see only its share of the
+    # batch (and its BatchNorm too, unless sync_bn), so a run with another number of processes
+    # computes something else and records the deviation `processes` (`training.process_deviation`).
+    release_processes: ClassVar[dict[str, int]] = {}
 
     def __init__(self, config: dict[str, Any], num_classes: int, class_counts: torch.Tensor):
         super().__init__()

@@ -411,7 +411,18 @@ class Trainer:
 
     def final_metrics(self) -> dict[str, Any]:
         images_per_s = self.images_seen / self.train_seconds if self.train_seconds else None
-        return metrics_record(self.config, self.data, self.best, self.last, self.train_seconds, images_per_s)
+        record = metrics_record(self.config, self.data, self.best, self.last, self.train_seconds, images_per_s)
+        record["deviations"].update(process_deviation(self.method, self.world))
+        return record
+
+
+def process_deviation(method: Method, world: int) -> dict[str, dict[str, Any]]:
+    """{"processes": {"paper": P, "run": world}} when this run's number of processes differs from
+    the release's P (`Method.release_processes`), else {}: the losses (and BatchNorm without
+    sync_bn) are computed per rank, so another count computes something else, and the report
+    counts such a run as "recipe differs"."""
+    paper = method.release_processes.get(method.config["dataset"], 1)
+    return {} if world == paper else {"processes": {"paper": paper, "run": world}}
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:

@@ -110,6 +110,7 @@ def test_two_processes_train_one_run_and_count_every_test_image_once(tmp_path, c
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["test_images"] == sum(TEST_COUNTS) and metrics["class_counts"] == list(TRAIN_COUNTS)
     assert json.loads((folder / "env.json").read_text())["world_size"] == WORLD
+    assert metrics["deviations"]["processes"] == {"paper": 1, "run": WORLD}  # BCL's losses are per rank
     assert len((folder / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs, written once
 
     # the gathered predictions equal one process evaluating the same weights (the checkpoint)

@@ -65,3 +65,17 @@ def test_nan_loss_stops_the_run_with_epoch_and_step(tmp_path):
     trainer.method.training_step = poisoned
     with pytest.raises(NonFiniteLoss, match="epoch 0 step 2"):
         trainer.run()
+
+
+def test_process_count_other_than_the_releases_is_a_deviation():
+    import baselines.paco  # noqa: F401  (registers "paco")
+    from benchmarks.methods import build_method
+    from benchmarks.training import process_deviation
+
+    counts = torch.tensor([20, 10, 5])
+    ce = build_method(resolve_config("ce", "cifar10", 100, 0), 3, counts)
+    assert process_deviation(ce, 1) == {}
+    assert process_deviation(ce, 2) == {"processes": {"paper": 1, "run": 2}}
+    paco = build_method(resolve_config("paco", "imagenet_lt", 256, 0, overrides={"backbone": "resnet32"}), 3, counts)
+    assert process_deviation(paco, 4) == {}  # the release's 4 DDP processes
+    assert process_deviation(paco, 1) == {"processes": {"paper": 4, "run": 1}}
