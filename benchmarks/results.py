@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from benchmarks import LTBenchError
+
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
 
@@ -299,8 +301,6 @@ class RunLock:
 def check_writable_dir(folder: Path, what: str) -> None:
     """Create `folder` if needed and write a probe file there, or raise LTBenchError saying why
     (`what`: "results dir", "report folder", ...)."""
-    from benchmarks import LTBenchError
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise LTBenchError(f"{what} {folder} is a file, not a folder")

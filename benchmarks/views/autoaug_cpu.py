@@ -58,7 +58,6 @@ class _Ctx:
 
     def __init__(self, h: int, w: int, device, kind: str) -> None:
         t = F.policy_tables(h, w, device, kind)
-        self.kind = kind
         self.release = kind == "release"
         self.strict = t.strict
         self.op = t.op
@@ -73,13 +72,11 @@ class _Ctx:
         op = t.op[policy, step]
         mag = t.magnitude[policy, step]
         mag = torch.where(t.signed[op] & (sign == 0), -mag, mag)
-        self.entry_op = op
-        self.entry_mag = mag
         # pixel-op parameters, with the masked ops' conversions (`_per_sample`: float64 -> float32)
-        self.factor = (1.0 + mag).to(torch.float32).view(-1, 1, 1, 1)
-        self.solarize_below = (torch.ceil(mag.to(torch.float32)) - 1.0).view(-1, 1, 1, 1)
+        self.factor = (1.0 + mag).to(torch.float32)
+        self.solarize_below = torch.ceil(mag.to(torch.float32)) - 1.0
         bits = torch.trunc(mag).to(torch.float32).clamp(0.0, 8.0)
-        self.posterize_step = torch.pow(2.0, 8.0 - bits).view(-1, 1, 1, 1)
+        self.posterize_step = torch.pow(2.0, 8.0 - bits)
         self._build_maps(op, mag)
 
     def _build_maps(self, op: torch.Tensor, mag: torch.Tensor) -> None:
@@ -220,7 +217,7 @@ def _sharpness(x, factor, smooth):
 
 @njit(cache=True)
 def _autocontrast(x):
-    """`fast.autocontrast_`: per channel int(v * scale + offset) clipped, in float64, scale =
+    """`fast.autocontrast`, in place: per channel int(v * scale + offset) clipped, in float64, scale =
     255 / (hi - lo), offset = -lo * scale; a flat channel keeps the identity."""
     for ch in range(x.shape[0]):
         lo, hi = x[ch, 0], x[ch, 0]
@@ -354,7 +351,7 @@ def render_autoaug_cpu(name: str, images: torch.Tensor, params: dict) -> torch.T
     ctx = _ctx(h, w, images.device, AUTOAUG_VIEWS[name])
     ops, entries = _steps(ctx, params["policy"], params["u"], params["sign"])
     out = torch.empty((n, c, h, w), dtype=torch.float32)
-    tables = (ctx.factor.view(-1), ctx.solarize_below.view(-1), ctx.posterize_step.view(-1), ctx.geo_row,
+    tables = (ctx.factor, ctx.solarize_below, ctx.posterize_step, ctx.geo_row,
               ctx.geo_maps, ctx.bic_row, ctx.bic_taps, ctx.bic_frac.view(ctx.bic_frac.shape[0], -1))
     render_autoaug(images.contiguous().numpy(), out.numpy(), params["top"].numpy(), params["left"].numpy(),
                    params["flip"].numpy(), CROP_PADDING, ops.contiguous().numpy(), entries.contiguous().numpy(),

@@ -70,7 +70,7 @@ def _resize(src, out, ix0, ix1, wx0, wx1, iy0, iy1, wy0, wy1, rows):
 
 @njit(cache=True)
 def _blend(x, op, factor):
-    """`fast.jitter_blend_` on one (3, P) image: brightness (op 0), contrast (1) or saturation
+    """`fast._jitter_blend` on one (3, P) image, in place: brightness (op 0), contrast (1) or saturation
     (2), trunc(clip((x - deg) * f + deg)) with deg = 0, the rounded mean grey or the grey pixel."""
     p_count = x.shape[1]
     mean = ZERO

@@ -250,18 +250,10 @@ def autocontrast_lut(x: torch.Tensor) -> torch.Tensor:
     return torch.trunc(levels * scale + offset).clamp_(0.0, 255.0).to(x.dtype)
 
 
-def apply_lut(x: torch.Tensor, lut: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Map every pixel through its image's and channel's table, lut (N, 3, 256) of x's dtype
-    (into `out`, which may be x itself: the index is read first)."""
+def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Map every pixel through its image's and channel's table, lut (N, 3, 256) of x's dtype."""
     n, c, h, w = x.shape
-    out = torch.empty_like(x) if out is None else out
-    torch.gather(lut, 2, x.reshape(n, c, h * w).long(), out=out.view(n, c, h * w))
-    return out
-
-
-def autocontrast_(x: torch.Tensor) -> torch.Tensor:
-    """ImageOps.autocontrast (cutoff 0) per image and channel, in place."""
-    return apply_lut(x, autocontrast_lut(x), out=x)
+    return lut.gather(2, x.reshape(n, c, h * w).long()).view(n, c, h, w)
 
 
 @_uint8_io
@@ -929,22 +921,17 @@ def _autoaugment_owned(out: torch.Tensor, policy, u, sign, strategy: str, kind: 
     return out
 
 
-def jitter_blend_(x: torch.Tensor, op_id: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Brightness (op 0), contrast (1) or saturation (2) per sample, in place on a float32 batch,
-    as one blend trunc(clip(deg + f (x - deg))) with deg = 0, the rounded mean grey level or the
-    grey image: the same float32 operations as the three separate ops (`_blend`), in one pass
-    over the samples."""
+def _jitter_blend(x: torch.Tensor, op_id: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Brightness (op 0), contrast (1) or saturation (2) per sample on a float32 batch, as one
+    blend trunc(clip(deg + f (x - deg))) with deg = 0, the rounded mean grey level or the grey
+    image: the same float32 operations as the three separate ops (`_blend`), in one pass over
+    the samples. Returns a new tensor (the masked strategy and torch.compile need x intact)."""
     gray = gray_levels(x)
     mean = contrast_mean(x, gray)
     is_contrast = _col((op_id == 1).to(x.dtype))
     is_saturation = _col((op_id == 2).to(x.dtype))
     degenerate = gray.mul_(is_saturation).add_(mean * is_contrast)
-    return blend_(x, degenerate, _col(factor.to(x.dtype)))
-
-
-def _jitter_blend(x: torch.Tensor, op_id: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """`jitter_blend_` on a copy (for the masked strategy and torch.compile)."""
-    return jitter_blend_(x.clone(), op_id, factor)
+    return blend_(x.clone(), degenerate, _col(factor.to(x.dtype)))
 
 
 def color_jitter(x: torch.Tensor, applied: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
@@ -952,7 +939,7 @@ def color_jitter(x: torch.Tensor, applied: torch.Tensor, factors: torch.Tensor, 
     """RandomApply(ColorJitter) with given draws (see `sample_jitter`): in slot k each applied
     sample runs op order[:, k] (0 brightness, 1 contrast, 2 saturation, 3 hue) with its factor.
 
-    Per slot, the three blends run as one op (`jitter_blend_`) and hue as another, on the samples
+    Per slot, the three blends run as one op (`_jitter_blend`) and hue as another, on the samples
     that chose them ("grouped") or on all and merged ("masked"). (The contrastive views on CPU
     use `contrastive_cpu` instead.)
     """
@@ -1083,7 +1070,7 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
         h, w = x.shape[-2:]
         return x.mul_(cutout_keep(params["cy"], params["cx"], h, w, CUTOUT_LENGTH))
     if strategy == "grouped" and images.device.type == "cpu":
-        return _render_contrastive_cpu(name, images, params, kernels)
+        return _render_contrastive_cpu(name, images, params)
     x = kernels["resized_crop"](images, params["top"], params["left"], params["height"],
                                 params["width"], params["flip"], size=images.shape[-2])
     x = color_jitter(x, params["applied"], params["factors"], params["order"], strategy, kernels)
@@ -1093,7 +1080,7 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
     return x
 
 
-def _render_contrastive_cpu(name: str, images: torch.Tensor, params: dict, kernels: dict) -> torch.Tensor:
+def _render_contrastive_cpu(name: str, images: torch.Tensor, params: dict) -> torch.Tensor:
     """The contrastive views with the grouped strategy on CPU: resized crop, ColorJitter,
     grayscale and blur per image in one compiled loop (`contrastive_cpu`: the same float32 and
     integer operations as the torch ops here and in `blur.py`)."""
