@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from benchmarks import LTBenchError
+from benchmarks.config import yaml_load
+
 
 PAPER_NUMBERS_FILE = Path(__file__).with_name("paper_numbers.yaml")
 FIELDS = {"method", "dataset", "imb_factor", "top1", "many", "medium", "few", "backbone", "epochs", "source", "status"}
@@ -35,7 +35,7 @@ class PaperNumber:
 
 def load_paper_numbers(path: Path = PAPER_NUMBERS_FILE) -> list[PaperNumber]:
     with open(path) as f:
-        rows = yaml.safe_load(f) or []
+        rows = yaml_load(f) or []
     numbers = []
     for i, row in enumerate(rows):
         unknown = set(row) - FIELDS
