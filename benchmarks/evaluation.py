@@ -3,7 +3,8 @@
 Shot groups are defined by a class's *training* count: many > 100, few < 20, medium 20..100
 (both ends included). A group's accuracy is the mean of its classes' accuracies. The releases
 report 0 for an empty group (CIFAR-10-LT has no few-shot class); that would read as a total
-failure, so an empty group is `None` here (null in JSON, "n/a" in the report).
+failure, so an empty group is `None` here (null in JSON, "n/a" in the report). The whole protocol:
+docs/protocol.md.
 
 Calibration: the expected calibration error of Guo et al. 2017 ("On Calibration of Modern Neural
 Networks"), as OpenLT and MiSLAS report it for long-tailed methods (none of the BCCL, BCL or PaCo

@@ -17,7 +17,8 @@ Every file is written to a temporary name in the same folder and renamed into pl
 process leaves either the old file or the new one, never half of one (plus, at worst, a stray
 `.<name>.*.tmp` file, which `remove_stale_temp_files` deletes before the run is trained again).
 The lock file is the one exception: it must keep its inode for `flock` to mean anything, so it is
-never replaced or deleted, and its content is informational only.
+never replaced or deleted, and its content is informational only. Users' description of all of
+this: docs/results-layout.md.
 """
 
 from __future__ import annotations
