@@ -2,8 +2,10 @@
 
 `results/<dataset>/if<IF>/<method>/seed<S>/` holds
 - `config.yaml`   the fully resolved configuration (and the recipe deviations)
-- `metrics.json`  final metrics: best and last epoch (top-1, many/medium/few, per-class), counts,
-                  wall time, images/s
+- `metrics.json`  final metrics: best and last epoch (top-1, many/medium/few, per-class, ECE
+                  overall and per group), counts, wall time, images/s
+- `predictions.npz` the predicted class and its confidence of every test image, best and last
+                  epoch, with the test labels' fingerprint (`benchmarks.predictions`)
 - `history.csv`   one row per epoch
 - `env.json`      versions, device, git commit, pipeline
 - `status`        `running`, `done` or `failed: <reason>`
