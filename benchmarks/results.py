@@ -12,6 +12,7 @@
 - `checkpoint.pt` the last epoch's full state, for resuming
 - `.lock`         the per-run lock (see `RunLock`); its content only says who holds it
 - `worker.log`    with `--jobs`: the output of the worker processes that ran this cell
+- `train.log`     every run: its console lines, one line per epoch, `--log-interval` step lines (`benchmarks.logs`)
 
 Every file is written to a temporary name in the same folder and renamed into place, so a killed
 process leaves either the old file or the new one, never half of one (plus, at worst, a stray
