@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-import report
-import run_benchmark
 from benchmarks import CONFIG_DIR, LTBenchError
+from benchmarks.commands import report
+from benchmarks.commands import run as run_command
 from benchmarks.config import check_ranges, parse_set_arguments, resolve_config, validate_config, yaml_load
 from benchmarks.grid import GridOptions, plan
 from benchmarks.methods import METHODS
@@ -54,7 +54,7 @@ def test_exponent_float_in_a_grid_file_is_a_float(tmp_path):
 
 
 def test_repeated_list_options_accumulate():
-    args = run_benchmark.parse_args(["--set", "lr=0.2", "--set", "batch_size=64", "--seeds", "0", "--seeds", "1",
+    args = run_command.parse_args(["--set", "lr=0.2", "--set", "batch_size=64", "--seeds", "0", "--seeds", "1",
                                      "--methods", "ce", "--methods", "bcl", "--imb-factors", "10",
                                      "--imb-factors", "100", "--datasets", "digits", "--datasets", "synthetic"])
     assert args.overrides == ["lr=0.2", "batch_size=64"]
@@ -67,7 +67,7 @@ def test_repeated_list_options_accumulate():
 def test_repeated_set_reaches_the_runs(tmp_path):
     argv = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0",
             "--set", "lr=0.2", "--set", "batch_size=64", "--results-dir", str(tmp_path)]
-    args = run_benchmark.parse_args(argv)
+    args = run_command.parse_args(argv)
     runs = plan(GridOptions(datasets=args.datasets, methods=args.methods, imb_factors=args.imb_factors,
                             seeds=args.seeds, overrides=parse_set_arguments(args.overrides), results_dir=tmp_path))
     assert (runs[0].config["lr"], runs[0].config["batch_size"]) == (0.2, 64)
