@@ -29,13 +29,18 @@ trained runs' statistics) with `config.yaml` (the resolved config of the cell, `
 `metrics.json` (the training runs' structure; best = last = the checkpoint's last epoch, 0-based,
 or 0 when the file does not say; plus a `checkpoint` record), `predictions.npz` (per-image
 predictions, best = last; `benchmarks.predictions`), `env.json` and `status` `done`.
-An existing folder of the same name is overwritten: evaluation is deterministic and cheap.
+An existing folder of the same name is overwritten only when it holds an evaluation of the very
+same file (same SHA-256, recorded as `checkpoint.sha256`): evaluation is deterministic and cheap.
+A different file of the same name (release checkpoints are often all `ckpt.pth.tar`) goes to
+`eval-<name>-<first 12 hex digits of its SHA-256>/`, so the first result is never lost.
 The file is unpickled (`torch.load`, falling back to `weights_only=False` for releases that
 pickled other objects): evaluate only checkpoints you trust.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -150,6 +155,28 @@ def _checkpoint_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def evaluation_folder(cell_folder: Path, path: Path, sha256: str) -> Path:
+    """Where the evaluation of checkpoint `path` goes in a cell's folder: `eval-<name>`, unless that
+    holds the evaluation of another file (another SHA-256, or an older record without one), then
+    `eval-<name>-<sha256[:12]>`."""
+    plain = cell_folder / f"eval-{_checkpoint_name(path)}"
+    if not plain.exists():
+        return plain
+    try:
+        recorded = json.loads((plain / "metrics.json").read_text())["checkpoint"].get("sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        recorded = None  # an unreadable earlier evaluation is kept too
+    return plain if recorded == sha256 else plain.with_name(f"{plain.name}-{sha256[:12]}")
+
+
 def _load_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -182,6 +209,9 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
     path = Path(path)
     if not path.is_file():
         raise LTBenchError(f"--eval-checkpoint {path}: no such file")
+    from benchmarks.results import check_writable_dir
+
+    check_writable_dir(Path(options.results_dir), "results dir")  # before the (long) evaluation
     config = runs[0].config
     dataset, imb, method_name = cells[0]
     DATASETS.get(dataset).check(DatasetRequest(imb_factor=imb, data_root=options.data_root, download=options.download,
@@ -206,8 +236,9 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
     epoch = epochs_done - 1 if epochs_done else 0
     kept = EpochPredictions.compact(epoch, outputs.predictions, outputs.confidences, data.num_classes)
     summary = epoch_summary(metrics, epoch)
+    sha256 = file_sha256(path)
     record: dict[str, Any] = {
-        "path": str(path.resolve()), "format": fmt, "epochs_done": epochs_done,
+        "path": str(path.resolve()), "sha256": sha256, "format": fmt, "epochs_done": epochs_done,
         "keys_loaded": len(state), "keys_dropped": dropped, "method_keys_not_in_checkpoint": not_in_checkpoint,
     }
     if fmt == "ltbench" and isinstance(raw.get("config"), dict):
@@ -215,7 +246,7 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
             k for k in set(raw["config"]) | set(config) if raw["config"].get(k) != config.get(k))
     result = {**metrics_record(config, data, summary, summary), "checkpoint": record}
     seed_folder = run_dir(options.results_dir, dataset_label(config), imb, method_name, config["seed"])
-    folder = seed_folder.parent / f"eval-{_checkpoint_name(path)}"
+    folder = evaluation_folder(seed_folder.parent, path, sha256)
     if distributed.is_main():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_yaml(folder / "config.yaml", config)

@@ -100,7 +100,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
         with open(path) as f:
             data = yaml_load(f)
     except yaml.YAMLError as exc:
-        raise LTBenchError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+        raise LTBenchError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise LTBenchError(f"{path}: cannot read ({exc})") from None
     if data is None:
@@ -110,7 +110,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """The first line of a YAML error, with its position when the parser gives one."""
     problem = getattr(exc, "problem", None)
     mark = getattr(exc, "problem_mark", None)
@@ -369,5 +369,5 @@ def parse_set_arguments(items: list[str]) -> dict[str, Any]:
         try:
             parsed[key] = yaml_load(raw)
         except yaml.YAMLError as exc:
-            raise LTBenchError(f"--set {key}: cannot parse value {raw!r} ({_yaml_problem(exc)})") from None
+            raise LTBenchError(f"--set {key}: cannot parse value {raw!r} ({yaml_problem(exc)})") from None
     return parsed

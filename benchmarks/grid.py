@@ -36,9 +36,9 @@ from benchmarks.environment import environment_record
 from benchmarks.logs import LOGGER, run_log
 from benchmarks.methods import METHODS
 from benchmarks.results import (
-    DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, atomic_write_text, atomic_write_yaml,
-    check_writable_dir, done_problem,
-    format_imb_factor, read_config, read_metrics, read_status, remove_stale_temp_files, run_dir, write_status,
+    DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, RunLocked, atomic_write_json, atomic_write_text,
+    atomic_write_yaml, check_writable_dir, done_problem, format_imb_factor, read_config, read_metrics, read_status,
+    remove_stale_temp_files, run_dir, write_status,
 )
 
 GRID_KEYS = {"description", "datasets", "imb_factors", "methods", "seeds", "overrides", "method_overrides"}
@@ -52,6 +52,9 @@ def grid_names() -> list[str]:
 def load_grid(name: str) -> dict[str, Any]:
     """A grid by name (`configs/grids/<name>.yaml`) or by the path of a YAML file."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / "grids" / f"{name}.yaml"
+    if path.is_dir() or (not path.exists() and Path(name).is_dir()):
+        raise LTBenchError(f"--grid {name}: a folder, not a grid file; give a grid name "
+                           f"({', '.join(grid_names())}) or the path of a .yaml file")
     if not path.exists():
         raise LTBenchError(f"unknown grid {name!r}; known: {', '.join(grid_names())} (or a path to a .yaml file)")
     grid = load_yaml(path)
@@ -176,38 +179,68 @@ def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> str:
     return ", ".join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
 
 
-def preflight(runs: list[Run], options: GridOptions) -> None:
-    """Everything that can be checked before a file is written: data, folders, old results.
-
-    A run folder whose config.yaml or checkpoint belongs to another configuration is someone's
-    result: it is an error, never overwritten. A config.yaml that does not parse is judged by the
-    checkpoint next to it (the folder is retrained if neither says otherwise).
-    """
+def folder_conflict(run: Run) -> str | None:
+    """Why `run.folder` holds another configuration's run (its config.yaml or its checkpoint), or
+    None. Such a folder is someone's result: refused, never overwritten. A config.yaml that does
+    not parse is judged by the checkpoint next to it (retrained if neither says otherwise)."""
     from benchmarks.training import read_checkpoint
+
+    try:
+        existing = read_config(run.folder)
+    except (yaml.YAMLError, OSError, ValueError):
+        existing = None
+    if isinstance(existing, dict) and existing != run.config:
+        return (f"{run.folder} holds a run with another configuration (differs in: "
+                f"{_differing_keys(existing, run.config)}); use another --results-dir or delete that folder")
+    state = read_checkpoint(run.folder / "checkpoint.pt", map_location=None)
+    if state is not None and state["config"] != run.config:
+        return (f"{run.folder / 'checkpoint.pt'} was written by another configuration (differs in: "
+                f"{_differing_keys(state['config'], run.config)}); use another --results-dir or delete that folder")
+    return None
+
+
+def preflight(runs: list[Run], options: GridOptions, cache: "DataCache | None" = None) -> None:
+    """Everything that can be checked before a file is written: data, folders, old results, and
+    each distinct method config built once, dry.
+
+    A run folder whose config.yaml or checkpoint belongs to another configuration is an error
+    (`folder_conflict`). Each (dataset, IF, subset) is built (into `cache`, which the runner then
+    reuses) to check that its training set gives at least one batch; each distinct method config
+    is built on two fake classes, so that an option its constructor refuses stops the grid here
+    rather than in the middle of it. What only a run can find marks that cell failed.
+    """
+    from benchmarks.training import dry_build, loader_problem
 
     for name, imb in sorted({(r.config["dataset"], r.config["imb_factor"]) for r in runs}):
         # with the cell's IF: a dataset with a natural long tail (imagenet_lt, inat2018) refuses other IFs
         DATASETS.get(name).check(DatasetRequest(imb_factor=imb, data_root=options.data_root,
                                                 download=options.download, split_dir=options.split_dir))
+    pending = []
     for run in runs:
         if done_problem(run.folder, run.config) is None:
             continue  # finished with this very config: it will be skipped
-        try:
-            existing = read_config(run.folder)
-        except (yaml.YAMLError, OSError, UnicodeDecodeError):
-            existing = None
-        if isinstance(existing, dict) and existing != run.config:
-            raise LTBenchError(
-                f"{run.folder} holds a run with another configuration (differs in: "
-                f"{_differing_keys(existing, run.config)}); use another --results-dir or delete that folder"
-            )
-        state = read_checkpoint(run.folder / "checkpoint.pt", map_location=None)
-        if state is not None and state["config"] != run.config:
-            raise LTBenchError(
-                f"{run.folder / 'checkpoint.pt'} was written by another configuration (differs in: "
-                f"{_differing_keys(state['config'], run.config)}); use another --results-dir or delete that folder"
-            )
+        conflict = folder_conflict(run)
+        if conflict is not None:
+            raise LTBenchError(conflict)
+        pending.append(run)
     check_writable_dir(Path(options.results_dir), "results dir")
+    if options.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise LTBenchError("--tensorboard needs the tensorboard package: pip install 'ltbench[tensorboard]'") from None
+    cache = cache or DataCache(options)
+    from benchmarks import distributed
+
+    built: set[str] = set()
+    for run in pending:
+        problem = loader_problem(run.config, len(cache.get(run.config).train_labels), distributed.world_size())
+        if problem is not None:
+            raise LTBenchError(f"{run.label}: {problem}")
+        key = yaml.safe_dump({k: v for k, v in run.config.items() if k != "seed"}, sort_keys=True)
+        if key not in built:
+            built.add(key)
+            dry_build(run.config)
 
 
 @dataclass
@@ -238,25 +271,38 @@ class DataCache:
 
 
 def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptions) -> Outcome:
+    """Train one cell (its lock held by the caller) and record the outcome in its folder.
+
+    Order of writes: nothing until the checkpoint has been read and loaded (a checkpoint that does
+    not fit this method is an LTBenchError, exit 2, and leaves the folder as it was); then
+    config.yaml, status `running`, history.csv rebuilt from the checkpoint (whole again if a kill
+    cut it short) and env.json; per epoch history.csv before the checkpoint (`Trainer.run`); at
+    the end metrics.json, then status `done`. A kill between any two of these writes leaves a
+    folder that the next invocation resumes to the same result. Any other error, an LTBenchError
+    found only now included, marks this cell `failed: reason` and the grid goes on.
+    """
     from benchmarks import distributed
     from benchmarks.training import NonFiniteLoss, Trainer, write_metrics
 
     main = distributed.is_main()  # under torchrun only rank 0 writes; in one process always true
     start = time.perf_counter()
-    if main:
-        run.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_yaml(run.folder / "config.yaml", run.config)
-        write_status(run.folder, RUNNING)
+    trainer = None
     try:
         trainer = Trainer(run.config, data, run.folder, device, tensorboard=options.tensorboard,
                           progress=options.progress, log_interval=options.log_interval)
         distributed.main_first(trainer.load_checkpoint)  # rank 0 may delete a corrupt one first
+        if main:
+            run.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_yaml(run.folder / "config.yaml", run.config)
+            write_status(run.folder, RUNNING)
+            trainer.write_history()
         ex = trainer.ex
         if main:
             atomic_write_json(run.folder / "env.json", environment_record(
                 device, {"pipeline": ex.pipeline, "amp": ex.amp, "channels_last": ex.channels_last,
                          "compile": ex.compile, "cudnn_benchmark": ex.cudnn_benchmark,
-                         "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size()}))
+                         "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size(),
+                         "threads": trainer.threads}))
             if trainer.start_epoch:
                 LOGGER.info(f"    resumed from its checkpoint after epoch {trainer.start_epoch}")
         metrics = trainer.run()
@@ -266,18 +312,35 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
         return Outcome(run, DONE, metrics, time.perf_counter() - start)
     except KeyboardInterrupt:
         raise  # status stays `running`: the next invocation resumes from the checkpoint
-    except LTBenchError:
-        raise
+    except LTBenchError as exc:
+        if trainer is not None and trainer.checkpoint_loaded is None:
+            raise  # from load_checkpoint: nothing was written
+        return _failed(run, exc, main, start)
     except Exception as exc:  # one failed cell must not stop the grid
-        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-        if main:
-            write_status(run.folder, f"{FAILED}: {reason}")
-            atomic_write_text(run.folder / "error.log", traceback.format_exc())
+        outcome = _failed(run, exc, main, start)
         if distributed.world_size() > 1 and not isinstance(exc, NonFiniteLoss):
             # Only a NaN is known to hit every rank at once; after any other failure the ranks may be
             # out of step, so this process exits and torchrun stops the others.
             raise
-        return Outcome(run, f"{FAILED}: {reason}", None, time.perf_counter() - start)
+        return outcome
+    finally:
+        if trainer is not None:
+            trainer.restore_threads()
+
+
+def _failed(run: Run, exc: BaseException, main: bool, start: float) -> Outcome:
+    """Record a failed cell (status `failed: reason`, error.log, and config.yaml if the folder has
+    none) and return its outcome; a folder that cannot take the record (a full disk) is logged."""
+    reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    if main:
+        try:
+            if not (run.folder / "config.yaml").exists():
+                atomic_write_yaml(run.folder / "config.yaml", run.config)
+            write_status(run.folder, f"{FAILED}: {reason}")
+            atomic_write_text(run.folder / "error.log", traceback.format_exc())
+        except OSError as write_error:
+            LOGGER.error(f"    could not record the failure in {run.folder}: {write_error}")
+    return Outcome(run, f"{FAILED}: {reason}", None, time.perf_counter() - start)
 
 
 SKIPPED_DONE = "skipped (done)"
@@ -287,9 +350,23 @@ SKIPPED_LOCKED = "skipped (locked"  # + " by <holder>)"
 def finished(run: Run, log=None, prefix: str = "") -> bool:
     """Whether the cell is a whole finished run; says why a `done` folder is not trusted."""
     problem = done_problem(run.folder, run.config)
-    if problem is not None and log is not None and read_status(run.folder) == DONE:
-        log(f"{prefix}{run.label}: folder says done but {problem}: training it again")
+    if problem is not None and log is not None:
+        status = read_status(run.folder)
+        if status == DONE:
+            log(f"{prefix}{run.label}: folder says done but {problem}: training it again")
+        elif status is not None and status.startswith(UNREADABLE_STATUS):
+            log(f"{prefix}{run.label}: {status}: taken as unfinished, resuming it")
     return problem is None
+
+
+def claim_problem(run: Run) -> str | None:
+    """Under the cell's lock, before anything is written: why this runner must not train the cell
+    after all. Another runner may have trained it between our preflight and our lock, with another
+    configuration (`folder_conflict`), or the folder may be damaged beyond rewriting (a `status`
+    that is a folder)."""
+    if (run.folder / "status").is_dir():
+        return f"{run.folder / 'status'} is a folder, not a status file; remove it to train this cell"
+    return folder_conflict(run)
 
 
 def log_outcome(outcome: Outcome, log=LOGGER.info) -> None:
@@ -319,6 +396,10 @@ def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCa
         if finished(run):  # another runner finished it between our check and our lock
             log(f"{prefix}{run.label}: done already, skipped ({run.folder})")
             return Outcome(run, SKIPPED_DONE, read_metrics(run.folder))
+        problem = claim_problem(run)  # the folder re-read under the lock, before any write
+        if problem is not None:
+            log(f"{prefix}{run.label}: refused, nothing written: {problem}")
+            return Outcome(run, f"{FAILED}: {problem}")
         with run_log(run.folder):  # from here on, every line also goes to the folder's train.log
             for path in remove_stale_temp_files(run.folder):
                 log(f"    removed {path.name}, left by a killed writer")
@@ -347,6 +428,9 @@ def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, c
                 decision = ("locked", exc.holder)
             else:
                 decision = ("done",) if finished(run) else ("train",)
+                problem = claim_problem(run) if decision == ("train",) else None
+                if problem is not None:
+                    decision = ("refused", problem)
                 if decision == ("train",):
                     for path in remove_stale_temp_files(run.folder):
                         log(f"    removed {path.name}, left by a killed writer")
@@ -358,6 +442,9 @@ def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, c
         if decision[0] == "locked":
             log(f"{prefix}{run.label}: being trained by another runner ({decision[1]}), skipped")
             return Outcome(run, f"{SKIPPED_LOCKED} by {decision[1]})")
+        if decision[0] == "refused":
+            log(f"{prefix}{run.label}: refused, nothing written: {decision[1]}")
+            return Outcome(run, f"{FAILED}: {decision[1]}")
         with run_log(run.folder, enabled=distributed.is_main()):  # rank 0's lines into train.log
             log(f"{prefix}{run.label} -> {run.folder} ({distributed.world_size()} processes)")
             outcome = execute_run(run, cache.get(run.config), device, options)
@@ -368,9 +455,11 @@ def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, c
     return outcome
 
 
-def run_grid(runs: list[Run], options: GridOptions, device: torch.device, log=LOGGER.info) -> list[Outcome]:
-    """Run the cells one after the other in this process (the sequential local launcher)."""
-    cache = DataCache(options)
+def run_grid(runs: list[Run], options: GridOptions, device: torch.device, log=LOGGER.info,
+             cache: DataCache | None = None) -> list[Outcome]:
+    """Run the cells one after the other in this process (the sequential local launcher); `cache`:
+    the datasets preflight built, if it was given one."""
+    cache = cache or DataCache(options)
     return [run_cell(run, options, device, cache, log, prefix=f"[{i}/{len(runs)}] ") for i, run in enumerate(runs, 1)]
 
 

@@ -26,8 +26,10 @@ this: docs/results-layout.md.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import math
 import os
 import socket
 import tempfile
@@ -53,11 +55,25 @@ def run_dir(results_root: Path, dataset_label: str, imb_factor: float, method: s
     return Path(results_root) / dataset_label / f"if{format_imb_factor(imb_factor)}" / method / f"seed{seed}"
 
 
+def _umask() -> int:
+    """The process's umask (which can only be read by setting it, so it is set back at once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _file_mode() -> int:
+    """The mode `open(path, "w")` would give a new file: 0o666 less the umask. mkstemp's own 0600
+    would hide results from the rest of a group on shared storage."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -103,9 +119,21 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, out.getvalue())
 
 
+UNREADABLE_STATUS = "unreadable status file"
+
+
 def read_status(folder: Path) -> str | None:
+    """The folder's status line, None without a status file, or `unreadable status file (why)`
+    for one that is not text or not a file (random bytes, a folder): such a folder is simply not
+    finished, and one damaged folder must not stop a grid or a report."""
     path = Path(folder) / "status"
-    return path.read_text().strip() if path.exists() else None
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (exc.strerror or str(exc))
+        return f"{UNREADABLE_STATUS} ({why})"
 
 
 def write_status(folder: Path, status: str) -> None:
@@ -140,60 +168,143 @@ SUMMARY_KEYS = ("epoch", "top1", "many", "medium", "few", "per_class")
 METRICS_KEYS = ("best", "last", "epochs", "num_classes", "class_counts", "train_images", "test_images")
 
 
+def _accuracy_problem(value: Any, allow_none: bool) -> bool:
+    """Whether `value` cannot be an accuracy in percent: a finite number in [0, 100] (or None for
+    an empty group / a class without test images, where `allow_none`)."""
+    if value is None:
+        return not allow_none
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    return not (math.isfinite(value) and 0 <= value <= 100)
+
+
 def metrics_problem(metrics: Any) -> str | None:
     """Why a parsed metrics.json cannot be a finished run's, or None if it can.
 
     Checks the structure the report and the runner rely on (the best and last summaries with
-    top-1, groups and one accuracy per class), not the values: a run folder that a crash, a
-    full disk or a hand edit left half-written must be rerun, never averaged into a table.
+    top-1, groups and one accuracy per class) and that every accuracy is a finite percentage: a
+    run folder that a crash, a full disk or a hand edit left half-written or garbled must be
+    rerun, never averaged into a table.
     """
     if not isinstance(metrics, dict):
         return "metrics.json is not a mapping"
     missing = [k for k in METRICS_KEYS if k not in metrics]
     if missing:
         return f"metrics.json lacks {', '.join(missing)}"
+    classes = metrics["num_classes"]
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        return f"metrics.json has a malformed num_classes {classes!r}"
     for which in ("best", "last"):
         summary = metrics[which]
         if not isinstance(summary, dict) or any(k not in summary for k in SUMMARY_KEYS):
             return f"metrics.json {which!r} lacks epoch/top1/groups/per_class"
-        if not isinstance(summary["top1"], (int, float)) or not isinstance(summary["per_class"], list):
-            return f"metrics.json {which!r} has a malformed top1 or per_class"
-        if len(summary["per_class"]) != metrics["num_classes"]:
+        if _accuracy_problem(summary["top1"], allow_none=False):
+            return f"metrics.json {which!r} top1 {summary['top1']!r} is not a percentage in [0, 100]"
+        for group in ("many", "medium", "few"):
+            if _accuracy_problem(summary[group], allow_none=True):
+                return f"metrics.json {which!r} {group} {summary[group]!r} is not a percentage in [0, 100]"
+        if not isinstance(summary["per_class"], list):
+            return f"metrics.json {which!r} has a malformed per_class"
+        if len(summary["per_class"]) != classes:
             return f"metrics.json {which!r} has {len(summary['per_class'])} per-class values " \
-                   f"for {metrics['num_classes']} classes"
+                   f"for {classes} classes"
+        bad = [v for v in summary["per_class"] if _accuracy_problem(v, allow_none=True)]
+        if bad:
+            return f"metrics.json {which!r} per_class holds {bad[0]!r}, not a percentage in [0, 100]"
+    return None
+
+
+def history_problem(folder: Path, epochs: Any) -> str | None:
+    """Why a training run's history.csv does not hold its epochs 0 .. epochs-1 once each, in order
+    (missing, not text, or cut short by a kill between two writes), or None."""
+    path = Path(folder) / "history.csv"
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        found = [int(row["epoch"]) for row in rows]
+    except FileNotFoundError:
+        return "history.csv is missing"
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as exc:
+        return f"history.csv unreadable ({type(exc).__name__})"
+    if isinstance(epochs, int) and found != list(range(epochs)):
+        return f"history.csv holds epochs {_span(found)}, not 0..{epochs - 1}"
+    return None
+
+
+def _span(epochs: list[int]) -> str:
+    if not epochs:
+        return "none"
+    return f"{epochs[0]}..{epochs[-1]} ({len(epochs)} rows)" if epochs == list(range(epochs[0], epochs[-1] + 1)) \
+        else str(epochs[:10])
+
+
+# The config keys the report reads from every folder, and the types they must have.
+CONFIG_TYPES = {"dataset": str, "method": str, "imb_factor": (int, float), "seed": int, "epochs": int,
+                "backbone": str, "train_cap_per_class": int, "test_cap_per_class": int}
+
+
+def config_problem(config: Any) -> str | None:
+    """Why a parsed config.yaml cannot describe a run (for the runner and the report) (not a mapping, or a key the
+    report reads with the wrong type), or None."""
+    if not isinstance(config, dict):
+        return f"config.yaml is not a mapping (a {type(config).__name__})"
+    for key, types in CONFIG_TYPES.items():
+        value = config.get(key)
+        if key in config and (isinstance(value, bool) or not isinstance(value, types)):
+            return f"config.yaml {key} {value!r} is malformed"
+    return None
+
+
+def identity_problem(folder: Path, config: dict[str, Any]) -> str | None:
+    """Why a seed folder's config.yaml names another run than its path (another method or seed),
+    or None. Evaluation folders (`eval-*`) sit beside the seeds and are not checked."""
+    folder = Path(folder)
+    if not folder.name.startswith("seed"):
+        return None
+    if config.get("method") != folder.parent.name:
+        return f"config.yaml names method {config.get('method')!r}, the folder {folder.parent.name!r}"
+    if f"seed{config.get('seed')}" != folder.name:
+        return f"config.yaml names seed {config.get('seed')!r}, the folder {folder.name!r}"
     return None
 
 
 def done_problem(folder: Path, config: dict[str, Any] | None = None) -> str | None:
     """Why a folder is not a trustworthy finished run, or None if it is one.
 
-    A finished run is: status `done`, a config.yaml that parses (and equals `config` when given),
-    and a metrics.json that parses and passes `metrics_problem`. The runner reruns every folder
-    for which this returns a reason; the report lists such folders as incomplete, so the two
-    never disagree about which runs count.
+    A finished run is: status `done`, a config.yaml that parses to a mapping naming this folder's
+    method and seed (and equals `config` when given), a metrics.json that parses and passes
+    `metrics_problem`, and (for a trained run, not an evaluated checkpoint) a history.csv with
+    every epoch once. The runner reruns every folder for which this returns a reason (a resumed
+    run rewrites its history from the checkpoint); the report lists such folders as incomplete,
+    so the two never disagree about which runs count.
     """
     folder = Path(folder)
-    try:
-        status = read_status(folder)
-    except (OSError, UnicodeDecodeError):
-        return "status file unreadable"
+    status = read_status(folder)
     if status != DONE:
         return f"status is {status!r}" if status is not None else "no status file"
     try:
         existing = read_config(folder)
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, ValueError):
         return "config.yaml unreadable"
-    if not isinstance(existing, dict):
-        return "config.yaml missing" if existing is None else "config.yaml is not a mapping"
+    if existing is None:
+        return "config.yaml missing"
+    problem = config_problem(existing)
+    if problem is not None:
+        return problem
     if config is not None and existing != config:
         return "config.yaml differs from the run's configuration"
+    problem = identity_problem(folder, existing)
+    if problem is not None:
+        return problem
     try:
         metrics = read_metrics(folder)
-    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as exc:
-        return f"metrics.json unreadable ({exc})"
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        return f"metrics.json unreadable ({type(exc).__name__})"
     if metrics is None:
         return "status is done but metrics.json is missing"
-    return metrics_problem(metrics)
+    problem = metrics_problem(metrics)
+    if problem is None and folder.name.startswith("seed"):
+        problem = history_problem(folder, metrics.get("epochs"))
+    return problem
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
@@ -245,16 +356,25 @@ class RunLock:
     def acquire(self) -> "RunLock":
         import fcntl
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, like any new file
+        except OSError as exc:  # a read-only folder, a full disk, a symlink loop
+            raise LTBenchError(f"cannot take the lock {self.path}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            raise RunLocked(self.folder, self.holder()) from None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLocked(self.folder, self.holder()) from None
+            raise LTBenchError(f"cannot take the lock {self.path}: {exc.strerror or exc} (does this file "
+                               "system support flock?)") from None
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        except OSError:
+            pass  # the holder line is informational only (a full disk must not stop the lock)
         self._fd = fd
         return self
 
@@ -308,6 +428,13 @@ def check_writable_dir(folder: Path, what: str) -> None:
     """Create `folder` if needed and write a probe file there, or raise LTBenchError saying why
     (`what`: "results dir", "report folder", ...)."""
     folder = Path(folder)
+    try:
+        folder.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LTBenchError(f"{what} {folder} is a symlink loop; point it at a real folder") from None
+    if folder.is_symlink() and not folder.exists():
+        raise LTBenchError(f"{what} {folder} is a symlink to {os.readlink(folder)}, which does not exist") from None
     if folder.exists() and not folder.is_dir():
         raise LTBenchError(f"{what} {folder} is a file, not a folder")
     try:

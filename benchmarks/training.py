@@ -84,13 +84,24 @@ class Execution:
         return contextlib.nullcontext()
 
 
-def resolve_device(name: str) -> torch.device:
+def parse_device(name: str) -> torch.device | None:
+    """The device `--device` names (None for auto), or LTBenchError: only CPU and CUDA devices
+    (mps, meta, xpu, ... are torch devices the runs do not support)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise LTBenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise LTBenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N (the runs need CPU or CUDA)")
+    return device
+
+
+def resolve_device(name: str) -> torch.device:
+    device = parse_device(name)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LTBenchError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device
@@ -109,6 +120,9 @@ def seed_epoch(seed: int, epoch: int) -> None:
 
 CHECKPOINT_FORMAT = 2  # 2: with RNG states
 CHECKPOINT_KEYS = ("epochs_done", "method", "optimizer", "history", "best", "train_seconds", "images_seen", "config")
+# The types a checkpoint's entries must have to be resumed from; anything else is corrupt.
+CHECKPOINT_TYPES = {"epochs_done": int, "method": dict, "optimizer": dict, "history": list, "best": (dict, type(None)),
+                    "train_seconds": (int, float), "images_seen": int, "config": dict}
 
 
 def rng_states(device: torch.device) -> dict[str, Any]:
@@ -144,6 +158,9 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | N
         if problem is None:
             missing = [k for k in CHECKPOINT_KEYS if k not in state]
             problem = f"lacks {', '.join(missing)}" if missing else None
+        if problem is None:
+            problem = next((f"its {key!r} is a {type(state[key]).__name__}" for key, types in CHECKPOINT_TYPES.items()
+                            if isinstance(state[key], bool) or not isinstance(state[key], types)), None)
     except Exception as exc:  # truncated zip, garbage bytes, unpickling errors: all mean corrupt
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if problem is None:
@@ -154,12 +171,41 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | N
     return None
 
 
+def loader_problem(config: dict[str, Any], train_images: int, world: int = 1) -> str | None:
+    """Why a run's training set and batch give no training step, or None: a batch larger than the
+    training set with drop_last (tiny subsets), or a global batch that the ranks cannot split."""
+    batch = config["batch_size"]
+    if batch % world:
+        return (f"batch_size {batch} is not divisible by the {world} processes; the global batch of the "
+                "recipe is split evenly across ranks")
+    batches = train_images // batch if config["drop_last"] else -(-train_images // batch)
+    if batches == 0:
+        return (f"{train_images} training images give no batch of {batch} (drop_last={config['drop_last']}); "
+                "lower batch_size" + (" or set drop_last false" if config["drop_last"] else ""))
+    return None
+
+
+def dry_build(config: dict[str, Any]) -> None:
+    """Build the method of `config` on two fake classes and resolve its views, or raise
+    LTBenchError: the plan-time check that whatever a method's constructor refuses (an option
+    combination, the number of processes) stops a grid before it starts, not in a cell. The
+    global RNG states are left as they were."""
+    with torch.random.fork_rng(devices=[]):
+        try:
+            build_method(config, 2, torch.tensor([2, 1])).view_names()
+        except LTBenchError:
+            raise
+        except Exception as exc:
+            raise LTBenchError(f"the {config['method']} method cannot be built with this config "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execution):
     """The training batches of this process: the global `batch_size`, or its share under torchrun."""
     world = distributed.world_size()
-    if config["batch_size"] % world:
-        raise LTBenchError(f"batch_size {config['batch_size']} is not divisible by the {world} processes; the "
-                           "global batch of the recipe is split evenly across ranks")
+    problem = loader_problem(config, len(data.train_labels), world)
+    if problem is not None:
+        raise LTBenchError(problem)
     common = dict(
         images=data.train_images, labels=data.train_labels, view_names=method.view_names(),
         mean=data.mean, std=data.std, batch_size=config["batch_size"] // world,
@@ -239,11 +285,8 @@ class Trainer:
             nesterov=config["nesterov"],
         )
         self.loader = make_loader(data, self.method, config, self.ex)
-        if len(self.loader) == 0:
-            raise LTBenchError(
-                f"{len(data.train_labels)} training images give no batch of {config['batch_size']} "
-                f"(drop_last={config['drop_last']}); lower batch_size"
-            )
+        if len(self.loader) == 0:  # loader_problem's arithmetic, as the loader itself counts
+            raise LTBenchError(f"{len(data.train_labels)} training images give no batch of {config['batch_size']}")
         self.evaluator = TestEvaluator(data, device, config["eval_batch_size"], config["test_view"],
                                        config["num_workers"], self.ex.channels_last)
         self.test_labels = np.asarray(data.test_labels)
@@ -258,6 +301,10 @@ class Trainer:
         self.train_seconds = 0.0
         self.images_seen = 0
         self.writer = self._tensorboard() if tensorboard else None
+        # CPU threads change a run's float sums, so a resumed run takes its checkpoint's count
+        # (`load_checkpoint`); this process's own count comes back after the run (`restore_threads`).
+        self.threads = self._threads_before = torch.get_num_threads()
+        self.checkpoint_loaded: bool | None = None  # None until load_checkpoint has run
 
     # -- checkpoints -----------------------------------------------------------------------------
     @property
@@ -285,6 +332,7 @@ class Trainer:
             "images_seen": self.images_seen,
             "config": self.config,
             "rng": rng_states(self.ex.device),
+            "threads": self.threads,
         })
 
     def load_checkpoint(self) -> bool:
@@ -295,6 +343,10 @@ class Trainer:
         training again is always correct. A checkpoint of another configuration is an error: it
         is someone's result, and silently replacing it could lose work.
         """
+        self.checkpoint_loaded = self._load_checkpoint()
+        return self.checkpoint_loaded
+
+    def _load_checkpoint(self) -> bool:
         state = read_checkpoint(self.checkpoint_path, self.ex.device)
         if state is None:
             return False
@@ -317,7 +369,25 @@ class Trainer:
         self.images_seen = state["images_seen"]
         if "rng" in state:
             restore_rng_states(state["rng"], self.ex.device)
+        recorded = state.get("threads")
+        if isinstance(recorded, int) and recorded >= 1 and recorded != self.threads:
+            if self.is_main:
+                LOGGER.info(f"    resuming with {recorded} CPU threads, as its checkpoint records (this process "
+                            f"had {self.threads}): other counts sum floats in another order")
+            torch.set_num_threads(recorded)
+            self.threads = recorded
         return True
+
+    def restore_threads(self) -> None:
+        """Give this process back the thread count it had before a resumed run changed it."""
+        if torch.get_num_threads() != self._threads_before:
+            torch.set_num_threads(self._threads_before)
+
+    def write_history(self) -> None:
+        """history.csv from the history in memory (the checkpoint's, after a resume): rewritten
+        whole, so a file a kill cut short between two writes is repaired before training goes on."""
+        if self.is_main:
+            write_csv(self.folder / "history.csv", self.history)
 
     def _tensorboard(self):
         if not distributed.is_main():
@@ -444,8 +514,11 @@ class Trainer:
             if self.progress and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", top1=f"{metrics['top1']:.1f}")
             if self.is_main:  # the other ranks hold the same state (gradients and buffers are shared)
-                self.save_checkpoint(epoch + 1)
+                # history first: a kill between the two leaves a checkpoint one epoch behind, which
+                # resumes, repeats that epoch and rewrites the history (never a short history
+                # next to a complete checkpoint)
                 write_csv(self.folder / "history.csv", self.history)
+                self.save_checkpoint(epoch + 1)
         if self.start_epoch >= epochs:  # nothing left to train: the last row is the checkpoint's
             self.record_epoch(*self.evaluate(), epochs - 1, last_only=True)
         if self.writer is not None:

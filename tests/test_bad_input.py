@@ -116,6 +116,17 @@ BAD = {
                       r"temperature must be > 0, got 0.0 \(run bcl on digits\)"),
     "NaN temperature": (lambda t: grid_args(t, methods=["paco"], method_overrides={"paco": {"temperature": float("nan")}}),
                         r"temperature must be finite, got nan"),
+    # Found when a cell starts until issue 16: now at preflight, before anything is written.
+    "batch larger than the training set with drop_last": (CELL[:-1] + ["1", "--set", "batch_size=512", "drop_last=true"],
+                                                          r"digits IF10 ce seed1: \d+ training images give no batch "
+                                                          r"of 512 \(drop_last=True\); lower batch_size or set "
+                                                          r"drop_last false"),
+    "--device mps": (CELL + ["--device", "mps"], r"unknown device 'mps'; use auto, cpu, cuda or cuda:N"),
+    "--device meta": (CELL + ["--device", "meta"], r"unknown device 'meta'"),
+    "--device cpu:1": (CELL + ["--device", "cpu:1"], r"unknown device 'cpu:1'"),
+    "grid path that is a folder": (lambda t: ["--grid", str(t)], r"a folder, not a grid file"),
+    "grid path that is a folder named .yaml": (lambda t: (t / "g.yaml").mkdir() or ["--grid", str(t / "g.yaml")],
+                                               r"a folder, not a grid file"),
     "duplicate key in a grid file": (lambda t: grid_args(t, "datasets: [digits]\nimb_factors: [10]\nmethods: [ce]\n"
                                                             "seeds: [0]\nseeds: [1]\n"),
                                      r"grid.yaml: not valid YAML \(found duplicate key 'seeds' at line 5"),

@@ -115,7 +115,7 @@ def results(tmp_path_factory) -> Path:
     running = write_run(root, resolve_config("ce", "cifar10", 100, 1), status="running", history_epochs=3)
     RUNNER_LOCKS.append(RunLock(running).acquire())  # a live runner holds it (for the module's tests)
     write_run(root, resolve_config("ce", "cifar10", 100, 2), status="running", history_epochs=2)  # killed
-    write_run(root, resolve_config("paco", "cifar10", 100, 0), best=70.0, history_epochs=20)
+    write_run(root, resolve_config("paco", "cifar10", 100, 0), best=70.0)
     write_run(root, resolve_config("paco", "cifar100", 100, 0, overrides={"epochs": 200}), best=50.0)
     write_run(root, resolve_config("ce", "cifar100", 100, 0, overrides={"lr": 0.2}), best=40.0,
               record_deviations=False)

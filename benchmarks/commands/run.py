@@ -26,7 +26,9 @@ from pathlib import Path
 from benchmarks import LTBenchError
 from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
-from benchmarks.grid import GridOptions, count_outcomes, grid_names, plan, preflight, run_grid, summary_table
+from benchmarks.grid import (
+    DataCache, GridOptions, count_outcomes, grid_names, plan, preflight, run_grid, summary_table,
+)
 from benchmarks.logs import LOGGER
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
 
@@ -99,11 +101,14 @@ def select_cell(runs, folder: Path):
     return chosen
 
 
-def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOptions):
+def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOptions, cache: DataCache):
     """Check the launch options and return (what runs the cells, a phrase for the header line)."""
     if args.jobs < 1:
         raise LTBenchError(f"--jobs must be >= 1, got {args.jobs}")
     from benchmarks import distributed
+    from benchmarks.training import parse_device, resolve_device
+
+    parse_device(options.device)  # the name, here; whether CUDA is present, where the runs happen
 
     if distributed.launched_by_torchrun():  # one run across the torchrun processes (benchmarks/distributed.py)
         if args.jobs != 1 or args.launcher != "local":
@@ -112,7 +117,7 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
         device = distributed.init(options.device)
         log = LOGGER.info if distributed.is_main() else (lambda *a, **k: None)
         where = f"on {device.type}, {distributed.world_size()} processes (torchrun)"
-        return (lambda runs: run_grid(runs, options, device, log=log)), where
+        return (lambda runs: run_grid(runs, options, device, log=log, cache=cache)), where
     if args.launcher == "slurm":
         if args.jobs != 1:
             raise LTBenchError("--jobs is for --launcher local; with slurm every cell is its own job")
@@ -121,11 +126,9 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
             folder=args.slurm_folder, cluster=args.slurm_cluster, wait=not args.no_wait), argv)
         where = f"as {'SLURM' if args.slurm_cluster == 'slurm' else 'local submitit'} jobs"
         return (lambda runs: slurm.run(runs, options)), where
-    from benchmarks.training import resolve_device
-
     device = resolve_device(options.device)
     if args.jobs == 1:
-        return (lambda runs: run_grid(runs, options, device)), f"on {device}"
+        return (lambda runs: run_grid(runs, options, device, cache=cache)), f"on {device}"
     parallel = LocalParallel(args.jobs, argv, options.device)
     return (lambda runs: parallel.run(runs, options)), f"on {device.type}, {args.jobs} worker processes"
 
@@ -156,8 +159,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from benchmarks.checkpoint_eval import evaluate_checkpoint
 
         return evaluate_checkpoint(args.eval_checkpoint, runs, options)
-    launch, where = make_launcher(args, argv, options)
-    preflight(runs, options)
+    cache = DataCache(options)  # the datasets preflight builds are the ones the cells train on
+    launch, where = make_launcher(args, argv, options, cache)
+    preflight(runs, options, cache)
     from benchmarks import distributed
 
     if not distributed.is_main():  # torchrun: rank 0 reports, the others only compute

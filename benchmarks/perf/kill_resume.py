@@ -7,7 +7,12 @@
    grid moves on between kills); ways of dying alternate in pairs between the whole process group
    at once (runner and workers, like a node crash or preemption) and the runner alone (its workers
    must then die with it, by PDEATHSIG, and release their cells' locks).
-3. Reruns it to completion and checks, for every cell: exactly one run folder (the set of run
+3. Kills at the moments between consecutive writes of a cell's last epoch (`--write-kills`, on
+   by default): the runner (`--jobs 1`, so that the cells train in the runner itself) is started
+   with a hook that SIGKILLs it right after one chosen write: the last epoch's history.csv (its
+   checkpoint not yet written), the last epoch's checkpoint.pt (metrics.json not yet written), or
+   metrics.json (status not yet `done`). The three moments are taken in turn, each once per cell.
+4. Reruns it to completion and checks, for every cell: exactly one run folder (the set of run
    folders equals the grid's plan, nothing else), status done and a whole finished run (the
    runner's `done_problem` test), no stray temporary files, the lock free, history.csv with
    each epoch exactly once and in order, and metrics.json and history.csv equal to the
@@ -17,7 +22,7 @@ Prints the kills, the time lost (killed sequence minus uninterrupted wall time),
 per cell (from each cell's worker.log) and the verdict; exits 1 if any check fails.
 
 Run: python benchmarks/perf/kill_resume.py [--kills 10] [--jobs 2] [--seed 0] [--epochs 3] [--seeds 2]
-     [--workdir DIR]
+     [--no-write-kills] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -41,6 +46,35 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results import RunLock, RunLocked, done_problem, find_runs  # noqa: E402
 
 TIMING = {"train_seconds", "train_images_per_s", "images_per_s"}
+WRITE_MOMENTS = ("history.csv", "checkpoint.pt", "metrics.json")  # kill right after this write of the last epoch
+
+
+def child_killed_after_write(moment: str, epochs: int, argv: list[str]) -> int:
+    """The runner with a hook: SIGKILL this process right after the last epoch's write `moment`.
+
+    history.csv: a history holding all `epochs` rows (its checkpoint is written next);
+    checkpoint.pt: the first checkpoint written after such a history (metrics.json next);
+    metrics.json: any (status `done` next). Patching the one function every run-folder write goes
+    through (`results.atomic_write_bytes`) keeps the hook out of the runner's code.
+    """
+    import benchmarks.results as results
+
+    original = results.atomic_write_bytes
+    seen = {"full_history": False}
+
+    def write(path, data):
+        original(path, data)
+        name = Path(path).name
+        last_history = name == "history.csv" and len(data.decode().splitlines()) == epochs + 1
+        if (moment == "history.csv" and last_history) or moment == "metrics.json" == name or (
+                moment == "checkpoint.pt" == name and seen["full_history"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        seen["full_history"] |= last_history
+
+    results.atomic_write_bytes = write
+    import run_benchmark
+
+    return run_benchmark.main(argv)
 
 
 def grid_args(epochs: int, jobs: int, seeds: int) -> list[str]:
@@ -53,10 +87,44 @@ def grid_args(epochs: int, jobs: int, seeds: int) -> list[str]:
             "--jobs", str(jobs), "--no-progress"]
 
 
-def start(args: list[str], results: Path, log) -> subprocess.Popen:
+def start(args: list[str], results: Path, log, kill_after_write: tuple[str, int] | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "run_benchmark.py"), *args, "--results-dir", str(results)],
+    command = [sys.executable, str(ROOT / "run_benchmark.py")]
+    if kill_after_write is not None:
+        moment, epochs = kill_after_write
+        command = [sys.executable, str(Path(__file__).resolve()), "--child-kill-after", moment,
+                   "--child-epochs", str(epochs), "--"]
+    return subprocess.Popen([*command, *args, "--results-dir", str(results)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def with_jobs_1(args: list[str]) -> list[str]:
+    i = args.index("--jobs")
+    return args[:i + 1] + ["1"] + args[i + 2:]
+
+
+def write_kills(grid: list[str], killed: Path, expected: set[Path], epochs: int, log) -> list[tuple[str, str]]:
+    """Kill the runner between consecutive writes of the last epoch: each moment once per unfinished
+    cell, in turn; returns (moment, cell) of every kill that happened."""
+    kills = []
+    grid = with_jobs_1(grid)
+    for _ in range(len(expected)):
+        for moment in WRITE_MOMENTS:
+            before = {f: done_problem(f) is None for f in expected}
+            if all(before.values()):
+                return kills
+            runner = start(grid, killed, log, kill_after_write=(moment, epochs))
+            code = runner.wait()
+            group_gone(runner.pid, timeout=10)
+            if code != -signal.SIGKILL:
+                print(f"  the runner was not killed after {moment} (exit {code})")
+                continue
+            # the cell that was killed: the first unfinished one, in the runner's order
+            cell = next((f for f in sorted(expected) if not before[f]), None)
+            name = str(cell.relative_to(killed.resolve())) if cell else "?"
+            kills.append((moment, name))
+            print(f"  write kill {len(kills):2d}: after the last epoch's {moment:13s} of {name}", flush=True)
+    return kills
 
 
 def group_gone(pgid: int, timeout: float) -> bool:
@@ -139,8 +207,15 @@ def main() -> int:
     p.add_argument("--max-delay", type=float, default=25.0, help="odd kills: latest, s after the start (default 25)")
     p.add_argument("--max-train-delay", type=float, default=6.0,
                    help="even kills: latest, s after the attempt's first checkpoint write (default 6)")
+    p.add_argument("--no-write-kills", action="store_true",
+                   help="skip the kills between consecutive writes of each cell's last epoch")
     p.add_argument("--workdir", type=Path, help="keep the results here (default: a temporary folder, removed)")
+    p.add_argument("--child-kill-after", choices=WRITE_MOMENTS, help=argparse.SUPPRESS)
+    p.add_argument("--child-epochs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("child_argv", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child_kill_after:
+        return child_killed_after_write(args.child_kill_after, args.child_epochs, args.child_argv)
 
     rng = random.Random(args.seed)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ltbench-kill-resume-"))
@@ -206,6 +281,11 @@ def main() -> int:
             print(f"  kill {len(kills):2d}: {'runner + workers' if whole_group else 'runner only     '} "
                   f"at {moment:5.1f} s {when}: {done}/{len(expected)} cells done, "
                   f"{saved}/{len(expected) * args.epochs} epochs checkpointed", flush=True)
+        write_killed = []
+        if not args.no_write_kills:
+            t0 = time.perf_counter()
+            write_killed = write_kills(grid, killed, expected, args.epochs, log)
+            total += time.perf_counter() - t0
         t0 = time.perf_counter()
         code = start(grid, killed, log).wait()
         total += time.perf_counter() - t0
@@ -222,6 +302,10 @@ def main() -> int:
     print(f"kills:                 {len(kills)} ({sum(k[1] == 'group' for k in kills)} runner + workers, "
           f"{sum(k[1] == 'runner' for k in kills)} runner only; {finished_early} grids finished before the kill)")
     print(f"kill moments (s after each start): {', '.join(f'{k[0]:.1f}' for k in kills)}")
+    if not args.no_write_kills:
+        moments = {m: sum(k[0] == m for k in write_killed) for m in WRITE_MOMENTS}
+        print(f"write kills:           {len(write_killed)} (after the last epoch's "
+              + ", ".join(f"{m}: {n}" for m, n in moments.items()) + f"; {len({k[1] for k in write_killed})} cells)")
     print(f"uninterrupted grid:    {uninterrupted:.1f} s")
     print(f"killed + reruns:       {total:.1f} s  (time lost {total - uninterrupted:.1f} s, "
           f"{(total - uninterrupted) / max(len(kills), 1):.1f} s per kill)")

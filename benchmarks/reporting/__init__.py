@@ -89,6 +89,15 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
                               comparisons, sensitivity)
     markdown = render_markdown(sections)
 
+    try:
+        files = _write_report(out_dir, formats, sections, figures, summary, runs, diff, comparisons, sensitivity)
+    except OSError as exc:  # a full disk or a folder made read-only since the check
+        raise LTBenchError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
+    return Report(markdown, runs, summary, files, comparisons, sensitivity)
+
+
+def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff, comparisons,
+                  sensitivity) -> list[Path]:
     files: list[Path] = []
 
     def write(name: str, text: str) -> None:
@@ -116,4 +125,4 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
         from benchmarks.reporting.html import render_html
 
         write("report.html", render_html(sections, figures))
-    return Report(markdown, runs, summary, files, comparisons, sensitivity)
+    return files

@@ -19,18 +19,19 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from benchmarks.config import yaml_problem
 from benchmarks.results import (
-    DONE, FAILED, RUNNING, RunLock, done_problem, find_runs, format_imb_factor, read_config, read_metrics,
-    read_status,
+    DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, config_problem, done_problem, find_runs, format_imb_factor, read_config,
+    read_metrics, read_status,
 )
 
 TINY_SUFFIX = "-tiny"
 GROUPS = ("many", "medium", "few")
 
 # Run states of the report: `done` runs are aggregated; every other state is listed as unfinished.
-INCOMPLETE = "incomplete"  # says done, but metrics.json or config.yaml is missing, unreadable or partial
+INCOMPLETE = "incomplete"  # says done, but metrics.json, config.yaml or history.csv is missing, unreadable or partial
 INTERRUPTED = "interrupted"  # says running, but no live runner holds its lock
-UNREADABLE = "unreadable"  # config.yaml that does not parse
+UNREADABLE = "unreadable"  # config.yaml or status that does not parse, or a config.yaml with malformed values
 
 
 def _identity_from_path(folder: Path) -> dict[str, Any]:
@@ -50,6 +51,8 @@ def _state(status: str | None) -> tuple[str, str]:
     """`failed: CUDA OOM` -> ("failed", "CUDA OOM"); unknown words are kept as their own state."""
     if status is None:
         return "unknown", "no status file"
+    if status.startswith(UNREADABLE_STATUS):
+        return UNREADABLE, status
     word, _, reason = status.partition(":")
     word = word.strip()
     if word in (DONE, RUNNING, FAILED):
@@ -73,15 +76,29 @@ def _group_values(summary: dict[str, Any] | None, prefix: str) -> dict[str, Any]
     return out
 
 
+def _read_config(folder: Path) -> tuple[dict[str, Any], str | None]:
+    """(config, None), or ({}, why it cannot be used)."""
+    try:
+        config = read_config(folder)
+    except yaml.YAMLError as exc:
+        return {}, f"config.yaml: {yaml_problem(exc)}"
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError (binary garbage) is a ValueError
+        return {}, f"config.yaml unreadable ({type(exc).__name__})"
+    if config is None:
+        return {}, None
+    problem = config_problem(config)
+    return ({}, problem) if problem else (config, None)
+
+
 def load_run(folder: Path) -> dict[str, Any]:
-    """One run folder as a flat record (the row of `load_runs`)."""
+    """One run folder as a flat record (the row of `load_runs`); a damaged folder is a row too,
+    with state unreadable or incomplete and the reason (`unreadable_row` if even that fails)."""
     folder = Path(folder)
     row: dict[str, Any] = {"folder": str(folder), **_identity_from_path(folder)}
     state, reason = _state(read_status(folder))
-    try:
-        config = read_config(folder) or {}
-    except yaml.YAMLError as exc:
-        config, state, reason = {}, UNREADABLE, f"config.yaml: {str(exc).splitlines()[0]}"
+    config, problem = _read_config(folder)
+    if problem is not None:
+        state, reason = UNREADABLE, problem
     metrics = None
     if state == RUNNING and not RunLock.is_held(folder):
         state, reason = INTERRUPTED, "no runner holds its lock (killed?); rerun the grid to resume it"
@@ -116,9 +133,29 @@ def load_run(folder: Path) -> dict[str, Any]:
     return row
 
 
+def unreadable_row(folder: Path, reason: str) -> dict[str, Any]:
+    """The row of a folder nothing can be read from: its identity from the path, the reason."""
+    folder = Path(folder)
+    row: dict[str, Any] = {"folder": str(folder), **_identity_from_path(folder)}
+    label = row["dataset_label"]
+    row.update(state=UNREADABLE, reason=reason, status="", dataset=label.removesuffix(TINY_SUFFIX),
+               if_label=format_imb_factor(row["imb_factor"]) if row["imb_factor"] == row["imb_factor"] else "?",
+               tiny=label.endswith(TINY_SUFFIX), epochs=np.nan, backbone=None, config={},
+               recorded_deviations=None, train_seconds=np.nan, images_per_s=np.nan,
+               **_group_values(None, "best"), **_group_values(None, "last"))
+    return row
+
+
+def _load_run_or_reason(folder: Path) -> dict[str, Any]:
+    try:
+        return load_run(folder)
+    except Exception as exc:  # one damaged folder must not take the whole report down
+        return unreadable_row(folder, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
 def load_runs(results_dir: Path) -> pd.DataFrame:
     """Every run folder under `results_dir`, one row each (empty frame when there are none)."""
-    rows = [load_run(folder) for folder in find_runs(Path(results_dir))]
+    rows = [_load_run_or_reason(folder) for folder in find_runs(Path(results_dir))]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -130,9 +167,12 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
 def load_history(folder: Path) -> pd.DataFrame:
     """history.csv of a run (epoch, lr, losses, top1, groups, speed); empty if absent or empty."""
     path = Path(folder) / "history.csv"
-    if not path.exists() or path.stat().st_size == 0:
+    try:
+        if path.stat().st_size == 0:
+            return pd.DataFrame()
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):  # missing, binary garbage, ragged rows
         return pd.DataFrame()
-    return pd.read_csv(path)
 
 
 def load_per_class(folder: Path, which: str = "best") -> pd.DataFrame:
@@ -140,7 +180,10 @@ def load_per_class(folder: Path, which: str = "best") -> pd.DataFrame:
 
     Columns: class, train_count, accuracy (NaN for a class without test images).
     """
-    metrics = read_metrics(Path(folder)) or {}
+    try:
+        metrics = read_metrics(Path(folder)) or {}
+    except (OSError, ValueError):
+        metrics = {}
     accs = (metrics.get(which) or {}).get("per_class") or []
     counts = metrics.get("class_counts") or []
     if len(accs) != len(counts):
