@@ -32,6 +32,23 @@ IDENTITY_KEYS = ("dataset", "imb_factor", "method", "seed")
 # (they are still recorded in config.yaml and env.json).
 EXECUTION_KEYS = ("pipeline", "amp", "memory_format", "compile", "num_workers", "eval_batch_size", "sync_bn")
 
+# Keys added to the configuration after results were first written, each with the value that
+# computes what the code before it computed. A config.yaml or checkpoint written before a key
+# existed lacks it; `with_added_keys` fills it in when such a file is read, so that the run still
+# counts as finished with today's configuration, resumes and reports.
+ADDED_KEYS: dict[str, Any] = {
+    "sampler": "instance",
+    "sampler_samples_per_class": 1,
+}
+
+
+def with_added_keys(config: Any) -> Any:
+    """`config` (a run's config as read from a file) with every missing `ADDED_KEYS` key at its
+    old-behaviour value; anything that is not a mapping is returned as it is."""
+    if not isinstance(config, dict):
+        return config
+    return {**{k: v for k, v in ADDED_KEYS.items() if k not in config}, **config}
+
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:

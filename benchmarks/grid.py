@@ -201,6 +201,9 @@ def check_run_config(config: dict[str, Any]) -> None:
     from benchmarks.views.large import check_views_config
 
     check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
+    from benchmarks.samplers import check_sampler
+
+    check_sampler(config["sampler"], config["sampler_samples_per_class"])
     if config["classifier"] not in CLASSIFIERS:
         raise LTBenchError(f"unknown classifier {config['classifier']!r}; known: {', '.join(CLASSIFIERS)}")
 

@@ -22,9 +22,9 @@ import torch.nn as nn
 
 from benchmarks.registry import Registry
 
-METHODS: Registry[type["Method"]] = Registry(
-    "method", modules=("bccl.method", "baselines.ce", "baselines.bcl", "baselines.paco")
-)
+# Every module of the method packages is imported on first lookup: a module that defines a
+# method registers it with `@METHODS.register(name)`.
+METHODS: Registry[type["Method"]] = Registry("method", packages=("bccl", "baselines"))
 
 
 class Method(nn.Module):
