@@ -39,6 +39,9 @@ EXECUTION_KEYS = ("pipeline", "amp", "memory_format", "compile", "num_workers", 
 ADDED_KEYS: dict[str, Any] = {
     "sampler": "instance",
     "sampler_samples_per_class": 1,
+    "reweight": "none",
+    "reweight_beta": 0.9999,
+    "reweight_epoch": 0,
 }
 
 

@@ -204,6 +204,9 @@ def check_run_config(config: dict[str, Any]) -> None:
     from benchmarks.samplers import check_sampler
 
     check_sampler(config["sampler"], config["sampler_samples_per_class"])
+    from baselines.reweighting import check_reweighting
+
+    check_reweighting(config, METHODS.get(config["method"]).takes_class_weights)
     if config["classifier"] not in CLASSIFIERS:
         raise LTBenchError(f"unknown classifier {config['classifier']!r}; known: {', '.join(CLASSIFIERS)}")
 
