@@ -1,5 +1,7 @@
 """CE: ResNet-32 + linear classifier trained with plain cross-entropy (the LDAM-DRW baseline).
 
+Recipes (LDAM-DRW on CIFAR, Decoupling on the large datasets) and their sources: docs/methods/ce.md.
+
 `CrossEntropy` is also the base of the single-classifier baselines that differ only in their loss
 (`ce_drw`, `focal`, `cb_focal`, `ldam_drw`, `balanced_softmax`, `logit_adjust`): each overrides
 `loss`. The loss takes the epoch's per-class weights from `Method.class_weights(epoch)`, which the
