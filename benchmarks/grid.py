@@ -37,7 +37,7 @@ from benchmarks.logs import LOGGER, run_log
 from benchmarks.methods import METHODS
 from benchmarks.results import (
     DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, atomic_write_text, atomic_write_yaml,
-    check_writable_dir, done_problem,
+    check_locking, check_writable_dir, done_problem,
     format_imb_factor, read_config, read_metrics, read_status, remove_stale_temp_files, run_dir, write_status,
 )
 
@@ -220,6 +220,7 @@ def preflight(runs: list[Run], options: GridOptions) -> None:
     """
     from benchmarks.training import read_checkpoint
 
+    check_locking()  # a platform without flock fails here, not when a cell starts
     for name, imb in sorted({(r.config["dataset"], r.config["imb_factor"]) for r in runs}):
         # with the cell's IF: a dataset with a natural long tail (imagenet_lt, inat2018) refuses other IFs
         DATASETS.get(name).check(DatasetRequest(imb_factor=imb, data_root=options.data_root,
