@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from benchmarks import LTBenchError
+from benchmarks.config import yaml_load
 
 try:
     import fcntl  # the run lock (`RunLock`): POSIX only
@@ -125,7 +126,7 @@ def _load_if_present(path: Path, load) -> Any:
 
 
 def read_config(folder: Path) -> dict[str, Any] | None:
-    return _load_if_present(Path(folder) / "config.yaml", yaml.safe_load)
+    return _load_if_present(Path(folder) / "config.yaml", yaml_load)
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:

@@ -153,7 +153,9 @@ def test_a_nan_run_fails_with_its_step_and_the_grid_goes_on(tmp_path, capsys, mo
 
     monkeypatch.setattr(CE, "training_step", poisoned)
     results = tmp_path / "results"
-    code, out, err = run(results, capsys, "--seeds", "1", "0", "--epochs", "1")
+    i = ARGS.index("--seeds")  # list options accumulate: ARGS's seed 0 replaced by 1 0 (the failing one first)
+    code = run_benchmark.main(ARGS[:i + 1] + ["1", "0"] + ARGS[i + 2:] + ["--results-dir", str(results), "--epochs", "1"])
+    out, err = capsys.readouterr()
     assert code == 1
     assert "1 of 2 runs failed" in err and "trained 1" in out and "failed 1" in out
     status = read_status(results / "digits-tiny" / "if10" / "ce" / "seed1")

@@ -35,16 +35,18 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     # No abbreviations: `--epoch 3` must be an error, not silently `--epochs 3` (or a grid started).
     p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--grid", default="smoke", help=f"grid in configs/grids/ (known: {', '.join(grid_names())})")
-    p.add_argument("--datasets", nargs="+", help="only these datasets of the grid")
-    p.add_argument("--methods", nargs="+", help="only these methods")
-    p.add_argument("--imb-factors", nargs="+", type=float, help="imbalance factors (>= 1)")
-    p.add_argument("--seeds", nargs="+", type=int, help="seeds")
+    # List options accumulate: `--set a=1 --set b=2` keeps both (argparse's default would keep the last).
+    p.add_argument("--datasets", nargs="+", action="extend", help="only these datasets of the grid")
+    p.add_argument("--methods", nargs="+", action="extend", help="only these methods")
+    p.add_argument("--imb-factors", nargs="+", action="extend", type=float, help="imbalance factors (>= 1)")
+    p.add_argument("--seeds", nargs="+", action="extend", type=int, help="seeds")
     p.add_argument("--epochs", type=int, help="override every run's epochs")
     p.add_argument("--tiny", action="store_true",
                    help="tiny subsets for a quick end-to-end check: <= 20 train and 10 test images per "
                         "class, 2 epochs unless --epochs (results go to <dataset>-tiny/)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128); repeatable "
+                        "(every --set is kept; a key set twice takes its last value)")
     p.add_argument("--data-root", type=Path, default=Path("data"), help="where the datasets live (default: data)")
     p.add_argument("--download", action="store_true", help="download missing datasets (CIFAR) into --data-root")
     p.add_argument("--split-dir", type=Path,
