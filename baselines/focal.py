@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.ce import CrossEntropy
+from benchmarks.config import check_ranges
 from benchmarks.methods import METHODS
 from benchmarks.precision import float32
 
@@ -33,6 +34,10 @@ class Focal(CrossEntropy):
     """ResNet-32 + linear classifier trained with the focal loss (`focal_gamma`)."""
 
     name = "focal"
+
+    @classmethod
+    def check_config(cls, config):
+        check_ranges(config, {"focal_gamma": ">= 0"})
 
     def loss(self, logits, labels, weight):
         return focal_loss(logits, labels, self.config["focal_gamma"], weight)

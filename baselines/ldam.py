@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.ce import CrossEntropy
+from benchmarks.config import check_ranges
 from benchmarks.methods import METHODS
 from benchmarks.precision import float32
 
@@ -57,6 +58,10 @@ class LDAMDRW(CrossEntropy):
     """ResNet-32 + NormedLinear trained with the LDAM loss (`ldam_max_m`, `ldam_s`) + DRW."""
 
     name = "ldam_drw"
+
+    @classmethod
+    def check_config(cls, config):
+        check_ranges(config, {"ldam_max_m": ">= 0", "ldam_s": "> 0"})
 
     def loss(self, logits, labels, weight):
         margins = getattr(self, "_margins", None)

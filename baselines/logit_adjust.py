@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from baselines.ce import CrossEntropy
 from benchmarks.losses import logit_adjusted_ce
+from benchmarks.config import check_ranges
 from benchmarks.methods import METHODS
 
 
@@ -20,6 +21,10 @@ class LogitAdjust(CrossEntropy):
 
     name = "logit_adjust"
     takes_class_weights = False
+
+    @classmethod
+    def check_config(cls, config):
+        check_ranges(config, {"la_tau": ">= 0"})
 
     def loss(self, logits, labels, weight):
         return logit_adjusted_ce(logits, labels, self.log_prior, self.config["la_tau"])

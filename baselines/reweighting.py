@@ -51,17 +51,3 @@ def epoch_class_weights(config: dict[str, Any], class_counts: torch.Tensor, epoc
         beta = config["reweight_beta"] if epoch >= config["reweight_epoch"] else 0.0
         return class_balanced_weights(class_counts, beta)
     raise LTBenchError(f"unknown reweight {rule!r}; known: {', '.join(REWEIGHT_RULES)}")
-
-
-def check_reweighting(config: dict[str, Any], method_takes_weights: bool) -> None:
-    """Plan-time checks of the re-weighting keys (a method that ignores weights must not get them)."""
-    where = f"(run {config['method']} on {config['dataset']})"
-    if config["reweight"] not in REWEIGHT_RULES:
-        raise LTBenchError(f"unknown reweight {config['reweight']!r}; known: {', '.join(REWEIGHT_RULES)} {where}")
-    if not 0.0 <= config["reweight_beta"] < 1.0:
-        raise LTBenchError(f"reweight_beta must be in [0, 1), got {config['reweight_beta']} {where}")
-    if config["reweight_epoch"] < 0:
-        raise LTBenchError(f"reweight_epoch must be >= 0, got {config['reweight_epoch']} {where}")
-    if config["reweight"] != "none" and not method_takes_weights:
-        raise LTBenchError(f"method {config['method']} takes no per-class loss weights: reweight must be none, "
-                           f"got {config['reweight']!r}")

@@ -46,6 +46,17 @@ class Method(nn.Module):
     # does not must keep `reweight: none` (checked at plan time).
     takes_class_weights: ClassVar[bool] = False
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Value checks of the method's own options (`options:` of its YAML), raising LTBenchError.
+
+        Called at plan time for every resolved config (`benchmarks.config.validate_config`), before
+        anything is written, so a bad option in a grid's `method_overrides` stops the grid at once
+        rather than in the middle of it. Ranges are easiest said with `config.check_ranges`, e.g.
+        `check_ranges(config, {"temperature": "> 0", "queue_size": ">= 1"})`. The default checks
+        nothing (a method without options).
+        """
+
     def __init__(self, config: dict[str, Any], num_classes: int, class_counts: torch.Tensor):
         super().__init__()
         self.config = config

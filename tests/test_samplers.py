@@ -109,10 +109,10 @@ def test_unknown_sampler_and_bad_group_size_are_errors():
         EpochSampler("balanced", LABELS)
     with pytest.raises(LTBenchError, match="sampler_samples_per_class must be >= 1"):
         EpochSampler("class_balanced", LABELS, 0)
-    from benchmarks.grid import check_run_config
-
     with pytest.raises(LTBenchError, match="unknown sampler 'uniform'"):  # at plan time, before any file
-        check_run_config(resolve_config("ce", "synthetic", 10, 0, overrides={"sampler": "uniform"}))
+        resolve_config("ce", "synthetic", 10, 0, overrides={"sampler": "uniform"})
+    with pytest.raises(LTBenchError, match="sampler_samples_per_class must be >= 1"):
+        resolve_config("ce", "synthetic", 10, 0, overrides={"sampler_samples_per_class": 0})
 
 
 def loader_images():
