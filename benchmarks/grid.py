@@ -37,8 +37,8 @@ from benchmarks.logs import LOGGER, run_log
 from benchmarks.methods import METHODS
 from benchmarks.results import (
     DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, RunLocked, atomic_write_json, atomic_write_text,
-    atomic_write_yaml, check_writable_dir, done_problem, format_imb_factor, read_config, read_metrics, read_status,
-    remove_stale_temp_files, run_dir, write_status,
+    atomic_write_yaml, check_locking, check_writable_dir, done_problem, format_imb_factor, read_config, read_metrics,
+    read_status, remove_stale_temp_files, run_dir, write_status,
 )
 
 GRID_KEYS = {"description", "datasets", "imb_factors", "methods", "seeds", "overrides", "method_overrides"}
@@ -211,6 +211,7 @@ def preflight(runs: list[Run], options: GridOptions, cache: "DataCache | None" =
     """
     from benchmarks.training import dry_build, loader_problem
 
+    check_locking()  # a platform without flock fails here, not when a cell starts
     for name, imb in sorted({(r.config["dataset"], r.config["imb_factor"]) for r in runs}):
         # with the cell's IF: a dataset with a natural long tail (imagenet_lt, inat2018) refuses other IFs
         DATASETS.get(name).check(DatasetRequest(imb_factor=imb, data_root=options.data_root,
@@ -301,8 +302,7 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
             atomic_write_json(run.folder / "env.json", environment_record(
                 device, {"pipeline": ex.pipeline, "amp": ex.amp, "channels_last": ex.channels_last,
                          "compile": ex.compile, "cudnn_benchmark": ex.cudnn_benchmark,
-                         "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size(),
-                         "threads": trainer.threads}))
+                         "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size()}))
             if trainer.start_epoch:
                 LOGGER.info(f"    resumed from its checkpoint after epoch {trainer.start_epoch}")
         metrics = trainer.run()

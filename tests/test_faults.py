@@ -322,5 +322,5 @@ def test_a_resumed_run_takes_its_checkpoints_thread_count(reference, tmp_path, c
     finally:
         torch.set_num_threads(1)
     assert code == 0 and "resuming with 1 CPU threads, as its checkpoint records (this process had 2)" in out
-    assert json.loads((folder / "env.json").read_text())["threads"] == 1
+    assert json.loads((folder / "env.json").read_text())["threads"]["torch_intra_op"] == 1
     assert metrics_of(folder) == metrics_of(reference)

@@ -177,3 +177,17 @@ def test_checkpoints_hold_and_restore_every_rng_state(tmp_path):
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     assert Trainer(config, data, tmp_path, torch.device("cpu"), progress=False).load_checkpoint()
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_platform_without_flock_fails_at_start_and_still_reports(tmp_path, capsys, monkeypatch):
+    import benchmarks.results as results_module
+
+    monkeypatch.setattr(results_module, "fcntl", None)  # what a Windows interpreter has
+    results = tmp_path / "results"
+    assert run_benchmark.main(ARGS + ["--results-dir", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "fcntl.flock" in err and len(err.strip().splitlines()) == 1
+    assert not results.exists()  # refused before anything was written
+    folder = tmp_path / "some-run"
+    folder.mkdir()
+    assert RunLock.is_held(folder) is False  # the report's probe works without fcntl

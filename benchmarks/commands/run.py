@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                    help="evaluate this checkpoint instead of training (ltbench's checkpoint.pt or the BCCL/BCL/PaCo "
                         "release format) on the one cell named by --datasets/--methods/--imb-factors; results in "
                         "<dataset>/if<IF>/<method>/eval-<checkpoint name>/")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="--eval-checkpoint: unpickle the file fully (weights_only=False) when it holds types outside "
+                        "the release formats' allow-list; only for files you trust (unpickling can run code)")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go (default: results)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files into each run folder")
@@ -137,6 +140,8 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
+    if args.unsafe_load and args.eval_checkpoint is None:
+        raise LTBenchError("--unsafe-load applies to --eval-checkpoint only")
     if args.log_interval < 0:
         raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
     options = GridOptions(
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.eval_checkpoint is not None:
         from benchmarks.checkpoint_eval import evaluate_checkpoint
 
-        return evaluate_checkpoint(args.eval_checkpoint, runs, options)
+        return evaluate_checkpoint(args.eval_checkpoint, runs, options, unsafe_load=args.unsafe_load)
     cache = DataCache(options)  # the datasets preflight builds are the ones the cells train on
     launch, where = make_launcher(args, argv, options, cache)
     preflight(runs, options, cache)
