@@ -264,9 +264,6 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
     path = Path(path)
     if not path.is_file():
         raise LTBenchError(f"--eval-checkpoint {path}: no such file")
-    from benchmarks.results import check_writable_dir
-
-    check_writable_dir(Path(options.results_dir), "results dir")  # before the (long) evaluation
     config = runs[0].config
     dataset, imb, method_name = cells[0]
     DATASETS.get(dataset).check(DatasetRequest(imb_factor=imb, data_root=options.data_root, download=options.download,
@@ -279,6 +276,10 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
     seed_epoch(config["seed"], -1)
     method = build_method(config, data.num_classes, torch.as_tensor(data.class_counts))
     not_in_checkpoint = load_for_evaluation(method, state, f"{path} ({fmt} format)")
+    from benchmarks.results import check_writable_dir
+
+    # once the file is known to load (a refused file writes nothing), before the long evaluation
+    check_writable_dir(Path(options.results_dir), "results dir")
     ex = Execution.resolve(config, device)
     method.to(device)
     if ex.channels_last:

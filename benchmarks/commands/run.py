@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--eval-checkpoint", type=Path, metavar="PATH",
                    help="evaluate this checkpoint instead of training (ltbench's checkpoint.pt or the BCCL/BCL/PaCo "
                         "release format) on the one cell named by --datasets/--methods/--imb-factors; results in "
-                        "<dataset>/if<IF>/<method>/eval-<checkpoint name>/")
+                        "<dataset>/if<IF>/<method>/eval-<checkpoint name>/ (eval-<name>-<sha256 prefix>/ for "
+                        "another file of the same name)")
     p.add_argument("--unsafe-load", action="store_true",
                    help="--eval-checkpoint: unpickle the file fully (weights_only=False) when it holds types outside "
                         "the release formats' allow-list; only for files you trust (unpickling can run code)")

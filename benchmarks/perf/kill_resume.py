@@ -22,7 +22,7 @@ Prints the kills, the time lost (killed sequence minus uninterrupted wall time),
 per cell (from each cell's worker.log) and the verdict; exits 1 if any check fails.
 
 Run: python benchmarks/perf/kill_resume.py [--kills 10] [--jobs 2] [--seed 0] [--epochs 3] [--seeds 2]
-     [--no-write-kills] [--workdir DIR]
+     [--methods M ...] [--no-write-kills] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -77,11 +77,12 @@ def child_killed_after_write(moment: str, epochs: int, argv: list[str]) -> int:
     return run_benchmark.main(argv)
 
 
-def grid_args(epochs: int, jobs: int, seeds: int) -> list[str]:
-    """The smoke grid's every method at IF 10, tiny subsets: method state (BCCL queues and
-    centroids (re-clustered in epoch 2 by the smoke grid), PaCo's momentum encoder and queue)
-    is resumed too."""
-    return ["--grid", "smoke", "--imb-factors", "10", "--seeds", *map(str, range(seeds)),
+def grid_args(epochs: int, jobs: int, seeds: int, methods: list[str] | None = None) -> list[str]:
+    """The smoke grid's every method (or `methods`) at IF 10, tiny subsets: method state (BCCL
+    queues and centroids (re-clustered in epoch 2 by the smoke grid), PaCo's momentum encoder and
+    queue) is resumed too."""
+    return ["--grid", "smoke", *(["--methods", *methods] if methods else []), "--imb-factors", "10",
+            "--seeds", *map(str, range(seeds)),
             "--tiny", "--epochs", str(epochs),
             "--set", "train_cap_per_class=12", "test_cap_per_class=5", "batch_size=16",
             "--jobs", str(jobs), "--no-progress"]
@@ -119,8 +120,8 @@ def write_kills(grid: list[str], killed: Path, expected: set[Path], epochs: int,
             if code != -signal.SIGKILL:
                 print(f"  the runner was not killed after {moment} (exit {code})")
                 continue
-            # the cell that was killed: the first unfinished one, in the runner's order
-            cell = next((f for f in sorted(expected) if not before[f]), None)
+            # the cell that was killed: the one whose run files were written last
+            cell = max(sorted(expected), key=last_run_write)
             name = str(cell.relative_to(killed.resolve())) if cell else "?"
             kills.append((moment, name))
             print(f"  write kill {len(kills):2d}: after the last epoch's {moment:13s} of {name}", flush=True)
@@ -154,6 +155,12 @@ def last_checkpoint_write(results: Path) -> float:
                 times.append(path.stat().st_mtime)
             except FileNotFoundError:
                 pass
+    return max(times, default=0.0)
+
+
+def last_run_write(folder: Path) -> float:
+    """When a run file of `folder` was last written (logs aside: every start appends to them)."""
+    times = [p.stat().st_mtime for p in folder.glob("*") if p.is_file() and p.suffix != ".log" and p.name != ".lock"]
     return max(times, default=0.0)
 
 
@@ -207,6 +214,7 @@ def main() -> int:
     p.add_argument("--max-delay", type=float, default=25.0, help="odd kills: latest, s after the start (default 25)")
     p.add_argument("--max-train-delay", type=float, default=6.0,
                    help="even kills: latest, s after the attempt's first checkpoint write (default 6)")
+    p.add_argument("--methods", nargs="+", help="only these methods of the smoke grid (default: all)")
     p.add_argument("--no-write-kills", action="store_true",
                    help="skip the kills between consecutive writes of each cell's last epoch")
     p.add_argument("--workdir", type=Path, help="keep the results here (default: a temporary folder, removed)")
@@ -223,7 +231,7 @@ def main() -> int:
     reference, killed = work / "reference", work / "killed"
     for folder in (reference, killed):
         shutil.rmtree(folder, ignore_errors=True)
-    grid = grid_args(args.epochs, args.jobs, args.seeds)
+    grid = grid_args(args.epochs, args.jobs, args.seeds, args.methods)
     expected = planned_folders(grid, killed)
     print(f"grid: {' '.join(grid)}  ({len(expected)} cells)")
 
