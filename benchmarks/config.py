@@ -11,7 +11,8 @@ Layers, later wins:
 Layers 1-4 are the *paper recipe*; whatever layers 5-6 change is a deviation, listed by
 `recipe_deviations` and written to the run's metadata. A method's YAML also says, per dataset, how
 its recipe was obtained (`recipe_status:`, `recipe_status()`: read in a release, or reconstructed);
-the report labels reconstructed recipes.
+the report labels reconstructed recipes; and the precision its release trained in
+(`release_precision:`, `release_precision()`, see `benchmarks.precision`).
 
 Every key must exist in layer 1 or in the method's `options:`; every value must have the type of
 the key's default (an int is accepted where a float is expected). Anything else raises
@@ -98,6 +99,18 @@ def method_file(method: str) -> Path:
 RECIPE_STATUSES = ("release", "reconstructed")
 
 
+def release_precision(method: str) -> str:
+    """The precision the method's release trained in (`release_precision:` of its YAML, default
+    fp32; see `benchmarks.precision`)."""
+    from benchmarks.precision import PRECISIONS
+
+    path = method_file(method)
+    value = load_yaml(path).get("release_precision", "fp32") if path.exists() else "fp32"
+    if value not in PRECISIONS:
+        raise LTBenchError(f"{path}: release_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
 def recipe_status(method: str, dataset: str) -> str:
     """`release` or `reconstructed`: how `method`'s recipe on `dataset` was obtained."""
     path = method_file(method)
@@ -118,7 +131,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     if not path.exists():
         raise LTBenchError(f"method {method!r} has no recipe file {path}")
     method_yaml = load_yaml(path)
-    allowed = {"recipe", "options", "datasets", "recipe_status"}
+    allowed = {"recipe", "options", "datasets", "recipe_status", "release_precision"}
     extra = set(method_yaml) - allowed
     if extra:
         raise LTBenchError(f"{path}: unknown section(s) {sorted(extra)}; accepted: {sorted(allowed)}")
@@ -127,7 +140,8 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     if clash:
         raise LTBenchError(f"{path}: options {sorted(clash)} shadow shared keys; set them under recipe:")
     schema = {**defaults, **options}
-    recipe_status(method, dataset)  # a bad recipe_status value is an error here, not in the report
+    recipe_status(method, dataset)  # bad values are errors here, not in the middle of a run or report
+    release_precision(method)
 
     config = dict(schema)
     dataset_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"

@@ -195,7 +195,7 @@ def check_run_config(config: dict[str, Any]) -> None:
     if not all(isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) for v in s) for s in steps):
         raise LTBenchError(f"lr_steps must be a list of [epoch, factor] pairs, got {steps!r} {where}")
     learning_rate(0, config)  # unknown lr_schedule
-    Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, channels_last
+    Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, memory_format
     if config["backbone"] not in BACKBONES:
         raise LTBenchError(f"unknown backbone {config['backbone']!r}; known: {', '.join(BACKBONES)}")
     from benchmarks.views.large import check_views_config
@@ -287,7 +287,7 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
         ex = trainer.ex
         if main:
             atomic_write_json(run.folder / "env.json", environment_record(
-                device, {"pipeline": ex.pipeline, "amp": ex.amp, "channels_last": ex.channels_last,
+                device, {"pipeline": ex.pipeline, "precision": ex.precision, "channels_last": ex.channels_last,
                          "compile": ex.compile, "cudnn_benchmark": ex.cudnn_benchmark,
                          "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size()}))
             if trainer.start_epoch:

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import LTBenchError, distributed
+from benchmarks import LTBenchError, distributed, precision
+from benchmarks.config import release_precision
 from benchmarks.datasets import LTData
 from benchmarks.evaluation import TestEvaluator, accuracy_metrics
 from benchmarks.loaders import FastLoader, ReferenceLoader
@@ -47,7 +48,9 @@ class Execution:
 
     device: torch.device
     pipeline: str  # reference | fast
-    amp: str  # bf16 | off
+    precision: str  # fp32 | fp16 | bf16: what the training step runs in (benchmarks/precision.py)
+    release_precision: str  # what the method's release trained in
+    fp32_islands: bool  # heads, classifiers, losses and k-means leave autocast
     channels_last: bool
     cudnn_benchmark: bool  # cuDNN picks the fastest kernels for the fixed shapes (CUDA; the releases do too)
     compile: bool
@@ -56,30 +59,41 @@ class Execution:
     def resolve(cls, config: dict[str, Any], device: torch.device) -> "Execution":
         cuda = device.type == "cuda"
         pipeline = config["pipeline"] if config["pipeline"] != "auto" else ("fast" if cuda else "reference")
-        amp = config["amp"] if config["amp"] != "auto" else ("bf16" if cuda else "off")
         memory_format = config["memory_format"]
         if memory_format == "auto":
             memory_format = "channels_last" if cuda else "contiguous"
         for key, value, allowed in (
             ("pipeline", pipeline, ("reference", "fast")),
-            ("amp", amp, ("bf16", "off")),
+            ("amp", config["amp"], precision.AMP_MODES[1:]),
             ("memory_format", memory_format, ("channels_last", "contiguous")),
         ):
-            if value not in allowed:
+            if value not in allowed and value != "auto":
                 raise LTBenchError(f"{key} must be one of auto, {', '.join(allowed)}; got {value!r}")
+        release = release_precision(config["method"])
+        run_precision = precision.resolve_precision(config["amp"], release, device.type)
         return cls(
             device=device,
             pipeline=pipeline,
-            amp=amp,
+            precision=run_precision,
+            release_precision=release,
+            fp32_islands=precision.islands_for(run_precision),
             channels_last=memory_format == "channels_last",
             cudnn_benchmark=cuda,
             compile=bool(config["compile"]) and cuda,
         )
 
     def autocast(self):
-        if self.amp == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """The training step's precision context: autocast and whether float32 islands apply."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(precision.autocast(self.precision, self.device.type))
+        stack.enter_context(precision.islands(self.fp32_islands))
+        return stack
+
+    def record(self) -> dict[str, Any]:
+        """metrics.json's `precision`: what ran, what the release ran, and the TF32 flags."""
+        return {"run": self.precision, "release": self.release_precision, "fp32_islands": self.fp32_islands,
+                "tf32_conv": bool(torch.backends.cudnn.allow_tf32),
+                "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -234,6 +248,7 @@ class Trainer:
             weight_decay=config["weight_decay"],
             nesterov=config["nesterov"],
         )
+        self.scaler = precision.grad_scaler(self.ex.precision, device.type)  # fp16 only; else a no-op
         self.loader = make_loader(data, self.method, config, self.ex)
         if len(self.loader) == 0:
             raise LTBenchError(
@@ -259,16 +274,16 @@ class Trainer:
         """Everything a resumed run needs to repeat the uninterrupted one, written atomically.
 
         Model, optimiser, method state (queues, centroids, momentum encoders: all in the method's
-        `state_dict`), history, best-so-far, epoch and every RNG state. The RNG states are belt
-        and braces: each epoch reseeds from (seed, epoch) anyway. There is no AMP GradScaler state
-        because AMP here is bf16 autocast only: bf16 has fp32's exponent range, so gradients do
-        not underflow and need no loss scaling (fp16 would, and its scale would belong here).
+        `state_dict`), the fp16 GradScaler's state (its scale and clean-step count; empty when
+        loss scaling is off), history, best-so-far, epoch and every RNG state. The RNG states are
+        belt and braces: each epoch reseeds from (seed, epoch) anyway.
         """
         atomic_torch_save(self.checkpoint_path, {
             "format": CHECKPOINT_FORMAT,
             "epochs_done": epochs_done,
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "history": self.history,
             "best": self.best,
             "train_seconds": self.train_seconds,
@@ -294,6 +309,8 @@ class Trainer:
         try:
             self.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):  # absent in checkpoints of runs without loss scaling
+                self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise LTBenchError(f"{self.checkpoint_path} does not fit this method's state (written by other "
                                f"code?): {str(exc).splitlines()[0]}; delete the run folder") from None
@@ -335,9 +352,10 @@ class Trainer:
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(self.parameters)  # no-op in one process
-            opt.step()
+            self.scaler.scale(loss).backward()  # fp16: the scaled loss (the release's GradScaler)
+            distributed.average_gradients(self.parameters)  # no-op in one process; an overflow reaches every rank
+            self.scaler.step(opt)  # fp16: unscales, skips the step if a gradient overflowed
+            self.scaler.update()  # fp16: halves the scale after an overflow, doubles it after 2,000 clean steps
             method.after_step(epoch, step)
             for name, value in losses.items():
                 value = value.detach().float()
@@ -413,6 +431,8 @@ class Trainer:
         images_per_s = self.images_seen / self.train_seconds if self.train_seconds else None
         record = metrics_record(self.config, self.data, self.best, self.last, self.train_seconds, images_per_s)
         record["deviations"].update(process_deviation(self.method, self.world))
+        record["deviations"].update(precision.precision_deviation(self.ex.precision, self.ex.release_precision))
+        record["precision"] = self.ex.record()
         return record
 
 

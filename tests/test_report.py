@@ -52,7 +52,7 @@ def class_counts(num_classes: int, imb_factor: float, n_max: int) -> list[int]:
 
 def write_run(root: Path, config: dict, status: str = "done", best: float | None = None,
               last: float | None = None, label: str | None = None, record_deviations: bool = True,
-              history_epochs: int | None = None) -> Path:
+              history_epochs: int | None = None, extra_metrics: dict | None = None) -> Path:
     """One run folder as the grid runner leaves it (metrics only when `best` is given)."""
     label = label or config["dataset"]
     folder = run_dir(root, label, config["imb_factor"], config["method"], config["seed"])
@@ -82,6 +82,8 @@ def write_run(root: Path, config: dict, status: str = "done", best: float | None
         }
         if record_deviations:
             metrics["deviations"] = recipe_deviations(config)
+        for key, value in (extra_metrics or {}).items():
+            metrics[key] = {**metrics.get(key, {}), **value}
         atomic_write_json(folder / "metrics.json", metrics)
     write_csv(folder / "history.csv", [
         {"epoch": e, "lr": 0.1, "loss": 2.0 / (e + 1), "loss_ce": 2.0 / (e + 1),
@@ -119,6 +121,9 @@ def results(tmp_path_factory) -> Path:
     write_run(root, resolve_config("paco", "cifar100", 100, 0, overrides={"epochs": 200}), best=50.0)
     write_run(root, resolve_config("ce", "cifar100", 100, 0, overrides={"lr": 0.2}), best=40.0,
               record_deviations=False)
+    # BCCL trained on a CPU: fp32 where its release trains fp16 (what the trainer records)
+    write_run(root, resolve_config("bccl", "cifar100", 100, 0), best=52.5, extra_metrics={
+        "precision": {"run": "fp32", "release": "fp16"}, "deviations": {"precision": {"paper": "fp16", "run": "fp32"}}})
     tiny = resolve_config("ce", "cifar10", 100, 0,
                           overrides={"train_cap_per_class": 20, "test_cap_per_class": 10, "epochs": 2})
     write_run(root, tiny, best=30.0, label="cifar10-tiny")
@@ -191,6 +196,17 @@ def test_failed_and_running_runs_are_listed_not_aggregated(report, summary):
     unfinished = report[1].split("## Unfinished and failed runs")[1].split("##")[0]
     assert "RuntimeError: boom" in unfinished and "running" in unfinished and "3/200" in unfinished
     assert "rerun the grid to resume" in unfinished
+
+
+def test_precision_is_reported_per_method_and_a_precision_deviation_is_recipe_differs(report, summary):
+    bccl = row(summary, "cifar100", "bccl")
+    assert bccl["precision"] == "fp32" and bccl["verdict"] == "recipe differs"
+    assert bccl["differences"] == "precision fp32≠fp16"
+    assert pd.isna(row(summary, "cifar10", "bcl")["precision"])  # an older run that recorded none
+    cell = report[1].split("## cifar100, IF 100")[1].split("##")[0]
+    assert "| precision |" in next(line for line in cell.splitlines() if line.startswith("| method "))
+    bccl_line = next(line for line in cell.splitlines() if line.startswith("| bccl "))
+    assert "| fp32 |" in bccl_line and "precision fp32≠fp16" in bccl_line
 
 
 def test_reconstructed_recipes_are_labelled_not_matched(report, summary):

@@ -108,6 +108,7 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         imb_factor=("imb_factor", "first"),
         epochs=("epochs", "first"),
         backbone=("backbone", "first"),
+        precision=("precision", lambda s: "/".join(sorted({str(x) for x in s if x}))),
         tiny=("tiny", "any"),
         deviations=("deviations", "first"),
         deviation_note=("deviation_note", "first"),
@@ -156,6 +157,6 @@ SUMMARY_COLUMNS = [
     "best_top1_mean", "best_top1_std", "last_top1_mean", "last_top1_std", "best_epoch_mean",
     *[f"{g}_mean" for g in GROUPS],
     "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
-    "diff", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
+    "diff", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone", "precision",
     "tiny", "differences", "recipe_label", "deviation_note", "variant",
 ]

@@ -102,6 +102,7 @@ def load_run(folder: Path) -> dict[str, Any]:
         backbone=config.get("backbone"),
         config=config,
         recorded_deviations=(metrics or {}).get("deviations"),
+        precision=((metrics or {}).get("precision") or {}).get("run", ""),  # what the step ran in ("": older runs)
         train_seconds=(metrics or {}).get("train_seconds", np.nan),
         images_per_s=(metrics or {}).get("train_images_per_s", np.nan),
         **_group_values((metrics or {}).get("best"), "best"),

@@ -86,6 +86,7 @@ def results_table(cell: pd.DataFrame) -> pd.DataFrame:
             "verdict": r.verdict,
             **groups,
             "epochs run/paper": f"{fmt_int(r.epochs)}/{fmt_int(r.paper_epochs)}",
+            "precision": r.precision or NA,
             "recipe differences": "; ".join(x for x in (r.differences, r.recipe_label) if x) or "—",
         })
     return pd.DataFrame(rows)
@@ -148,7 +149,8 @@ def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame,
             f"'{NO_PAPER}' when no figure was published. Many/medium/few: best epoch, paper's in parentheses. "
             f"'{RECONSTRUCTED}': no release gives that method's recipe on that dataset (it is marked "
             "`reconstructed` in configs/methods/<method>.yaml, recipe_status); the comparison tests a reading "
-            "of the paper, not a released configuration.",
+            "of the paper, not a released configuration. Precision: what the training step ran in (fp32, fp16 with "
+            "loss scaling, bf16); one other than the method's release precision is the deviation 'precision'.",
         ],
         plots=overview_plots,
     )
