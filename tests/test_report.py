@@ -291,7 +291,7 @@ def test_paper_numbers_file_is_complete():
     cifar = {(n.method, n.dataset, n.imb_factor): n.top1 for n in numbers if n.dataset.startswith("cifar")}
     assert len(cifar) == 21 and ("paco", "cifar10", 100) not in cifar
     assert cifar[("bccl", "cifar100", 10)] == 65.3 and cifar[("ce", "cifar10", 100)] == 70.36
-    assert all(n.status in ("release", "paper") and n.source for n in numbers)
+    assert all(n.status in ("release", "paper", "unverified") and n.source for n in numbers)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -305,7 +305,7 @@ def test_stdout_has_every_table(report):
     assert "85.00 ± 1.41 (n=2)" in stdout and "60.00 (n=1)" in stdout
     assert "BCCL official README [release]" in stdout  # every paper number with its source and status
     assert "paco: no published figure for cifar10 IF 100" in stdout
-    assert "(paper 65.2)" in stdout  # CE's published many-shot accuracy next to the run's
+    assert "(paper 65.2)" not in stdout  # CE's CIFAR-100 split had no traceable source: dropped
 
 
 def test_every_format_written_and_parseable(report):

@@ -106,6 +106,7 @@ def load_run(folder: Path) -> dict[str, Any]:
         or config.get("test_cap_per_class", 0) > 0,
         epochs=config.get("epochs", (metrics or {}).get("epochs", np.nan)),
         backbone=config.get("backbone"),
+        views=tuple(config.get("views") or ()),  # matched against a paper entry's views
         config=config,
         recorded_deviations=(metrics or {}).get("deviations"),
         precision=((metrics or {}).get("precision") or {}).get("run", ""),  # what the step ran in ("": older runs)

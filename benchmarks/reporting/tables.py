@@ -130,7 +130,8 @@ def source_notes(cell: pd.DataFrame) -> list[str]:
         if r.paper_source:
             groups = "/".join(fmt_paper(getattr(r, f"paper_{g}")) for g in GROUPS)
             split = "" if groups == "—/—/—" else f", many/medium/few {groups}"
-            notes.append(f"{r.method}: {fmt_paper(r.paper_top1)}{split}, {r.paper_backbone}, "
+            views = f", views {r.paper_views}" if r.paper_views else ""
+            notes.append(f"{r.method}: {fmt_paper(r.paper_top1)}{split}, {r.paper_backbone}{views}, "
                          f"{fmt_int(r.paper_epochs)} epochs — {r.paper_source} [{r.paper_status}]")
         else:
             notes.append(f"{r.method}: no published figure for {r.dataset} IF {r.if_label}")
