@@ -47,6 +47,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks import LTBenchError, distributed
+from benchmarks.config import check_ranges
+from benchmarks.losses import logit_adjusted_ce
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 from benchmarks.precision import float32
@@ -135,6 +137,11 @@ class BCL(Method):
     # flip, jitter p 0.8, grayscale p 0.2). `view_names()` applies the two view options.
     views = ("crop_flip", "contrastive", "contrastive")
 
+    @classmethod
+    def check_config(cls, config):
+        check_ranges(config, {"lambda_la": ">= 0", "mu_bcl": ">= 0", "temperature": "> 0",
+                              "proj_hidden_dim": ">= 1", "proj_dim": ">= 1", "bn_groups": ">= 1"})
+
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)
         self.lambda_la = float(config["lambda_la"])
@@ -149,9 +156,9 @@ class BCL(Method):
         self.head_prototype = projection_head(feat, hidden, out)
         self.bn_groups = int(config["bn_groups"])
         world = distributed.world_size()
-        if self.bn_groups < 1 or self.bn_groups % world:
-            raise LTBenchError(f"bcl: bn_groups must be a positive multiple of the {world} process(es), "
-                               f"got {config['bn_groups']!r}")
+        if self.bn_groups % world:  # known only at run time (torchrun)
+            raise LTBenchError(f"bcl: bn_groups (DataParallel replicas of the release) must be a multiple of the "
+                               f"{world} processes, got {self.bn_groups}; --set bn_groups={world} gives one per rank")
         self.local_bn_groups = self.bn_groups // world
 
     def view_names(self) -> tuple[str, ...]:
@@ -181,7 +188,7 @@ class BCL(Method):
         # each DataParallel replica its chunk of them).
         h, z = self.features(torch.cat(list(views[:3]), dim=0))
         logits = self.classifier(h[:batch]).float()
-        la_ce = F.cross_entropy(logits + self.log_prior, labels)
+        la_ce = logit_adjusted_ce(logits, labels, self.log_prior)
         bcl = balanced_contrastive_loss(z[batch:], labels, self.prototypes(), self.temperature)
         loss = self.lambda_la * la_ce + self.mu_bcl * bcl
         return {"loss": loss, "la_ce": la_ce.detach(), "bcl": bcl.detach()}
