@@ -52,6 +52,7 @@ EXECUTION_KEYS = ("pipeline", "amp", "memory_format", "compile", "num_workers", 
 ADDED_KEYS: dict[str, Any] = {
     "sampler": "instance",
     "sampler_samples_per_class": 1,
+    "select_on": "test",
     "reweight": "none",
     "reweight_beta": 0.9999,
     "reweight_epoch": 0,
@@ -386,8 +387,15 @@ def _check_names(config: dict[str, Any], where: str) -> None:
         raise LTBenchError(f"unknown linear_init {config['linear_init']!r}; known: {', '.join(LINEAR_INITS)}")
     check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
     from baselines.reweighting import REWEIGHT_RULES
+    from benchmarks.datasets import DATASETS
     from benchmarks.samplers import SAMPLERS
 
+    if config["select_on"] not in ("test", "val"):
+        raise LTBenchError(f"select_on must be test or val, got {config['select_on']!r}")
+    if config["select_on"] == "val" and not DATASETS.get(config["dataset"]).has_val_split:
+        raise LTBenchError(f"select_on val: dataset {config['dataset']} has no validation split "
+                           f"(datasets with one: {', '.join(n for n in DATASETS.names() if DATASETS.get(n).has_val_split)}); "
+                           f"use select_on=test")
     if config["sampler"] not in SAMPLERS:
         raise LTBenchError(f"unknown sampler {config['sampler']!r}; known: {', '.join(SAMPLERS)}")
     if config["reweight"] not in REWEIGHT_RULES:

@@ -425,3 +425,22 @@ def test_usage_errors_are_one_line(capsys):
         assert report_cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_selection_on_the_validation_split_is_labelled_with_best_on_test_beside(tmp_path):
+    """A BCL ImageNet-LT run selected on ImageNet_LT_val: its best top-1 is the selected epoch's test
+    accuracy, the report says which split chose it and shows the best test epoch as 'best on test';
+    a CIFAR run says 'test' (the releases' own selection)."""
+    root = tmp_path / "r"
+    write_run(root, resolve_config("bcl", "imagenet_lt", 256, 0), best=55.5, extra_metrics={
+        "selection": {"split": "val", "val_top1": 54.0}, "best_on_test": {"epoch": 80, "top1": 56.25}})
+    write_run(root, resolve_config("bccl", "cifar10", 100, 0), best=85.0)
+    report = build_report(root, tmp_path / "out", formats=["md", "csv"], plots=False)
+    bcl = report.summary[report.summary["method"] == "bcl"].iloc[0]
+    assert bcl["selected_on"] == "val" and bcl["best_top1_mean"] == 55.5 and bcl["best_on_test_mean"] == 56.25
+    text = (tmp_path / "out" / "report.md").read_text()
+    cell = text.split("## imagenet_lt, IF 256")[1].split("##")[0]
+    assert "val (best on test: 56.25)" in cell
+    cifar = text.split("## cifar10, IF 100")[1].split("##")[0]
+    assert "| test |" in next(line for line in cifar.splitlines() if line.startswith("| bccl "))
+    assert "select_on: test" in text  # the report says the CIFAR releases select on the test set

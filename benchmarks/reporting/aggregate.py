@@ -131,6 +131,8 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         epochs=("epochs", "first"),
         backbone=("backbone", "first"),
         views=("views", "first"),
+        selected_on=("selected_on", "first"),
+        best_on_test_mean=("best_on_test_top1", "mean"),
         precision=("precision", lambda s: "/".join(sorted({str(x) for x in s if x}))),
         tiny=("tiny", "any"),
         deviations=("deviations", "first"),
@@ -187,6 +189,6 @@ SUMMARY_COLUMNS = [
     "last_top1_std", "best_epoch_mean", *[f"{g}_mean" for g in GROUPS], "best_ece_mean", "last_ece_mean",
     "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
     "diff", "paper_in_ci", "seeds_for_1pt", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
-    "paper_views", "precision",
+    "paper_views", "precision", "selected_on", "best_on_test_mean",
     "tiny", "differences", "recipe_label", "deviation_note", "variant",
 ]
