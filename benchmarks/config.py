@@ -57,6 +57,10 @@ ADDED_KEYS: dict[str, Any] = {
     "reweight_beta": 0.9999,
     "reweight_epoch": 0,
 }
+# The same for keys of one method's `options:` (added only to that method's configs).
+ADDED_OPTIONS: dict[str, dict[str, Any]] = {
+    "bcl": {"bn_groups": 1},  # before bn_groups, BCL normalised the whole 3B batch at once
+}
 
 
 def with_added_keys(config: Any) -> Any:
@@ -64,7 +68,8 @@ def with_added_keys(config: Any) -> Any:
     old-behaviour value; anything that is not a mapping is returned as it is."""
     if not isinstance(config, dict):
         return config
-    return {**{k: v for k, v in ADDED_KEYS.items() if k not in config}, **config}
+    added = {**ADDED_KEYS, **ADDED_OPTIONS.get(config.get("method"), {})}
+    return {**{k: v for k, v in added.items() if k not in config}, **config}
 
 
 class ProjectYAMLLoader(yaml.SafeLoader):

@@ -310,3 +310,15 @@ def test_bn_groups_normalise_contiguous_chunks_and_keep_the_first_chunks_running
         assert torch.equal(a, b)
     whole_h, _ = plain.features(images)
     assert not torch.allclose(whole_h, h, atol=1e-3)  # one BatchNorm batch computes something else
+
+
+def test_configs_written_before_bn_groups_and_select_on_still_match_todays():
+    """Results folders of the code before these keys existed resume and report: their configs
+    are completed with the old behaviour (one BN batch, best test epoch), only for BCL's option."""
+    from benchmarks.config import with_added_keys
+
+    for method in ("bcl", "ce"):
+        today = resolve_config(method, "cifar100")
+        written = {k: v for k, v in today.items() if k not in ("bn_groups", "select_on")}
+        assert with_added_keys(written) == today
+    assert "bn_groups" not in with_added_keys({"method": "ce"})
