@@ -132,7 +132,7 @@ def source_notes(cell: pd.DataFrame) -> list[str]:
         if r.paper_source:
             groups = "/".join(fmt_paper(getattr(r, f"paper_{g}")) for g in GROUPS)
             split = "" if groups == "—/—/—" else f", many/medium/few {groups}"
-            views = f", views {r.paper_views}" if r.paper_views else ""
+            views = f", views {r.paper_views}" if getattr(r, "paper_views", "") else ""  # entries that record them
             notes.append(f"{r.method}: {fmt_paper(r.paper_top1)}{split}, {r.paper_backbone}{views}, "
                          f"{fmt_int(r.paper_epochs)} epochs — {r.paper_source} [{r.paper_status}]")
         else:
