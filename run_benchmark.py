@@ -5,12 +5,16 @@
     python run_benchmark.py --grid cifar --data-root data --download
     python run_benchmark.py --grid cifar --tiny   # tiny subsets: a minute-long end-to-end check
     python run_benchmark.py --grid cifar10 --methods bccl --seeds 0 1 2 --set lr=0.15 batch_size=128
+    python run_benchmark.py --grid cifar10 --methods bccl --sweep eta=0,0.05,0.2 --sweep centroids_per_class=1,10
+    python run_benchmark.py --grid bccl-ablation --data-root data   # BCCL's one-at-a-time ablations
     python run_benchmark.py --grid cifar --jobs 4                 # 4 worker processes, GPUs round-robin
     python run_benchmark.py --grid cifar --launcher slurm --slurm-partition gpu --slurm-time 600
     python run_benchmark.py --grid imagenet --data-root /data --split-dir /data/splits/ImageNet_LT
     torchrun --nproc_per_node 4 run_benchmark.py --grid imagenet --data-root /data   # one run on 4 GPUs
     python run_benchmark.py --grid cifar100 --methods bccl --imb-factors 100 --eval-checkpoint ckpt.pth.tar
 
+A run of the paper recipe lives in <dataset>/if<IF>/<method>/seed<S>/, any other configuration
+(--set, --sweep, a grid's overrides or sweeps) in <dataset>/if<IF>/<method>@<variant>/seed<S>/.
 Finished runs are skipped; interrupted ones resume from their checkpoint; a cell another runner is
 training is skipped. Exit status: 0 all good, 1 some runs failed, 2 bad input. See README.md.
 """
@@ -26,6 +30,7 @@ from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
 from benchmarks.grid import GridOptions, count_outcomes, grid_names, plan, preflight, run_grid, summary_table
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
+from benchmarks.variants import check_variant_name, parse_sweep_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "class, 2 epochs unless --epochs (results go to <dataset>-tiny/)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128)")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="run one variant per value (values written as for --set); repeat for the cartesian "
+                        "product; replaces the grid file's sweeps. Each variant gets its own folder "
+                        "<method>@<variant>/")
+    p.add_argument("--name", help="label of this configuration's variant folder (<method>@NAME/) instead of "
+                                  "the one derived from its recipe deviations")
     p.add_argument("--data-root", type=Path, default=Path("data"), help="where the datasets live (default: data)")
     p.add_argument("--download", action="store_true", help="download missing datasets (CIFAR) into --data-root")
     p.add_argument("--split-dir", type=Path,
@@ -122,18 +133,25 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
     return (lambda runs: parallel.run(runs, options)), f"on {device.type}, {args.jobs} worker processes"
 
 
-@main_guard
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    options = GridOptions(
+def grid_options(args: argparse.Namespace) -> GridOptions:
+    """The parsed command line as the grid planner's options (bad --set/--sweep/--name raise)."""
+    return GridOptions(
         grid=args.grid, datasets=args.datasets, methods=args.methods,
         imb_factors=_integral(args.imb_factors), seeds=args.seeds, epochs=args.epochs, tiny=args.tiny,
         overrides=parse_set_arguments(args.overrides), data_root=args.data_root, download=args.download,
         split_dir=args.split_dir,
+        sweeps=parse_sweep_arguments(args.sweep) or None,
+        name=None if args.name is None else check_variant_name(args.name),
         results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
         progress=not args.no_progress,
     )
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    options = grid_options(args)
     runs = plan(options)
     if args.cell is not None:
         runs = select_cell(runs, args.cell)
