@@ -3,13 +3,13 @@ so they follow the results layout, variants included, instead of spelling it out
 
 from pathlib import Path
 
-import run_benchmark
+from benchmarks.commands.run import grid_options, parse_args
 from benchmarks.grid import plan
 
 
 def planned_folders(argv: list[str]) -> list[Path]:
     """The run folders `run_benchmark.py argv` trains, in its order (nothing is written)."""
-    return [run.folder for run in plan(run_benchmark.grid_options(run_benchmark.parse_args(list(argv))))]
+    return [run.folder for run in plan(grid_options(parse_args(list(argv))))]
 
 
 def planned_folder(argv: list[str]) -> Path:
