@@ -40,17 +40,17 @@ from benchmarks import CONFIG_DIR, LTBenchError
 from benchmarks.config import EXECUTION_KEYS, check_keys, load_yaml, paper_recipe, resolve_config
 from benchmarks.datasets import DATASETS, DatasetRequest, LTData, build_dataset
 from benchmarks.environment import environment_record
+from benchmarks.logs import LOGGER, run_log
 from benchmarks.methods import METHODS
 from benchmarks.results import (
     DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, atomic_write_text, atomic_write_yaml,
-    check_writable_dir, done_problem,
+    check_locking, check_writable_dir, done_problem,
     format_imb_factor, read_config, read_metrics, read_status, remove_stale_temp_files, run_dir, write_status,
 )
 from benchmarks.variants import check_sweeps, sweep_points, variant_name, with_variant
 
 GRID_KEYS = {"description", "datasets", "imb_factors", "methods", "seeds", "overrides", "method_overrides", "sweeps"}
 TINY_TRAIN_CAP, TINY_TEST_CAP, TINY_EPOCHS = 20, 10, 2
-CLASSIFIERS = ("linear", "cosine")  # what benchmarks.models.build_classifier builds
 
 
 def grid_names() -> list[str]:
@@ -106,6 +106,7 @@ class GridOptions:
     device: str = "auto"
     tensorboard: bool = False
     progress: bool = True
+    log_interval: int = 0  # a train.log / console line every N steps within an epoch (0: per epoch only)
 
 
 @dataclass
@@ -180,7 +181,8 @@ def _sweep_points(method: str, dataset: str, options: GridOptions, grid: dict[st
 
 
 def plan(options: GridOptions) -> list[Run]:
-    """Resolve every run of the grid; raises LTBenchError on any bad name, key, type or value."""
+    """Resolve every run of the grid; raises LTBenchError on any bad name, key, type or value
+    (values: `benchmarks.config.validate_config`, through `resolve_config`)."""
     grid = load_grid(options.grid)
     datasets = options.datasets or list(grid["datasets"])
     methods = options.methods or grid["methods"]
@@ -192,12 +194,7 @@ def plan(options: GridOptions) -> list[Run]:
         DATASETS.get(name) if isinstance(name, str) else _bad_name("dataset", name)
     for name in methods:
         METHODS.get(name) if isinstance(name, str) else _bad_name("method", name)
-    for imb in imb_factors:
-        if not isinstance(imb, (int, float)) or isinstance(imb, bool) or imb < 1:
-            raise LTBenchError(f"imbalance factor must be a number >= 1, got {imb!r}")
-    for seed in seeds:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise LTBenchError(f"seed must be a non-negative integer, got {seed!r}")
+    # The values (IF, seed, every key) are checked by resolve_config -> config.validate_config.
 
     cli = dict(options.overrides)
     if options.tiny:
@@ -233,9 +230,7 @@ def plan(options: GridOptions) -> list[Run]:
                                                 overrides={**cli, **point})
                         if config not in configs:
                             configs.append(config)
-                    for config in configs:
-                        check_run_config(config)
-                        runs.append(place_run(config, options))
+                    runs.extend(place_run(config, options) for config in configs)
     if not runs:
         raise LTBenchError(f"grid {options.grid!r} has no runs (an empty list of datasets, IFs, methods or seeds)")
     seen: dict[Path, Run] = {}
@@ -256,35 +251,6 @@ def _bad_name(kind: str, name: Any) -> None:
     raise LTBenchError(f"{kind} names must be strings, got {name!r}")
 
 
-def check_run_config(config: dict[str, Any]) -> None:
-    """Value checks that a key's type cannot express, made at plan time so that bad input writes
-    nothing (without them the mistake would surface in the middle of a grid, in a run folder)."""
-    from benchmarks.models import BACKBONES
-    from benchmarks.schedules import learning_rate
-    from benchmarks.training import Execution
-
-    where = f"(run {config['method']} on {config['dataset']})"
-    for key, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("warmup_epochs", 0),
-                     ("num_workers", 0), ("train_cap_per_class", 0), ("test_cap_per_class", 0)):
-        if config[key] < low:
-            raise LTBenchError(f"{key} must be >= {low}, got {config[key]} {where}")
-    for key in ("lr", "weight_decay", "momentum"):
-        if not config[key] >= 0:  # also catches NaN
-            raise LTBenchError(f"{key} must be >= 0, got {config[key]} {where}")
-    steps = config["lr_steps"]
-    if not all(isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) for v in s) for s in steps):
-        raise LTBenchError(f"lr_steps must be a list of [epoch, factor] pairs, got {steps!r} {where}")
-    learning_rate(0, config)  # unknown lr_schedule
-    Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, channels_last
-    if config["backbone"] not in BACKBONES:
-        raise LTBenchError(f"unknown backbone {config['backbone']!r}; known: {', '.join(BACKBONES)}")
-    from benchmarks.views.large import check_views_config
-
-    check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
-    if config["classifier"] not in CLASSIFIERS:
-        raise LTBenchError(f"unknown classifier {config['classifier']!r}; known: {', '.join(CLASSIFIERS)}")
-
-
 def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> str:
     return ", ".join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
 
@@ -298,6 +264,7 @@ def preflight(runs: list[Run], options: GridOptions) -> None:
     """
     from benchmarks.training import read_checkpoint
 
+    check_locking()  # a platform without flock fails here, not when a cell starts
     for name, imb in sorted({(r.config["dataset"], r.config["imb_factor"]) for r in runs}):
         # with the cell's IF: a dataset with a natural long tail (imagenet_lt, inat2018) refuses other IFs
         DATASETS.get(name).check(DatasetRequest(imb_factor=imb, data_root=options.data_root,
@@ -362,7 +329,7 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
         write_status(run.folder, RUNNING)
     try:
         trainer = Trainer(run.config, data, run.folder, device, tensorboard=options.tensorboard,
-                          progress=options.progress)
+                          progress=options.progress, log_interval=options.log_interval)
         distributed.main_first(trainer.load_checkpoint)  # rank 0 may delete a corrupt one first
         ex = trainer.ex
         if main:
@@ -371,7 +338,7 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
                          "compile": ex.compile, "cudnn_benchmark": ex.cudnn_benchmark,
                          "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size()}))
             if trainer.start_epoch:
-                print(f"    resumed from its checkpoint after epoch {trainer.start_epoch}", flush=True)
+                LOGGER.info(f"    resumed from its checkpoint after epoch {trainer.start_epoch}")
         metrics = trainer.run()
         if main:
             write_metrics(run.folder, metrics)
@@ -405,7 +372,7 @@ def finished(run: Run, log=None, prefix: str = "") -> bool:
     return problem is None
 
 
-def log_outcome(outcome: Outcome, log=print) -> None:
+def log_outcome(outcome: Outcome, log=LOGGER.info) -> None:
     if outcome.metrics and outcome.status == DONE:
         b, l = outcome.metrics["best"], outcome.metrics["last"]
         log(f"    best top-1 {b['top1']:.2f} (epoch {b['epoch']}), last {l['top1']:.2f}, {outcome.seconds:.1f} s")
@@ -413,7 +380,7 @@ def log_outcome(outcome: Outcome, log=print) -> None:
         log(f"    {outcome.status}")
 
 
-def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=print,
+def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=LOGGER.info,
              prefix: str = "") -> Outcome:
     """Train one cell under its lock: skipped when finished, or when another live runner has it."""
     from benchmarks import distributed
@@ -432,17 +399,18 @@ def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCa
         if finished(run):  # another runner finished it between our check and our lock
             log(f"{prefix}{run.label}: done already, skipped ({run.folder})")
             return Outcome(run, SKIPPED_DONE, read_metrics(run.folder))
-        for path in remove_stale_temp_files(run.folder):
-            log(f"    removed {path.name}, left by a killed writer")
-        log(f"{prefix}{run.label} -> {run.folder}")
-        outcome = execute_run(run, cache.get(run.config), device, options)
+        with run_log(run.folder):  # from here on, every line also goes to the folder's train.log
+            for path in remove_stale_temp_files(run.folder):
+                log(f"    removed {path.name}, left by a killed writer")
+            log(f"{prefix}{run.label} -> {run.folder}")
+            outcome = execute_run(run, cache.get(run.config), device, options)
+            log_outcome(outcome, log)
     finally:
         lock.release()
-    log_outcome(outcome, log)
     return outcome
 
 
-def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=print,
+def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=LOGGER.info,
                          prefix: str = "") -> Outcome:
     """`run_cell` for torchrun: rank 0 decides (finished? locked? its lock, its stale files) and
     tells the others, so that every rank trains the same cells in the same order."""
@@ -470,16 +438,17 @@ def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, c
         if decision[0] == "locked":
             log(f"{prefix}{run.label}: being trained by another runner ({decision[1]}), skipped")
             return Outcome(run, f"{SKIPPED_LOCKED} by {decision[1]})")
-        log(f"{prefix}{run.label} -> {run.folder} ({distributed.world_size()} processes)")
-        outcome = execute_run(run, cache.get(run.config), device, options)
+        with run_log(run.folder, enabled=distributed.is_main()):  # rank 0's lines into train.log
+            log(f"{prefix}{run.label} -> {run.folder} ({distributed.world_size()} processes)")
+            outcome = execute_run(run, cache.get(run.config), device, options)
+            log_outcome(outcome, log)
     finally:
         if lock is not None:
             lock.release()
-    log_outcome(outcome, log)
     return outcome
 
 
-def run_grid(runs: list[Run], options: GridOptions, device: torch.device, log=print) -> list[Outcome]:
+def run_grid(runs: list[Run], options: GridOptions, device: torch.device, log=LOGGER.info) -> list[Outcome]:
     """Run the cells one after the other in this process (the sequential local launcher)."""
     cache = DataCache(options)
     return [run_cell(run, options, device, cache, log, prefix=f"[{i}/{len(runs)}] ") for i, run in enumerate(runs, 1)]

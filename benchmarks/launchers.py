@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import benchmarks
 from benchmarks import LTBenchError
+from benchmarks.logs import LOGGER
 from benchmarks.results import (
     DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, read_metrics, read_status, write_status,
 )
@@ -221,7 +222,7 @@ class LocalParallel:
         env["CUDA_VISIBLE_DEVICES"] = gpu
         return env, "cuda", f"GPU {gpu}"
 
-    def run(self, runs: list["Run"], options: "GridOptions", log: Callable = print) -> list["Outcome"]:
+    def run(self, runs: list["Run"], options: "GridOptions", log: Callable = LOGGER.info) -> list["Outcome"]:
         from benchmarks.grid import log_outcome
 
         gpus = visible_gpus(self.device)
@@ -363,7 +364,7 @@ class Slurm:
         executor.update_parameters(**params)
         return executor
 
-    def run(self, runs: list["Run"], options: "GridOptions", log: Callable = print) -> list["Outcome"]:
+    def run(self, runs: list["Run"], options: "GridOptions", log: Callable = LOGGER.info) -> list["Outcome"]:
         from benchmarks.grid import Outcome, log_outcome
 
         outcomes, todo = _split_finished(runs, log)

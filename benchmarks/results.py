@@ -14,12 +14,14 @@
 - `checkpoint.pt` the last epoch's full state, for resuming
 - `.lock`         the per-run lock (see `RunLock`); its content only says who holds it
 - `worker.log`    with `--jobs`: the output of the worker processes that ran this cell
+- `train.log`     every run: its console lines, one line per epoch, `--log-interval` step lines (`benchmarks.logs`)
 
 Every file is written to a temporary name in the same folder and renamed into place, so a killed
 process leaves either the old file or the new one, never half of one (plus, at worst, a stray
 `.<name>.*.tmp` file, which `remove_stale_temp_files` deletes before the run is trained again).
-The lock file is the one exception: it must keep its inode for `flock` to mean anything, so it is
-never replaced or deleted, and its content is informational only. Users' description of all of
+The lock file is one exception: it must keep its inode for `flock` to mean anything, so it is
+never replaced or deleted, and its content is informational only. The logs (`train.log`,
+`worker.log`) are the others: appended to line by line, a killed writer leaves a log that ends early. Users' description of all of
 this: docs/results-layout.md.
 """
 
@@ -30,6 +32,7 @@ import io
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +41,12 @@ from typing import Any
 import yaml
 
 from benchmarks import LTBenchError
+from benchmarks.config import yaml_load
+
+try:
+    import fcntl  # the run lock (`RunLock`): POSIX only
+except ImportError:  # Windows: no flock; training refuses to start (`check_locking`), reading works
+    fcntl = None  # type: ignore[assignment]
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
@@ -136,7 +145,10 @@ def _load_if_present(path: Path, load) -> Any:
 
 
 def read_config(folder: Path) -> dict[str, Any] | None:
-    return _load_if_present(Path(folder) / "config.yaml", yaml.safe_load)
+    """A run folder's config.yaml, with the keys added since it was written (`config.ADDED_KEYS`)."""
+    from benchmarks.config import with_added_keys
+
+    return with_added_keys(_load_if_present(Path(folder) / "config.yaml", yaml_load))
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:
@@ -225,6 +237,19 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 # -- one runner per run folder ---------------------------------------------------------------------
+def check_locking() -> None:
+    """Fail at start, before anything is written, where the run lock cannot work.
+
+    The lock is `flock`, which the kernel releases when its holder dies however it dies; Windows
+    has no equivalent with those semantics in the standard library, and a lock that may outlive a
+    killed runner (or none at all) would let two runners train one cell. Reading results (the
+    report) needs no lock and works everywhere.
+    """
+    if fcntl is None:
+        raise LTBenchError(f"training needs the per-run lock (fcntl.flock), which this platform ({sys.platform}) "
+                           "does not have; run the grid on Linux or macOS (on Windows: WSL). report.py works here")
+
+
 class RunLocked(Exception):
     """Another live process holds the run folder's lock; `holder` says who (pid, host, since)."""
 
@@ -260,8 +285,7 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        import fcntl
-
+        check_locking()
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -279,9 +303,10 @@ class RunLock:
     def is_held(folder: Path) -> bool:
         """Whether a live process holds the folder's lock now (a shared, non-blocking probe
         that is released at once; False when there is no lock file). For the report: a runner
-        that tries to take the lock during those microseconds skips the cell as locked."""
-        import fcntl
-
+        that tries to take the lock during those microseconds skips the cell as locked.
+        Without fcntl (Windows) nothing can hold a lock: False."""
+        if fcntl is None:
+            return False
         try:
             fd = os.open(Path(folder) / ".lock", os.O_RDONLY)
         except OSError:
@@ -305,8 +330,6 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            import fcntl
-
             fd, self._fd = self._fd, None
             try:
                 os.ftruncate(fd, 0)  # nobody holds it now; the empty file says so

@@ -31,6 +31,7 @@ from benchmarks import LTBenchError
 from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
 from benchmarks.grid import GridOptions, count_outcomes, grid_names, plan, preflight, run_grid, summary_table
+from benchmarks.logs import LOGGER
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
 from benchmarks.variants import check_variant_name, parse_sweep_arguments
 
@@ -39,16 +40,18 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     # No abbreviations: `--epoch 3` must be an error, not silently `--epochs 3` (or a grid started).
     p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--grid", default="smoke", help=f"grid in configs/grids/ (known: {', '.join(grid_names())})")
-    p.add_argument("--datasets", nargs="+", help="only these datasets of the grid")
-    p.add_argument("--methods", nargs="+", help="only these methods")
-    p.add_argument("--imb-factors", nargs="+", type=float, help="imbalance factors (>= 1)")
-    p.add_argument("--seeds", nargs="+", type=int, help="seeds")
+    # List options accumulate: `--set a=1 --set b=2` keeps both (argparse's default would keep the last).
+    p.add_argument("--datasets", nargs="+", action="extend", help="only these datasets of the grid")
+    p.add_argument("--methods", nargs="+", action="extend", help="only these methods")
+    p.add_argument("--imb-factors", nargs="+", action="extend", type=float, help="imbalance factors (>= 1)")
+    p.add_argument("--seeds", nargs="+", action="extend", type=int, help="seeds")
     p.add_argument("--epochs", type=int, help="override every run's epochs")
     p.add_argument("--tiny", action="store_true",
                    help="tiny subsets for a quick end-to-end check: <= 20 train and 10 test images per "
                         "class, 2 epochs unless --epochs (results go to <dataset>-tiny/)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128); repeatable "
+                        "(every --set is kept; a key set twice takes its last value)")
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="run one variant per value (values written as for --set); repeat for the cartesian "
                         "product; replaces the grid file's sweeps. Each variant gets its own folder "
@@ -63,11 +66,17 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                    help="evaluate this checkpoint instead of training (ltbench's checkpoint.pt or the BCCL/BCL/PaCo "
                         "release format) on the one cell named by --datasets/--methods/--imb-factors; results in "
                         "<dataset>/if<IF>/<method>/eval-<checkpoint name>/")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="--eval-checkpoint: unpickle the file fully (weights_only=False) when it holds types outside "
+                        "the release formats' allow-list; only for files you trust (unpickling can run code)")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go (default: results)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files into each run folder")
     p.add_argument("--dry-run", action="store_true", help="list every run and its folder, then stop")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines go to the console instead)")
+    p.add_argument("--log-interval", type=int, default=0, metavar="N",
+                   help="also log a line every N training steps (loss, images/s) to the console and the run's "
+                        "train.log: progress within long epochs (default 0: per epoch only)")
     p.add_argument("--jobs", type=int, default=1,
                    help="run cells in N worker processes, spread round-robin over the visible GPUs (default 1: "
                         "one after the other in this process)")
@@ -115,7 +124,7 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
             raise LTBenchError("under torchrun every process works on the same run: --jobs and --launcher slurm "
                                "do not combine with it")
         device = distributed.init(options.device)
-        log = print if distributed.is_main() else (lambda *a, **k: None)
+        log = LOGGER.info if distributed.is_main() else (lambda *a, **k: None)
         where = f"on {device.type}, {distributed.world_size()} processes (torchrun)"
         return (lambda runs: run_grid(runs, options, device, log=log)), where
     if args.launcher == "slurm":
@@ -145,7 +154,7 @@ def grid_options(args: argparse.Namespace) -> GridOptions:
         sweeps=parse_sweep_arguments(args.sweep) or None,
         name=None if args.name is None else check_variant_name(args.name),
         results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
-        progress=not args.no_progress,
+        progress=not args.no_progress, log_interval=args.log_interval,
     )
 
 
@@ -153,6 +162,10 @@ def grid_options(args: argparse.Namespace) -> GridOptions:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
+    if args.unsafe_load and args.eval_checkpoint is None:
+        raise LTBenchError("--unsafe-load applies to --eval-checkpoint only")
+    if args.log_interval < 0:
+        raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
     options = grid_options(args)
     runs = plan(options)
     if args.cell is not None:
@@ -165,7 +178,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.eval_checkpoint is not None:
         from benchmarks.checkpoint_eval import evaluate_checkpoint
 
-        return evaluate_checkpoint(args.eval_checkpoint, runs, options)
+        return evaluate_checkpoint(args.eval_checkpoint, runs, options, unsafe_load=args.unsafe_load)
     launch, where = make_launcher(args, argv, options)
     preflight(runs, options)
     from benchmarks import distributed
@@ -173,7 +186,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if not distributed.is_main():  # torchrun: rank 0 reports, the others only compute
         launch(runs)
         return 0
-    print(f"grid {options.grid}: {len(runs)} runs {where}, results in {options.results_dir}", flush=True)
+    LOGGER.info(f"grid {options.grid}: {len(runs)} runs {where}, results in {options.results_dir}")
     outcomes = launch(runs)
     if args.worker_outcome is not None:
         write_worker_outcome(args.worker_outcome, outcomes[0])
