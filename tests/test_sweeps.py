@@ -17,6 +17,7 @@ import yaml
 
 import run_benchmark
 from _folders import planned_folders
+from benchmarks.reporting import build_report
 from benchmarks.reporting.aggregate import aggregate, label_variants
 from benchmarks.reporting.load import load_runs
 from benchmarks.results import find_runs, read_config, read_status
@@ -98,3 +99,11 @@ def test_a_sweep_grid_gives_every_variant_a_folder_resumes_after_a_kill_and_reru
         ("bccl", 3, "0 1 2"), ("ce", 3, "0 1 2"), ("ce", 3, "0 1 2")]
     assert sum("lr 0.05≠0.1" in v for v in summary["variant"]) == 1
     assert sum("lr 0.2≠0.1" in v for v in summary["variant"]) == 1
+
+    # the report (benchmarks.reporting.compare): comparisons and the sensitivity to the swept key
+    report = build_report(results, tmp_path / "reports", formats=["md"], plots=False)
+    assert "Comparisons — " in report.markdown and "Sensitivity — " in report.markdown
+    ce = report.sensitivity[report.sensitivity["method"] == "ce"]
+    assert set(ce["key"]) == {"lr"} and sorted(ce["value"]) == [0.05, 0.2]
+    # ce against bccl, and ce's other lr variant against the one taken as its recipe variant
+    assert set(report.comparisons["kind"]) == {"methods", "variant vs recipe"}, report.comparisons

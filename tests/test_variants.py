@@ -180,7 +180,7 @@ BAD = {
                                   r"sweeps.bccl: eta must list one or more values"),
     "grid sweep not key: list": (lambda t: bad_grid(t, {"bccl": [{"eta": 0.1}]}),
                                  r"sweeps.bccl: eta must list one or more values, got 0.1"),
-    "grid sweep of an unknown method": (lambda t: bad_grid(t, {"focal": {"lr": [0.1]}}), r"unknown method 'focal'"),
+    "grid sweep of an unknown method": (lambda t: bad_grid(t, {"mixup": {"lr": [0.1]}}), r"unknown method 'mixup'"),
     "grid sweep of an unknown key": (lambda t: bad_grid(t, {"ce": {"etta": [0.1]}}),
                                      r"sweeps.ce: unknown key 'etta'"),
 }
