@@ -23,7 +23,7 @@ TINY = ["--tiny", "--epochs", "1", "--set", "train_cap_per_class=8", "test_cap_p
 
 
 def folder_of(results: Path, seed: int = 0) -> Path:
-    return planned_folder(CELL + TINY + ["--seeds", str(seed), "--results-dir", str(results)])
+    return planned_folder(CELL[:-1] + [str(seed)] + TINY + ["--results-dir", str(results)])  # CELL ends in its seed
 
 
 def snapshot(folder: Path) -> dict:
