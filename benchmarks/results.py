@@ -1,6 +1,8 @@
 """The results store: one folder per run, written atomically, read back by the report.
 
-`results/<dataset>/if<IF>/<method>/seed<S>/` holds
+`results/<dataset>/if<IF>/<method>/seed<S>/` is a run of the method's paper recipe;
+`results/<dataset>/if<IF>/<method>@<variant>/seed<S>/` a run of another configuration, labelled as
+`benchmarks.variants` says (its config.yaml's `variant` entry holds the full mapping). Each holds
 - `config.yaml`   the fully resolved configuration (and the recipe deviations)
 - `metrics.json`  final metrics: best and last epoch (top-1, many/medium/few, per-class, ECE
                   overall and per group), counts, wall time, images/s
@@ -30,6 +32,7 @@ import io
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +41,12 @@ from typing import Any
 import yaml
 
 from benchmarks import LTBenchError
+from benchmarks.config import yaml_load
+
+try:
+    import fcntl  # the run lock (`RunLock`): POSIX only
+except ImportError:  # Windows: no flock; training refuses to start (`check_locking`), reading works
+    fcntl = None  # type: ignore[assignment]
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
@@ -48,8 +57,25 @@ def format_imb_factor(imb_factor: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def run_dir(results_root: Path, dataset_label: str, imb_factor: float, method: str, seed: int) -> Path:
-    return Path(results_root) / dataset_label / f"if{format_imb_factor(imb_factor)}" / method / f"seed{seed}"
+VARIANT_SEPARATOR = "@"
+
+
+def method_folder(method: str, variant: str = "") -> str:
+    """`bccl` for the paper recipe, `bccl@eta=0.0` for a variant (a sibling of the recipe's
+    folder, so the depth of every run folder, and `find_runs`' pattern, stay as they were)."""
+    return f"{method}{VARIANT_SEPARATOR}{variant}" if variant else method
+
+
+def split_method_folder(name: str) -> tuple[str, str]:
+    """`bccl@eta=0.0` -> ("bccl", "eta=0.0"); `bccl` -> ("bccl", "")."""
+    method, _, variant = name.partition(VARIANT_SEPARATOR)
+    return method, variant
+
+
+def run_dir(results_root: Path, dataset_label: str, imb_factor: float, method: str, seed: int,
+            variant: str = "") -> Path:
+    return (Path(results_root) / dataset_label / f"if{format_imb_factor(imb_factor)}"
+            / method_folder(method, variant) / f"seed{seed}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -119,7 +145,10 @@ def _load_if_present(path: Path, load) -> Any:
 
 
 def read_config(folder: Path) -> dict[str, Any] | None:
-    return _load_if_present(Path(folder) / "config.yaml", yaml.safe_load)
+    """A run folder's config.yaml, with the keys added since it was written (`config.ADDED_KEYS`)."""
+    from benchmarks.config import with_added_keys
+
+    return with_added_keys(_load_if_present(Path(folder) / "config.yaml", yaml_load))
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:
@@ -127,7 +156,8 @@ def read_metrics(folder: Path) -> dict[str, Any] | None:
 
 
 def find_runs(results_root: Path) -> list[Path]:
-    """Every run folder under `results_root` (a folder holding a `status` file)."""
+    """Every run folder under `results_root` (a folder holding a `status` file): the paper
+    recipe's `<method>/seed<S>` and the variants' `<method>@<variant>/seed<S>` alike."""
     root = Path(results_root)
     if not root.exists():
         return []
@@ -207,6 +237,19 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 # -- one runner per run folder ---------------------------------------------------------------------
+def check_locking() -> None:
+    """Fail at start, before anything is written, where the run lock cannot work.
+
+    The lock is `flock`, which the kernel releases when its holder dies however it dies; Windows
+    has no equivalent with those semantics in the standard library, and a lock that may outlive a
+    killed runner (or none at all) would let two runners train one cell. Reading results (the
+    report) needs no lock and works everywhere.
+    """
+    if fcntl is None:
+        raise LTBenchError(f"training needs the per-run lock (fcntl.flock), which this platform ({sys.platform}) "
+                           "does not have; run the grid on Linux or macOS (on Windows: WSL). report.py works here")
+
+
 class RunLocked(Exception):
     """Another live process holds the run folder's lock; `holder` says who (pid, host, since)."""
 
@@ -242,8 +285,7 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        import fcntl
-
+        check_locking()
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -261,9 +303,10 @@ class RunLock:
     def is_held(folder: Path) -> bool:
         """Whether a live process holds the folder's lock now (a shared, non-blocking probe
         that is released at once; False when there is no lock file). For the report: a runner
-        that tries to take the lock during those microseconds skips the cell as locked."""
-        import fcntl
-
+        that tries to take the lock during those microseconds skips the cell as locked.
+        Without fcntl (Windows) nothing can hold a lock: False."""
+        if fcntl is None:
+            return False
         try:
             fd = os.open(Path(folder) / ".lock", os.O_RDONLY)
         except OSError:
@@ -287,8 +330,6 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            import fcntl
-
             fd, self._fd = self._fd, None
             try:
                 os.ftruncate(fd, 0)  # nobody holds it now; the empty file says so

@@ -7,12 +7,16 @@ The same command as `python run_benchmark.py` (a checkout), `ltbench run` (any i
     python run_benchmark.py --grid cifar --data-root data --download
     python run_benchmark.py --grid cifar --tiny   # tiny subsets: a minute-long end-to-end check
     python run_benchmark.py --grid cifar10 --methods bccl --seeds 0 1 2 --set lr=0.15 batch_size=128
+    python run_benchmark.py --grid cifar10 --methods bccl --sweep eta=0,0.05,0.2 --sweep centroids_per_class=1,10
+    python run_benchmark.py --grid bccl-ablation --data-root data   # BCCL's one-at-a-time ablations
     python run_benchmark.py --grid cifar --jobs 4                 # 4 worker processes, GPUs round-robin
     python run_benchmark.py --grid cifar --launcher slurm --slurm-partition gpu --slurm-time 600
     python run_benchmark.py --grid imagenet --data-root /data --split-dir /data/splits/ImageNet_LT
     torchrun --nproc_per_node 4 run_benchmark.py --grid imagenet --data-root /data   # one run on 4 GPUs
     python run_benchmark.py --grid cifar100 --methods bccl --imb-factors 100 --eval-checkpoint ckpt.pth.tar
 
+A run of the paper recipe lives in <dataset>/if<IF>/<method>/seed<S>/, any other configuration
+(--set, --sweep, a grid's overrides or sweeps) in <dataset>/if<IF>/<method>@<variant>/seed<S>/.
 Finished runs are skipped; interrupted ones resume from their checkpoint; a cell another runner is
 training is skipped. Exit status: 0 all good, 1 some runs failed, 2 bad input. See README.md.
 """
@@ -29,22 +33,31 @@ from benchmarks.config import parse_set_arguments
 from benchmarks.grid import GridOptions, count_outcomes, grid_names, plan, preflight, run_grid, summary_table
 from benchmarks.logs import LOGGER
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
+from benchmarks.variants import check_variant_name, parse_sweep_arguments
 
 
 def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
     # No abbreviations: `--epoch 3` must be an error, not silently `--epochs 3` (or a grid started).
     p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--grid", default="smoke", help=f"grid in configs/grids/ (known: {', '.join(grid_names())})")
-    p.add_argument("--datasets", nargs="+", help="only these datasets of the grid")
-    p.add_argument("--methods", nargs="+", help="only these methods")
-    p.add_argument("--imb-factors", nargs="+", type=float, help="imbalance factors (>= 1)")
-    p.add_argument("--seeds", nargs="+", type=int, help="seeds")
+    # List options accumulate: `--set a=1 --set b=2` keeps both (argparse's default would keep the last).
+    p.add_argument("--datasets", nargs="+", action="extend", help="only these datasets of the grid")
+    p.add_argument("--methods", nargs="+", action="extend", help="only these methods")
+    p.add_argument("--imb-factors", nargs="+", action="extend", type=float, help="imbalance factors (>= 1)")
+    p.add_argument("--seeds", nargs="+", action="extend", type=int, help="seeds")
     p.add_argument("--epochs", type=int, help="override every run's epochs")
     p.add_argument("--tiny", action="store_true",
                    help="tiny subsets for a quick end-to-end check: <= 20 train and 10 test images per "
                         "class, 2 epochs unless --epochs (results go to <dataset>-tiny/)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128); repeatable "
+                        "(every --set is kept; a key set twice takes its last value)")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="run one variant per value (values written as for --set); repeat for the cartesian "
+                        "product; replaces the grid file's sweeps. Each variant gets its own folder "
+                        "<method>@<variant>/")
+    p.add_argument("--name", help="label of this configuration's variant folder (<method>@NAME/) instead of "
+                                  "the one derived from its recipe deviations")
     p.add_argument("--data-root", type=Path, default=Path("data"), help="where the datasets live (default: data)")
     p.add_argument("--download", action="store_true", help="download missing datasets (CIFAR) into --data-root")
     p.add_argument("--split-dir", type=Path,
@@ -53,6 +66,9 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                    help="evaluate this checkpoint instead of training (ltbench's checkpoint.pt or the BCCL/BCL/PaCo "
                         "release format) on the one cell named by --datasets/--methods/--imb-factors; results in "
                         "<dataset>/if<IF>/<method>/eval-<checkpoint name>/")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="--eval-checkpoint: unpickle the file fully (weights_only=False) when it holds types outside "
+                        "the release formats' allow-list; only for files you trust (unpickling can run code)")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go (default: results)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files into each run folder")
@@ -128,20 +144,29 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
     return (lambda runs: parallel.run(runs, options)), f"on {device.type}, {args.jobs} worker processes"
 
 
-@main_guard
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv, prog)
-    if args.log_interval < 0:
-        raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
-    options = GridOptions(
+def grid_options(args: argparse.Namespace) -> GridOptions:
+    """The parsed command line as the grid planner's options (bad --set/--sweep/--name raise)."""
+    return GridOptions(
         grid=args.grid, datasets=args.datasets, methods=args.methods,
         imb_factors=_integral(args.imb_factors), seeds=args.seeds, epochs=args.epochs, tiny=args.tiny,
         overrides=parse_set_arguments(args.overrides), data_root=args.data_root, download=args.download,
         split_dir=args.split_dir,
+        sweeps=parse_sweep_arguments(args.sweep) or None,
+        name=None if args.name is None else check_variant_name(args.name),
         results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
         progress=not args.no_progress, log_interval=args.log_interval,
     )
+
+
+@main_guard
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv, prog)
+    if args.unsafe_load and args.eval_checkpoint is None:
+        raise LTBenchError("--unsafe-load applies to --eval-checkpoint only")
+    if args.log_interval < 0:
+        raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
+    options = grid_options(args)
     runs = plan(options)
     if args.cell is not None:
         runs = select_cell(runs, args.cell)
@@ -153,7 +178,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.eval_checkpoint is not None:
         from benchmarks.checkpoint_eval import evaluate_checkpoint
 
-        return evaluate_checkpoint(args.eval_checkpoint, runs, options)
+        return evaluate_checkpoint(args.eval_checkpoint, runs, options, unsafe_load=args.unsafe_load)
     launch, where = make_launcher(args, argv, options)
     preflight(runs, options)
     from benchmarks import distributed
