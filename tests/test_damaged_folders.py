@@ -132,3 +132,19 @@ def test_a_folder_whose_loading_fails_unforeseen_is_still_a_row(tmp_path, monkey
     assert runs["reason"][1] == "RuntimeError: boom"
     report = build_report(root, tmp_path / "reports", formats=["md"], plots=False)
     assert "RuntimeError: boom" in (tmp_path / "reports" / "report.md").read_text() and not report.empty
+
+
+def test_identity_of_a_variant_folder_is_its_method_before_the_at_and_its_config_variant(tmp_path):
+    """`<method>@<variant>/seed<S>/`: the method is the part before `@`; the config's `variant`
+    entry must name the folder's variant (an older version's `<method>/seed<S>/` has none)."""
+    from benchmarks.results import identity_problem
+
+    config = {"method": "ce", "seed": 0, "variant": {"name": "eta=0.0", "deviations": {"eta": {"paper": 0.1, "run": 0.0}}}}
+    assert identity_problem(tmp_path / "ce@eta=0.0" / "seed0", config) is None
+    assert "names variant 'eta=0.0', the folder 'eta=0.5'" in identity_problem(tmp_path / "ce@eta=0.5" / "seed0", config)
+    assert "names method 'ce', the folder 'bccl'" in identity_problem(tmp_path / "bccl@eta=0.0" / "seed0", config)
+    plain = {"method": "ce", "seed": 0}
+    assert identity_problem(tmp_path / "ce" / "seed0", plain) is None
+    assert "the folder 'quick'" in identity_problem(tmp_path / "ce@quick" / "seed0", plain)
+    assert identity_problem(tmp_path / "ce" / "seed0", config) is not None
+    assert "names seed 0" in identity_problem(tmp_path / "ce@eta=0.0" / "seed1", config)

@@ -93,20 +93,21 @@ def test_a_done_folder_with_a_short_history_is_repaired_from_its_checkpoint(refe
 # -- class 5: two overlapping runners --------------------------------------------------------------
 def test_a_cell_finished_by_another_runner_with_another_config_is_refused(tmp_path, capsys):
     """Runner A plans and preflights an empty cell; runner B then trains it with other settings;
-    A takes the lock, re-reads the folder and refuses, writing nothing; the grid goes on."""
+    A takes the lock, re-reads the folder and refuses, writing nothing; the grid goes on. B differs
+    in an execution key only (a recipe key would make B a variant, in another folder)."""
     results = tmp_path / "results"
     torch.set_num_threads(1)
     options = GridOptions(datasets=["digits"], methods=["ce"], imb_factors=[10], seeds=[0, 1], epochs=2, tiny=True,
                           overrides={"train_cap_per_class": 8, "test_cap_per_class": 4, "batch_size": 16},
                           results_dir=results, progress=False)
     runs = plan(options)  # A's plan: both cells empty
-    assert run_benchmark.main(single_thread_args(results, "--epochs", "1")) == 0  # B: seed 0, 1 epoch
+    assert run_benchmark.main(single_thread_args(results, "--set", "eval_batch_size=7")) == 0  # B: seed 0
     folder = folder_of(results)
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
     capsys.readouterr()
     outcomes = run_grid(runs, options, torch.device("cpu"))
     out = capsys.readouterr().out
-    assert outcomes[0].status.startswith("failed: ") and "another configuration (differs in: epochs)" in out
+    assert outcomes[0].status.startswith("failed: ") and "another configuration (differs in: eval_batch_size)" in out
     assert "refused, nothing written" in out
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"} == before
     assert outcomes[1].status == "done"  # the grid went on
@@ -122,7 +123,7 @@ def test_a_checkpoint_left_by_another_config_is_refused_under_the_lock(tmp_path,
     with pytest.MonkeyPatch.context() as patch:
         kill_after(patch, "checkpoint.pt", 1)
         with pytest.raises(Killed):
-            run_benchmark.main(single_thread_args(results, "--epochs", "3"))
+            run_benchmark.main(single_thread_args(results, "--set", "eval_batch_size=7"))
     folder = folder_of(results)
     (folder / "config.yaml").unlink()  # as if B died before writing it
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
@@ -152,7 +153,7 @@ def test_a_status_that_is_a_folder_fails_that_cell_and_the_grid_goes_on(copy, ca
     assert code == 1
     assert "is a folder, not a status file" in out and "trained 1" in out and "failed 1" in out
     assert (folder / "status").is_dir()  # left for the user, not deleted
-    assert read_status(copy / "digits-tiny" / "if10" / "ce" / "seed1") == "done"
+    assert read_status(folder_of(copy, 1)) == "done"
 
 
 # -- class 2: errors found only when a cell runs ---------------------------------------------------
@@ -173,7 +174,7 @@ def test_an_error_found_only_in_a_run_fails_that_cell_and_the_grid_goes_on(tmp_p
     code = run_benchmark.main(ARGS[:i + 1] + ["1", "0"] + ARGS[i + 2:] + ["--results-dir", str(results)])
     out, err = capsys.readouterr()
     assert code == 1 and "| failed: LTBenchError: something only a run can see |" in out  # the summary table
-    assert read_status(results / "digits-tiny" / "if10" / "ce" / "seed1") == \
+    assert read_status(folder_of(results, 1)) == \
         "failed: LTBenchError: something only a run can see"
     assert read_status(folder_of(results)) == "done"
 
@@ -288,10 +289,10 @@ def test_eval_checkpoint_never_overwrites_another_files_evaluation(reference, tm
     assert run_benchmark.main(cell + ["--eval-checkpoint", str(second)]) == 0
     assert run_benchmark.main(cell + ["--eval-checkpoint", str(first)]) == 0  # the same file: same folder
     capsys.readouterr()
-    evals = sorted(p.name for p in (tmp_path / "results" / "digits-tiny" / "if10" / "ce").glob("eval-*"))
+    cell_folder = folder_of(tmp_path / "results").parent  # the evaluations sit beside the seeds
+    evals = sorted(p.name for p in cell_folder.glob("eval-*"))
     assert len(evals) == 2 and evals[0] == "eval-ckpt" and evals[1].startswith("eval-ckpt-")
-    records = {name: json.loads((tmp_path / "results" / "digits-tiny" / "if10" / "ce" / name / "metrics.json")
-                                .read_text())["checkpoint"] for name in evals}
+    records = {name: json.loads((cell_folder / name / "metrics.json").read_text())["checkpoint"] for name in evals}
     assert records["eval-ckpt"]["path"] == str(first.resolve())
     assert records[evals[1]]["path"] == str(second.resolve())
     assert evals[1] == f"eval-ckpt-{records[evals[1]]['sha256'][:12]}"

@@ -2,7 +2,8 @@
 
 Cells. Finished runs (state `done`) are grouped by (dataset label, IF, method, recipe variant). The
 variant is the run's list of recipe deviations, so seeds trained with different settings are never
-averaged together: each variant is its own row, labelled by its deviations. Runs in any other state
+averaged together: each variant is its own row, labelled by its deviations (a variant named with
+`--name` is labelled "NAME (deviations)", so two named variants are never merged either). Runs in any other state
 are never aggregated; the report lists them separately.
 
 Seed statistics. Over the n seeds of a cell: the mean of the best-epoch top-1 (the figure the
@@ -51,6 +52,7 @@ from benchmarks.paper_numbers import PaperNumber, lookup
 from benchmarks.reporting.load import GROUPS
 from benchmarks.reporting.recipe import format_deviations, recipe_label, run_deviations
 from benchmarks.reporting.stats import mean_ci, seeds_needed
+from benchmarks.variants import is_named, variant_name
 
 REPRODUCED, BELOW, ABOVE = "reproduced", "below", "above"
 NO_PAPER, RECIPE_DIFFERS = "no paper number", "recipe differs"
@@ -75,6 +77,13 @@ def paper_mismatch(entry: PaperNumber | None, epochs: Any, backbone: Any) -> dic
             if run is not None and run == run and paper != run}
 
 
+def format_views(views) -> str:
+    """A paper entry's views for the report ("" when the entry does not record them)."""
+    if views is None:
+        return ""
+    return views if isinstance(views, str) else ", ".join(views)
+
+
 def verdict(diff: float, has_paper: bool, differs: bool, tolerance: float) -> str:
     """The rules of the module docstring, on one cell."""
     if differs:
@@ -87,6 +96,14 @@ def verdict(diff: float, has_paper: bool, differs: bool, tolerance: float) -> st
     return BELOW if diff < 0 else ABOVE
 
 
+def _variant_text(config: dict[str, Any], deviations: dict[str, Any]) -> str:
+    """"lr 0.2≠0.15" (the deviations), "NAME (lr 0.2≠0.15)" for a --name variant, "" on the recipe."""
+    text = "; ".join(format_deviations(deviations))
+    if not is_named(config):
+        return text
+    return f"{variant_name(config)} ({text})" if text else variant_name(config)
+
+
 def label_variants(runs: pd.DataFrame) -> pd.DataFrame:
     """Adds each run's deviations (dict), their label (`variant`, "" on the paper recipe) and a
     note saying why they could not be computed, if so. The plots group runs by the same label."""
@@ -94,7 +111,7 @@ def label_variants(runs: pd.DataFrame) -> pd.DataFrame:
     found = [run_deviations(c, r) for c, r in zip(runs["config"], runs["recorded_deviations"])]
     runs["deviations"] = [d for d, _ in found]
     runs["deviation_note"] = [n for _, n in found]
-    runs["variant"] = ["; ".join(format_deviations(d)) for d, _ in found]
+    runs["variant"] = [_variant_text(c, d) for c, (d, _) in zip(runs["config"], found)]
     return runs
 
 
@@ -123,6 +140,10 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         imb_factor=("imb_factor", "first"),
         epochs=("epochs", "first"),
         backbone=("backbone", "first"),
+        views=("views", "first"),
+        selected_on=("selected_on", "first"),
+        best_on_test_mean=("best_on_test_top1", "mean"),
+        precision=("precision", lambda s: "/".join(sorted({str(x) for x in s if x}))),
         tiny=("tiny", "any"),
         deviations=("deviations", "first"),
         deviation_note=("deviation_note", "first"),
@@ -130,7 +151,8 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
 
     rows = []
     for cell in stats.to_dict("records"):
-        entry = lookup(numbers, cell["method"], cell["dataset"], cell["imb_factor"], cell["backbone"])
+        entry = lookup(numbers, cell["method"], cell["dataset"], cell["imb_factor"], cell["backbone"],
+                       cell.get("views"))
         mismatch = {k: v for k, v in paper_mismatch(entry, cell["epochs"], cell["backbone"]).items()
                     if cell["deviations"].get(k, {}).get("paper") != v["paper"]}
         differences = format_deviations(cell["deviations"]) + format_deviations(mismatch, " (published recipe)")
@@ -144,6 +166,7 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
                for g in GROUPS},
             "paper_epochs": entry.epochs if entry else np.nan,
             "paper_backbone": entry.backbone if entry else "",
+            "paper_views": format_views(entry.views) if entry else "",
             "paper_source": entry.source if entry else "",
             "paper_status": entry.status if entry else "",
             "diff": diff,
@@ -176,5 +199,6 @@ SUMMARY_COLUMNS = [
     "last_top1_std", "best_epoch_mean", *[f"{g}_mean" for g in GROUPS], "best_ece_mean", "last_ece_mean",
     "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
     "diff", "paper_in_ci", "seeds_for_1pt", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
+    "paper_views", "precision", "selected_on", "best_on_test_mean",
     "tiny", "differences", "recipe_label", "deviation_note", "variant",
 ]

@@ -5,8 +5,9 @@ damaged run is listed in the report instead of silently vanishing from the avera
 carries the run's scalars (best / last top-1, groups, epochs) and its parsed config; the bulky
 per-class lists and epoch histories are read only by the plots that need them.
 
-The identity of a run (dataset label, IF, method, seed) comes from its folder path, which is what
-the grid runner keys on; the config supplies the real dataset name (`cifar10` for a
+The identity of a run (dataset label, IF, method, variant, seed) comes from its folder path
+(`<method>/seed<S>` for the paper recipe, `<method>@<variant>/seed<S>` for any other configuration),
+which is what the grid runner keys on; the config supplies the real dataset name (`cifar10` for a
 `cifar10-tiny/` folder), the recipe keys and the backbone.
 """
 
@@ -21,8 +22,8 @@ import yaml
 
 from benchmarks.config import yaml_problem
 from benchmarks.results import (
-    DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, config_problem, done_problem, find_runs, format_imb_factor, read_config,
-    read_metrics, read_status,
+    DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, config_problem, done_problem, find_runs, format_imb_factor,
+    read_config, read_metrics, read_status, split_method_folder,
 )
 
 TINY_SUFFIX = "-tiny"
@@ -35,14 +36,16 @@ UNREADABLE = "unreadable"  # config.yaml or status that does not parse, or a con
 
 
 def _identity_from_path(folder: Path) -> dict[str, Any]:
-    """`.../<dataset_label>/if<IF>/<method>/seed<S>` -> its parts (what the folder claims)."""
-    label, if_part, method, seed_part = folder.parts[-4:]
+    """`.../<dataset_label>/if<IF>/<method>[@<variant>]/seed<S>` -> its parts (what the folder claims)."""
+    label, if_part, method_part, seed_part = folder.parts[-4:]
+    method, variant = split_method_folder(method_part)
     imb = if_part[2:]
     seed = seed_part[4:]
     return {
         "dataset_label": label,
         "imb_factor": float(imb) if imb.replace(".", "", 1).isdigit() else np.nan,
         "method": method,
+        "variant_name": variant,
         "seed": int(seed) if seed.isdigit() else -1,
     }
 
@@ -123,8 +126,12 @@ def load_run(folder: Path) -> dict[str, Any]:
         or config.get("test_cap_per_class", 0) > 0,
         epochs=config.get("epochs", (metrics or {}).get("epochs", np.nan)),
         backbone=config.get("backbone"),
+        views=tuple(config.get("views") or ()),  # matched against a paper entry's views
         config=config,
         recorded_deviations=(metrics or {}).get("deviations"),
+        precision=((metrics or {}).get("precision") or {}).get("run", ""),
+        selected_on=((metrics or {}).get("selection") or {}).get("split", "test"),  # the split that chose "best"
+        best_on_test_top1=((metrics or {}).get("best_on_test") or {}).get("top1", np.nan),  # what the step ran in ("": older runs)
         train_seconds=(metrics or {}).get("train_seconds", np.nan),
         images_per_s=(metrics or {}).get("train_images_per_s", np.nan),
         **_group_values((metrics or {}).get("best"), "best"),
@@ -140,8 +147,9 @@ def unreadable_row(folder: Path, reason: str) -> dict[str, Any]:
     label = row["dataset_label"]
     row.update(state=UNREADABLE, reason=reason, status="", dataset=label.removesuffix(TINY_SUFFIX),
                if_label=format_imb_factor(row["imb_factor"]) if row["imb_factor"] == row["imb_factor"] else "?",
-               tiny=label.endswith(TINY_SUFFIX), epochs=np.nan, backbone=None, config={},
-               recorded_deviations=None, train_seconds=np.nan, images_per_s=np.nan,
+               tiny=label.endswith(TINY_SUFFIX), epochs=np.nan, backbone=None, views=(), config={},
+               recorded_deviations=None, precision="", selected_on="test", best_on_test_top1=np.nan,
+               train_seconds=np.nan, images_per_s=np.nan,
                **_group_values(None, "best"), **_group_values(None, "last"))
     return row
 
