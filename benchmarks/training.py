@@ -9,9 +9,10 @@ CUDA) from (seed, epoch). An epoch's randomness (shuffling, augmentation, k-mean
 is therefore a function of the seed, the epoch and the state at the epoch's start, which is
 exactly what the end-of-epoch checkpoint holds, so a resumed run repeats the uninterrupted one.
 
-Several processes (torchrun): each rank trains on its share of every global batch, gradients are
-averaged after `backward`, and only rank 0 writes files; see `benchmarks.distributed` for the
-choices (gradients, BatchNorm, queues, evaluation).
+Several processes (torchrun): each rank trains on its share of every global batch, the method is
+wrapped in DistributedDataParallel (its `forward` is the training step; gradients are averaged
+during `backward`), and only rank 0 writes files; see `benchmarks.distributed` for the choices
+(gradients, BatchNorm, queues, evaluation).
 """
 
 from __future__ import annotations
@@ -226,6 +227,10 @@ class Trainer:
         if self.ex.compile:
             for module in self.method.children():
                 module.compile()
+        # training_step itself in one process; under torchrun DDP around the method (built last:
+        # it hooks the parameters as they are now). self.method stays the unwrapped module, so
+        # checkpoints and evaluation never see the wrapper.
+        self.train_step = distributed.wrap_training_step(self.method, device)
         self.parameters = self.method.trainable_parameters()
         self.optimizer = torch.optim.SGD(
             self.parameters,
@@ -329,14 +334,13 @@ class Trainer:
             if self.ex.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             with self.ex.autocast():
-                losses = method.training_step(views, labels, epoch, step)
+                losses = self.train_step(views, labels, epoch, step)
             loss = losses["loss"]
             # Record the first non-finite step without synchronising the device every step.
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(self.parameters)  # no-op in one process
+            loss.backward()  # under torchrun DDP averages the gradients across ranks meanwhile
             opt.step()
             method.after_step(epoch, step)
             for name, value in losses.items():
