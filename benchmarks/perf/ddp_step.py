@@ -18,7 +18,7 @@ the step on rank 0 (the all-reduce makes the ranks finish together). Inputs are 
 recipe (ResNet-32), the global batch the recipe's, split over the ranks.
 
 Run (CPU, gloo, one thread per rank):
-    python benchmarks/perf/ddp_step.py [--world 2] [--methods ce bccl] [--steps 8] [--warmup 2]
+    python benchmarks/perf/ddp_step.py [--world 2] [--methods ce bccl] [--steps 3] [--warmup 1]
 or under torchrun (the script then does not spawn):
     torchrun --nproc_per_node 2 benchmarks/perf/ddp_step.py
 """
@@ -172,8 +172,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world", type=int, default=2, help="ranks to spawn (ignored under torchrun)")
     parser.add_argument("--methods", nargs="+", default=["ce", "bccl"])
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per path")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (DDP rebuilds its buckets)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per path")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (DDP rebuilds its buckets)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     args = parser.parse_args()
     if distributed.launched_by_torchrun():
