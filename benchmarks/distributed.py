@@ -24,7 +24,7 @@ split (the design choices, each one what the releases do or the closest faithful
   (`on_epoch_start`, `after_step`: momentum updates after the optimiser step) run on the method
   itself, identically on every rank. The wrapper holds no state of its own: checkpoints save
   the method's `state_dict` (no `module.` prefix), so they load in one process and under
-  torchrun alike, and one process never builds a wrapper (it calls `training_step`).
+  torchrun alike, and one process never builds a wrapper (it calls the method itself).
   `benchmarks/perf/ddp_step.py` keeps the hand-written alternative this replaced (all-reduce of
   one flat buffer after backward, then divide) to compare the two, equal losses and gradients
   and the step time (`benchmarks/perf/RESULTS.md`).
@@ -134,9 +134,9 @@ def main_first(fn: Callable[[], Any]) -> Any:
     return fn()
 
 
-def wrap_training_step(method: nn.Module, device: torch.device) -> Callable[..., Any]:
-    """What the training loop calls each step: `method.training_step` in one process; under
-    torchrun, DistributedDataParallel around the method, whose `forward` is the training step.
+def wrap_training_step(method: nn.Module, device: torch.device) -> nn.Module:
+    """What the training loop calls each step: the method itself in one process (its `forward`
+    is `training_step`); under torchrun, DistributedDataParallel around the method.
 
     Built after everything that changes the parameters' device, layout or type (`.to`,
     channels_last, SyncBatchNorm, compile): DDP registers its gradient hooks and buckets on the
@@ -145,7 +145,7 @@ def wrap_training_step(method: nn.Module, device: torch.device) -> Callable[...,
     only newer torch's DDP sends them at construction too).
     """
     if world_size() == 1:
-        return method.training_step
+        return method
     import inspect
 
     from torch.nn.parallel import DistributedDataParallel

@@ -227,7 +227,7 @@ class Trainer:
         if self.ex.compile:
             for module in self.method.children():
                 module.compile()
-        # training_step itself in one process; under torchrun DDP around the method (built last:
+        # the method itself in one process; under torchrun DDP around the method (built last:
         # it hooks the parameters as they are now). self.method stays the unwrapped module, so
         # checkpoints and evaluation never see the wrapper.
         self.train_step = distributed.wrap_training_step(self.method, device)

@@ -43,7 +43,7 @@ def test_resume_from_checkpoint_repeats_the_uninterrupted_run(tmp_path):
     state["config"] = config  # pretend the 2-epoch run was killed after its first epoch
     torch.save(state, tmp_path / "cut" / "checkpoint.pt")
     resumed = Trainer(config, data, tmp_path / "cut", torch.device("cpu"), progress=False)
-    assert resumed.train_step == resumed.method.training_step  # one process: no DDP wrapper
+    assert resumed.train_step is resumed.method  # one process: no DDP wrapper
     assert resumed.load_checkpoint() and resumed.start_epoch == 1
     again = resumed.run()
     assert again["last"]["per_class"] == full["last"]["per_class"]
