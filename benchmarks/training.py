@@ -31,9 +31,11 @@ import torch
 
 from benchmarks import LTBenchError, distributed
 from benchmarks.datasets import LTData
-from benchmarks.evaluation import TestEvaluator, accuracy_metrics
+from benchmarks.evaluation import EvalOutputs, TestEvaluator, evaluation_metrics
 from benchmarks.loaders import FastLoader, ReferenceLoader
+from benchmarks.logs import FILE_ONLY, LOGGER
 from benchmarks.methods import Method, build_method
+from benchmarks.predictions import EpochPredictions, write_predictions
 from benchmarks.results import atomic_torch_save, atomic_write_json, write_csv
 from benchmarks.schedules import learning_rate
 
@@ -148,7 +150,7 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | N
     if problem is None:
         return state
     if map_location is not None:
-        print(f"    corrupt checkpoint {path} ({problem}): deleted, the run restarts from scratch", flush=True)
+        LOGGER.warning(f"    corrupt checkpoint {path} ({problem}): deleted, the run restarts from scratch")
         path.unlink(missing_ok=True)
     return None
 
@@ -171,8 +173,9 @@ def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execut
 
 
 def epoch_summary(metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
-    """What metrics.json keeps of one epoch's evaluation (its `best` and `last` entries)."""
-    return {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class")}}
+    """What metrics.json keeps of one epoch's evaluation (its `best` and `last` entries): top-1,
+    groups, per-class accuracy and the calibration error (`ece`: overall and per shot group)."""
+    return {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class", "ece")}}
 
 
 def metrics_record(config: dict[str, Any], data: LTData, best: dict[str, Any], last: dict[str, Any],
@@ -199,7 +202,7 @@ class Trainer:
     """Trains one run and writes its checkpoint, history and metrics into `folder`."""
 
     def __init__(self, config: dict[str, Any], data: LTData, folder: Path, device: torch.device,
-                 tensorboard: bool = False, progress: bool = True):
+                 tensorboard: bool = False, progress: bool = True, log_interval: int = 0):
         self.config = config
         self.data = data
         self.folder = Path(folder)
@@ -212,6 +215,7 @@ class Trainer:
         self.world = distributed.world_size()
         self.is_main = distributed.is_main()
         self.progress = progress and self.is_main
+        self.log_interval = log_interval if self.is_main else 0
         self.class_counts = data.class_counts
 
         seed_epoch(config["seed"], -1)
@@ -250,6 +254,11 @@ class Trainer:
         self.test_labels = np.asarray(data.test_labels)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self.last: dict[str, Any] | None = None
+        # per-image predictions of the best and last epoch (predictions.npz); the best one is
+        # checkpointed, since its epoch may lie before a resume
+        self.best_predictions: EpochPredictions | None = None
+        self.last_predictions: EpochPredictions | None = None
         self.start_epoch = 0
         self.train_seconds = 0.0
         self.images_seen = 0
@@ -276,6 +285,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "best": self.best,
+            "best_predictions": self.best_predictions.as_dict() if self.best_predictions else None,
             "train_seconds": self.train_seconds,
             "images_seen": self.images_seen,
             "config": self.config,
@@ -304,6 +314,9 @@ class Trainer:
                                f"code?): {str(exc).splitlines()[0]}; delete the run folder") from None
         self.history = state["history"]
         self.best = state["best"]
+        # absent from checkpoints written before predictions were kept: then unknown until a
+        # later epoch becomes the best
+        self.best_predictions = EpochPredictions.from_dict(state.get("best_predictions"))
         self.start_epoch = state["epochs_done"]
         self.train_seconds = state["train_seconds"]
         self.images_seen = state["images_seen"]
@@ -330,7 +343,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.ex.device)
         steps = 0
-        for step, (views, labels) in enumerate(self.loader):
+        for step, (views, labels) in enumerate(self._steps(epoch)):
             if self.ex.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             with self.ex.autocast():
@@ -348,6 +361,8 @@ class Trainer:
                 sums[name] = sums[name] + value if name in sums else value
             steps += 1
             self.images_seen += len(labels) * self.world
+            if self.log_interval and (step + 1) % self.log_interval == 0:
+                self._log_step(epoch, step, loss)
             if self.ex.device.type == "cpu" and self.world == 1 and bool(bad):
                 break  # on the CPU the check costs nothing: stop at once (ranks must agree: not under torchrun)
         if self.world > 1:  # every rank raises, or none: the earliest bad step of any rank
@@ -361,12 +376,41 @@ class Trainer:
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {bad_step}")
         return {f"loss_{k}" if k != "loss" else "loss": float(v) / max(steps, 1) for k, v in sums.items()}
 
-    def evaluate(self) -> dict[str, Any]:
+    def _steps(self, epoch: int):
+        """The loader, behind a step-level progress bar when bars are on (long epochs otherwise
+        say nothing for an hour); also starts the `--log-interval` clock."""
+        self._interval_start = (time.perf_counter(), 0)
+        if not self.progress:
+            return self.loader
+        from tqdm import tqdm
+
+        return tqdm(self.loader, total=len(self.loader), leave=False, disable=None, desc=f"epoch {epoch}", unit="step")
+
+    def _log_step(self, epoch: int, step: int, loss: torch.Tensor) -> None:
+        """A `--log-interval` line: the step, this step's loss, images/s since the last line."""
+        start, first = self._interval_start
+        now = time.perf_counter()
+        images = (step + 1 - first) * self.config["batch_size"]
+        LOGGER.info(f"    epoch {epoch} ({epoch + 1} of {self.config['epochs']}) step {step + 1}/{len(self.loader)}: loss {float(loss.detach()):.4f}, "
+                    f"{images / max(now - start, 1e-9):.0f} images/s")
+        self._interval_start = (now, step + 1)
+
+    def evaluate(self) -> tuple[dict[str, Any], EvalOutputs]:
+        """This epoch's test metrics (accuracy, groups, ECE) and the per-image outputs behind them."""
         self.method.eval()
         distributed.broadcast_batchnorm_buffers_(self.method)  # rank 0's running statistics (torchrun)
         # No autocast: bf16 would flip ~0.5 % of close predictions (benchmarks/precision.py).
-        preds = self.evaluator.predictions(self.method.eval_logits)
-        return accuracy_metrics(preds, self.test_labels, self.class_counts)
+        outputs = self.evaluator.outputs(self.method.eval_logits)
+        return evaluation_metrics(outputs, self.test_labels, self.class_counts), outputs
+
+    def record_epoch(self, metrics: dict[str, Any], outputs: EvalOutputs, epoch: int, last_only: bool = False) -> None:
+        """The one place where the best and last epochs are chosen, with their per-image predictions:
+        whatever rule selects the best epoch, its predictions travel with it."""
+        summary = epoch_summary(metrics, epoch)
+        kept = EpochPredictions.compact(epoch, outputs.predictions, outputs.confidences, self.data.num_classes)
+        if not last_only and (self.best is None or metrics["top1"] > self.best["top1"]):
+            self.best, self.best_predictions = summary, kept
+        self.last, self.last_predictions = summary, kept
 
     def run(self) -> dict[str, Any]:
         epochs = self.config["epochs"]
@@ -389,29 +433,41 @@ class Trainer:
                 torch.cuda.synchronize(self.ex.device)
             seconds = time.perf_counter() - start
             self.train_seconds += seconds
-            metrics = self.evaluate()
+            metrics, outputs = self.evaluate()
             row = {"epoch": epoch, "lr": lr, **losses, "top1": metrics["top1"], "many": metrics["many"],
                    "medium": metrics["medium"], "few": metrics["few"], "train_seconds": seconds,
                    "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan}
             self.history.append(row)
-            if self.best is None or metrics["top1"] > self.best["top1"]:
-                self.best = epoch_summary(metrics, epoch)
-            self.last = epoch_summary(metrics, epoch)
+            self.record_epoch(metrics, outputs, epoch)
             if self.writer is not None and self.is_main:
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, (int, float)) and value is not None:
                         self.writer.add_scalar(key, value, epoch)
+            if self.is_main:
+                self._log_epoch(row)
             if self.progress and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", top1=f"{metrics['top1']:.1f}")
             if self.is_main:  # the other ranks hold the same state (gradients and buffers are shared)
                 self.save_checkpoint(epoch + 1)
                 write_csv(self.folder / "history.csv", self.history)
         if self.start_epoch >= epochs:  # nothing left to train: the last row is the checkpoint's
-            self.last = {**self.evaluate(), "epoch": epochs - 1}
-            self.last = epoch_summary(self.last, epochs - 1)
+            self.record_epoch(*self.evaluate(), epochs - 1, last_only=True)
         if self.writer is not None:
             self.writer.close()
+        if self.is_main:
+            write_predictions(self.folder, self.test_labels, {"best": self.best_predictions, "last": self.last_predictions})
         return self.final_metrics()
+
+    def _log_epoch(self, row: dict[str, Any]) -> None:
+        """One line per epoch into train.log; on the console too when no progress bar shows it."""
+        def fmt(value):
+            return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("loss"))
+        LOGGER.info(f"    epoch {row['epoch']} ({row['epoch'] + 1} of {self.config['epochs']}): lr {row['lr']:.5g}, {losses}; top-1 "
+                    f"{fmt(row['top1'])} (many {fmt(row['many'])}, medium {fmt(row['medium'])}, few {fmt(row['few'])}); "
+                    f"{row['train_seconds']:.1f} s, {row['images_per_s']:.0f} images/s",
+                    extra=FILE_ONLY if self.progress else None)
 
     def final_metrics(self) -> dict[str, Any]:
         images_per_s = self.images_seen / self.train_seconds if self.train_seconds else None
