@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmarks.config import check_ranges
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 from benchmarks.precision import float32
@@ -101,6 +102,11 @@ class BCL(Method):
     # v0 classification view, v1 and v2 contrastive views (docs/methods/bcl.md: crop-flip; RRC (0.2, 1),
     # flip, jitter p 0.8, grayscale p 0.2). `view_names()` applies the two view options.
     views = ("crop_flip", "contrastive", "contrastive")
+
+    @classmethod
+    def check_config(cls, config):
+        check_ranges(config, {"lambda_la": ">= 0", "mu_bcl": ">= 0", "temperature": "> 0",
+                              "proj_hidden_dim": ">= 1", "proj_dim": ">= 1"})
 
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)

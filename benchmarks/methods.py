@@ -49,6 +49,17 @@ class Method(nn.Module):
     # forward for the unused ones (a cost on every step, hence off unless needed).
     find_unused_parameters: ClassVar[bool] = False
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Value checks of the method's own options (`options:` of its YAML), raising LTBenchError.
+
+        Called at plan time for every resolved config (`benchmarks.config.validate_config`), before
+        anything is written, so a bad option in a grid's `method_overrides` stops the grid at once
+        rather than in the middle of it. Ranges are easiest said with `config.check_ranges`, e.g.
+        `check_ranges(config, {"temperature": "> 0", "queue_size": ">= 1"})`. The default checks
+        nothing (a method without options).
+        """
+
     def __init__(self, config: dict[str, Any], num_classes: int, class_counts: torch.Tensor):
         super().__init__()
         self.config = config
