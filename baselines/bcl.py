@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.config import check_ranges
+from benchmarks.losses import logit_adjusted_ce
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 from benchmarks.precision import float32
@@ -138,7 +139,7 @@ class BCL(Method):
         h = self.backbone(torch.cat(list(views[:3]), dim=0))
         z = F.normalize(self.head(h).float(), dim=1)
         logits = self.classifier(h[:batch]).float()
-        la_ce = F.cross_entropy(logits + self.log_prior, labels)
+        la_ce = logit_adjusted_ce(logits, labels, self.log_prior)
         bcl = balanced_contrastive_loss(z[batch:], labels, self.prototypes(), self.temperature)
         loss = self.lambda_la * la_ce + self.mu_bcl * bcl
         return {"loss": loss, "la_ce": la_ce.detach(), "bcl": bcl.detach()}

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from benchmarks import LTBenchError
+from benchmarks.config import with_added_keys
 
 FORMATS = ("ltbench", "bccl/bcl-release", "paco-release")
 
@@ -265,8 +266,9 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
         "unsafe_load": unsafe_load, "keys_loaded": len(state), "keys_dropped": dropped, "method_keys_not_in_checkpoint": not_in_checkpoint,
     }
     if fmt == "ltbench" and isinstance(raw.get("config"), dict):
+        written = with_added_keys(raw["config"])  # keys added since it was written
         record["config_keys_differing_from_checkpoint"] = sorted(
-            k for k in set(raw["config"]) | set(config) if raw["config"].get(k) != config.get(k))
+            k for k in set(written) | set(config) if written.get(k) != config.get(k))
     result = {**metrics_record(config, data, summary, summary), "checkpoint": record}
     seed_folder = run_dir(options.results_dir, dataset_label(config), imb, method_name, config["seed"])
     folder = seed_folder.parent / f"eval-{_checkpoint_name(path)}"

@@ -44,6 +44,26 @@ IDENTITY_KEYS = ("dataset", "imb_factor", "method", "seed")
 # (they are still recorded in config.yaml and env.json).
 EXECUTION_KEYS = ("pipeline", "amp", "memory_format", "compile", "num_workers", "eval_batch_size", "sync_bn")
 
+# Keys added to the configuration after results were first written, each with the value that
+# computes what the code before it computed. A config.yaml or checkpoint written before a key
+# existed lacks it; `with_added_keys` fills it in when such a file is read, so that the run still
+# counts as finished with today's configuration, resumes and reports.
+ADDED_KEYS: dict[str, Any] = {
+    "sampler": "instance",
+    "sampler_samples_per_class": 1,
+    "reweight": "none",
+    "reweight_beta": 0.9999,
+    "reweight_epoch": 0,
+}
+
+
+def with_added_keys(config: Any) -> Any:
+    """`config` (a run's config as read from a file) with every missing `ADDED_KEYS` key at its
+    old-behaviour value; anything that is not a mapping is returned as it is."""
+    if not isinstance(config, dict):
+        return config
+    return {**{k: v for k, v in ADDED_KEYS.items() if k not in config}, **config}
+
 
 class ProjectYAMLLoader(yaml.SafeLoader):
     """`yaml.SafeLoader` with YAML 1.2 floats and duplicate mapping keys refused.
@@ -247,6 +267,9 @@ SHARED_RANGES = {
     "train_cap_per_class": ">= 0",
     "test_cap_per_class": ">= 0",
     "num_workers": ">= 0",
+    "sampler_samples_per_class": ">= 1",
+    "reweight_beta": ">= 0 < 1",
+    "reweight_epoch": ">= 0",
 }
 CLASSIFIERS = ("linear", "cosine")  # what benchmarks.models.build_classifier builds
 LINEAR_INITS = ("kaiming", "default")
@@ -323,7 +346,11 @@ def validate_config(config: dict[str, Any]) -> None:
             raise LTBenchError(f"lr_steps: each [epoch, factor] needs epoch >= 0 and factor > 0, got "
                                f"{[epoch, factor]!r} {where}")
     _check_names(config, where)
-    METHODS.get(config["method"]).check_config(config)
+    method = METHODS.get(config["method"])
+    if config["reweight"] != "none" and not method.takes_class_weights:
+        raise LTBenchError(f"method {config['method']} takes no per-class loss weights: reweight must be none, "
+                           f"got {config['reweight']!r}")
+    method.check_config(config)
 
 
 def _check_names(config: dict[str, Any], where: str) -> None:
@@ -344,6 +371,13 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     if config["linear_init"] not in LINEAR_INITS:
         raise LTBenchError(f"unknown linear_init {config['linear_init']!r}; known: {', '.join(LINEAR_INITS)}")
     check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
+    from baselines.reweighting import REWEIGHT_RULES
+    from benchmarks.samplers import SAMPLERS
+
+    if config["sampler"] not in SAMPLERS:
+        raise LTBenchError(f"unknown sampler {config['sampler']!r}; known: {', '.join(SAMPLERS)}")
+    if config["reweight"] not in REWEIGHT_RULES:
+        raise LTBenchError(f"unknown reweight {config['reweight']!r}; known: {', '.join(REWEIGHT_RULES)}")
 
 
 def recipe_deviations(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

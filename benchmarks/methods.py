@@ -22,9 +22,9 @@ import torch.nn as nn
 
 from benchmarks.registry import Registry
 
-METHODS: Registry[type["Method"]] = Registry(
-    "method", modules=("bccl.method", "baselines.ce", "baselines.bcl", "baselines.paco")
-)
+# Every module of the method packages is imported on first lookup: a module that defines a
+# method registers it with `@METHODS.register(name)`.
+METHODS: Registry[type["Method"]] = Registry("method", packages=("bccl", "baselines"))
 
 
 class Method(nn.Module):
@@ -48,6 +48,9 @@ class Method(nn.Module):
     # (in some steps or always) sets this, and DDP then searches the autograd graph after each
     # forward for the unused ones (a cost on every step, hence off unless needed).
     find_unused_parameters: ClassVar[bool] = False
+    # Whether the method's loss takes per-class weights (`class_weights`); a run of a method that
+    # does not must keep `reweight: none` (checked at plan time).
+    takes_class_weights: ClassVar[bool] = False
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> None:
@@ -71,6 +74,19 @@ class Method(nn.Module):
         """log pi_c, pi_c = n_c / sum(n): the logit adjustment of LA-CE and PaCo's class centres."""
         counts = self.class_counts.float()
         return torch.log(counts / counts.sum())
+
+    def class_weights(self, epoch: int) -> torch.Tensor | None:
+        """The per-class loss weights of `epoch` (None: unweighted), switched by the recipe's
+        re-weighting schedule (`reweight`, `reweight_beta`, `reweight_epoch`; deferred
+        re-weighting is `reweight_epoch` > 0), on the method's device. Computed once per epoch."""
+        cached = getattr(self, "_class_weights_of_epoch", None)
+        if cached is None or cached[0] != epoch:
+            from baselines.reweighting import epoch_class_weights
+
+            weights = epoch_class_weights(self.config, self.class_counts, epoch)
+            cached = (epoch, None if weights is None else weights.to(self.class_counts.device))
+            self._class_weights_of_epoch = cached
+        return cached[1]
 
     def view_names(self) -> tuple[str, ...]:
         """The views this run needs: the config's `views` when set (the methods' recipes set the

@@ -126,7 +126,10 @@ def _load_if_present(path: Path, load) -> Any:
 
 
 def read_config(folder: Path) -> dict[str, Any] | None:
-    return _load_if_present(Path(folder) / "config.yaml", yaml_load)
+    """A run folder's config.yaml, with the keys added since it was written (`config.ADDED_KEYS`)."""
+    from benchmarks.config import with_added_keys
+
+    return with_added_keys(_load_if_present(Path(folder) / "config.yaml", yaml_load))
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:

@@ -88,8 +88,8 @@ BAD = {
     "another method's option": (CELL + ["--set", "temperature=0.2"], r"--set \(method ce\): unknown key 'temperature'"),
     "wrong type in method_overrides": (lambda t: grid_args(t, method_overrides={"ce": {"epochs": "five"}}),
                                        r"key 'epochs' must be int"),
-    "method_overrides of an unknown method": (lambda t: grid_args(t, method_overrides={"focal": {"lr": 0.1}}),
-                                              r"unknown method 'focal'"),
+    "method_overrides of an unknown method": (lambda t: grid_args(t, method_overrides={"mixup": {"lr": 0.1}}),
+                                              r"unknown method 'mixup'"),
     # Values that pass the type check but are not usable numbers (issue 16, class 1).
     "NaN IF on the command line": (CELL[:2] + ["--imb-factors", "nan"] + CELL[4:],
                                    r"imbalance factor must be a finite number >= 1, got nan"),
