@@ -92,10 +92,11 @@ def check_queues(rank: int) -> None:
             assert int(method.queue_ptr) == 4 and method.queue_labels[:4].tolist() == [0, 1, 2, 0]
 
 
-# Per method, what the comparison needs beyond the tiny backbone: PaCo's BN groups a multiple of
-# the ranks, BCCL clustering (k-means, broadcast inside the step) and its centroid loss from step 0.
+# Per method, what the comparison needs beyond the tiny backbone: PaCo's and BCL's BN groups a
+# multiple of the ranks, BCCL clustering (k-means, broadcast inside the step) and its centroid loss from step 0.
 COMPARISON_OVERRIDES = {
     "paco": {"queue_size": 16, "shuffle_bn_groups": 2},
+    "bcl": {"bn_groups": 2},  # BatchNorm groups a multiple of the ranks (one per rank)
     "bccl": {"queue_size": 4, "centroids_per_class": 2, "warmup_epochs": 0, "recluster_interval": 1},
 }
 COMPARISON_STEPS = 3  # DDP reports parameters left without a gradient at the step after
@@ -201,7 +202,7 @@ def worker(rank: int, port: int, data_root: str, results: str, out: str) -> None
     code = run_benchmark.main([
         "--grid", "imagenet", "--methods", "bcl", "--data-root", data_root, "--results-dir", results,
         "--no-progress", "--epochs", "2", "--device", "cpu",
-        "--set", "backbone=tiny_cnn", "num_workers=0", "batch_size=4", "drop_last=true",
+        "--set", "backbone=tiny_cnn", "num_workers=0", "batch_size=4", "drop_last=true", "select_on=test",
     ])
     assert code == 0
     distributed.shutdown()
@@ -252,7 +253,7 @@ def test_two_processes_train_one_run_and_count_every_test_image_once(two_ranks, 
     code = run_benchmark.main([
         "--grid", "imagenet", "--methods", "bcl", "--data-root", str(data_root), "--results-dir", str(results),
         "--no-progress", "--device", "cpu", "--epochs", "2",
-        "--set", "backbone=tiny_cnn", "num_workers=0", "batch_size=4", "drop_last=true",
+        "--set", "backbone=tiny_cnn", "num_workers=0", "batch_size=4", "drop_last=true", "select_on=test",
         "--eval-checkpoint", str(folder / "checkpoint.pt"),
     ])
     assert code == 0, capsys.readouterr()
