@@ -24,7 +24,9 @@ from pathlib import Path
 from benchmarks import LTBenchError
 from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
-from benchmarks.grid import GridOptions, count_outcomes, grid_names, plan, preflight, run_grid, summary_table
+from benchmarks.grid import (
+    GridOptions, count_outcomes, finished, grid_names, plan, preflight, run_grid, summary_table,
+)
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
 
 
@@ -47,13 +49,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split-dir", type=Path,
                    help="imagenet_lt / inat2018: the folder holding the split files (default: <data-root>/<dataset>/)")
     p.add_argument("--eval-checkpoint", type=Path, metavar="PATH",
-                   help="evaluate this checkpoint instead of training (ltbench's checkpoint.pt or the BCCL/BCL/PaCo "
-                        "release format) on the one cell named by --datasets/--methods/--imb-factors; results in "
+                   help="evaluate this checkpoint instead of training (ltbench's checkpoint.pt or the BCCL/BCL/PaCo/"
+                        "LDAM-DRW release format) on the one cell named by --datasets/--methods/--imb-factors; results in "
                         "<dataset>/if<IF>/<method>/eval-<checkpoint name>/")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go (default: results)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files into each run folder")
-    p.add_argument("--dry-run", action="store_true", help="list every run and its folder, then stop")
+    p.add_argument("--train-stage1", action="store_true",
+                   help="two-stage methods (crt, lws, tau_norm, la_posthoc): train the stage-1 run they start from "
+                        "(ce of the same cell and seed) when it is missing and not in --methods; without it such a "
+                        "grid is refused")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every run and its folder (and the stage-1 run a two-stage run waits for), then stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--jobs", type=int, default=1,
                    help="run cells in N worker processes, spread round-robin over the visible GPUs (default 1: "
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides=parse_set_arguments(args.overrides), data_root=args.data_root, download=args.download,
         split_dir=args.split_dir,
         results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
-        progress=not args.no_progress,
+        progress=not args.no_progress, train_stage1=args.train_stage1,
     )
     runs = plan(options)
     if args.cell is not None:
@@ -140,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for run in runs:
             print(f"{run.label:45s} {run.folder}")
+            if run.stage1 is not None:
+                state = "finished" if finished(run.stage1) else "trained first, in this grid"
+                print(f"{'':45s}   after stage 1 {run.stage1.label} ({state}): {run.stage1.folder}")
         print(f"{len(runs)} runs")
         return 0
     if args.eval_checkpoint is not None:

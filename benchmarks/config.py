@@ -95,7 +95,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     if not path.exists():
         raise LTBenchError(f"method {method!r} has no recipe file {path}")
     method_yaml = load_yaml(path)
-    allowed = {"recipe", "options", "datasets"}
+    allowed = {"recipe", "options", "datasets", "recipe_status"}
     extra = set(method_yaml) - allowed
     if extra:
         raise LTBenchError(f"{path}: unknown section(s) {sorted(extra)}; accepted: {sorted(allowed)}")
@@ -115,6 +115,22 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
         check_keys(per_dataset.get(dataset) or {}, schema, f"{path} datasets.{dataset}")
     )
     return config, schema
+
+
+RECIPE_STATUSES = ("release", "reconstructed")
+
+
+def recipe_status(method: str, dataset: str) -> str:
+    """Whether `method`'s recipe on `dataset` is its release's ("release") or rebuilt from the
+    paper because the release has none for that dataset ("reconstructed"): the method YAML's
+    `recipe_status:` mapping (dataset names and `default`; absent means release). The report
+    prints the label next to the method's results."""
+    path = method_file(method)
+    status = _section(load_yaml(path), "recipe_status", path) if path.exists() else {}
+    value = status.get(dataset, status.get("default", "release"))
+    if value not in RECIPE_STATUSES:
+        raise LTBenchError(f"{path}: recipe_status values must be one of {', '.join(RECIPE_STATUSES)}, got {value!r}")
+    return value
 
 
 def resolve_config(

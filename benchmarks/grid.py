@@ -30,7 +30,7 @@ import torch
 import yaml
 
 from benchmarks import CONFIG_DIR, LTBenchError
-from benchmarks.config import check_keys, load_yaml, paper_recipe, resolve_config
+from benchmarks.config import EXECUTION_KEYS, check_keys, load_yaml, paper_recipe, resolve_config
 from benchmarks.datasets import DATASETS, DatasetRequest, LTData, build_dataset
 from benchmarks.environment import environment_record
 from benchmarks.methods import METHODS
@@ -94,12 +94,14 @@ class GridOptions:
     device: str = "auto"
     tensorboard: bool = False
     progress: bool = True
+    train_stage1: bool = False  # --train-stage1: train a missing stage-1 run that the grid does not list
 
 
 @dataclass
 class Run:
     config: dict[str, Any]
     folder: Path
+    stage1: "Run | None" = None  # two-stage methods: the run whose final checkpoint this one starts from
 
     @property
     def label(self) -> str:
@@ -152,16 +154,17 @@ def plan(options: GridOptions) -> list[Run]:
         resolve_config(name, datasets[0] if datasets else "synthetic",
                        grid_overrides={**(grid.get("overrides") or {}), **(over or {})})
 
-    runs = []
-    for dataset in datasets:
-        for imb in imb_factors:
-            for method in methods:
-                for seed in seeds:
-                    grid_over = {**(grid.get("overrides") or {}), **(method_overrides.get(method) or {})}
-                    config = resolve_config(method, dataset, imb, seed, grid_overrides=grid_over, overrides=cli)
-                    check_run_config(config)
-                    folder = run_dir(options.results_dir, dataset_label(config), imb, method, seed)
-                    runs.append(Run(config, folder))
+    def make_run(method: str, dataset: str, imb: float, seed: int, cli: dict[str, Any]) -> Run:
+        grid_over = {**(grid.get("overrides") or {}), **(method_overrides.get(method) or {})}
+        if not METHODS.get(method).trains:  # post-hoc: `epochs` (0 in its recipe) is not the grid's to change
+            grid_over.pop("epochs", None)
+            cli = {k: v for k, v in cli.items() if k != "epochs" or "epochs" in options.overrides}
+        config = resolve_config(method, dataset, imb, seed, grid_overrides=grid_over, overrides=cli)
+        check_run_config(config)
+        return Run(config, run_dir(options.results_dir, dataset_label(config), imb, method, seed))
+
+    runs = [make_run(method, dataset, imb, seed, cli)
+            for dataset in datasets for imb in imb_factors for method in methods for seed in seeds]
     if not runs:
         raise LTBenchError(f"grid {options.grid!r} has no runs (an empty list of datasets, IFs, methods or seeds)")
     seen: dict[Path, Run] = {}
@@ -169,7 +172,71 @@ def plan(options: GridOptions) -> list[Run]:
         if run.folder in seen:
             raise LTBenchError(f"duplicate cell {run.label} (listed twice; both would write {run.folder})")
         seen[run.folder] = run
-    return runs
+    stage1_cli = {k: v for k, v in cli.items() if k in STAGE1_SHARED_KEYS}
+    return link_stages(runs, options, lambda method, c: make_run(method, c["dataset"], c["imb_factor"], c["seed"],
+                                                                 stage1_cli))
+
+
+# What a stage-1 run that the grid trains only for a two-stage method (--train-stage1) takes from
+# the command line (--set, --tiny, --epochs): the same data (subset and caps), execution settings
+# and epochs; other --set keys change the stage-2 run only, and the stage-1 keeps its own recipe.
+STAGE1_SHARED_KEYS = ("epochs", "subset_seed", "train_cap_per_class", "test_cap_per_class", *EXECUTION_KEYS)
+# What a stage-2 run must share with the run it starts from: the same training images and network.
+STAGE1_MATCHING_KEYS = ("subset_seed", "train_cap_per_class", "test_cap_per_class", "backbone")
+
+
+def link_stages(runs: list[Run], options: GridOptions, make_stage1) -> list[Run]:
+    """Give every run of a two-stage method its stage-1 run, and order the grid so that each
+    stage-1 run comes before the runs that start from it.
+
+    The stage-1 run is the stage-1 method's run folder of the same cell and seed (`run_dir`, the
+    folder of the method's recipe run): the one this grid trains when it lists the method, else
+    the finished run found there, else, with `--train-stage1`, the run `make_stage1(method,
+    config)` resolves (the grid's overrides and method_overrides for that method, and
+    `STAGE1_SHARED_KEYS` of the command line), trained first. Otherwise the grid is refused
+    before anything is written. Both runs must train on the same images with the same backbone
+    (`STAGE1_MATCHING_KEYS`).
+    """
+    by_folder = {run.folder: run for run in runs}
+    added: list[Run] = []
+    for run in list(runs):
+        needed = METHODS.get(run.config["method"]).stage1
+        if needed is None:
+            continue
+        wanted = make_stage1(needed, run.config)
+        if wanted.folder in by_folder:
+            run.stage1 = by_folder[wanted.folder]
+        elif done_problem(wanted.folder) is None:
+            run.stage1 = Run(read_config(wanted.folder), wanted.folder)
+        elif options.train_stage1:
+            by_folder[wanted.folder] = run.stage1 = wanted
+            added.append(wanted)
+        else:
+            status = read_status(wanted.folder)
+            state = "does not exist" if status is None else f"is not finished (status {status!r})"
+            raise LTBenchError(
+                f"{run.label} starts from the finished {needed} run of its cell, but {wanted.folder} {state}; "
+                f"add {needed} to --methods, or pass --train-stage1 to train it first")
+        differing = [k for k in STAGE1_MATCHING_KEYS if run.stage1.config.get(k) != run.config[k]]
+        if differing:
+            raise LTBenchError(
+                f"{run.label} would start from {run.stage1.folder}, trained with another "
+                + ", ".join(f"{k} ({run.stage1.config.get(k)!r}, this run {run.config[k]!r})" for k in differing)
+                + "; use the same data and backbone for both stages")
+    return sorted(runs + added, key=stage_depth)  # stable: the grid's order within each stage
+
+
+def stage_depth(run: Run) -> int:
+    """0 for a run that starts from nothing, 1 for one that starts from a stage-1 run, ..."""
+    return 0 if run.stage1 is None else 1 + stage_depth(run.stage1)
+
+
+def stage1_problem(run: Run) -> str | None:
+    """Why `run` cannot start now (its stage-1 run is not a finished run), or None."""
+    if run.stage1 is None:
+        return None
+    problem = done_problem(run.stage1.folder, run.stage1.config)
+    return None if problem is None else f"its stage-1 run {run.stage1.label} is not finished ({problem})"
 
 
 def _bad_name(kind: str, name: Any) -> None:
@@ -184,7 +251,10 @@ def check_run_config(config: dict[str, Any]) -> None:
     from benchmarks.training import Execution
 
     where = f"(run {config['method']} on {config['dataset']})"
-    for key, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("warmup_epochs", 0),
+    if not METHODS.get(config["method"]).trains and config["epochs"] != 0:
+        raise LTBenchError(f"{config['method']} is post-hoc and trains nothing: epochs must be 0, got "
+                           f"{config['epochs']} {where}")
+    for key, low in (("epochs", 1 if METHODS.get(config["method"]).trains else 0), ("batch_size", 1), ("eval_batch_size", 1), ("warmup_epochs", 0),
                      ("num_workers", 0), ("train_cap_per_class", 0), ("test_cap_per_class", 0)):
         if config[key] < low:
             raise LTBenchError(f"{key} must be >= {low}, got {config[key]} {where}")
@@ -282,7 +352,7 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
         write_status(run.folder, RUNNING)
     try:
         trainer = Trainer(run.config, data, run.folder, device, tensorboard=options.tensorboard,
-                          progress=options.progress)
+                          progress=options.progress, stage1=run.stage1.folder if run.stage1 else None)
         distributed.main_first(trainer.load_checkpoint)  # rank 0 may delete a corrupt one first
         ex = trainer.ex
         if main:
@@ -338,6 +408,9 @@ def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCa
     """Train one cell under its lock: skipped when finished, or when another live runner has it."""
     from benchmarks import distributed
 
+    if not finished(run) and stage1_problem(run) is not None:  # its stage-1 run failed or was never trained
+        log(f"{prefix}{run.label}: not started: {stage1_problem(run)}")
+        return Outcome(run, f"{FAILED}: not started: {stage1_problem(run)}")
     if distributed.world_size() > 1:
         return run_cell_distributed(run, options, device, cache, log, prefix)
     if finished(run, log, prefix):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks import LTBenchError
+from benchmarks.config import recipe_status
 from benchmarks.reporting.aggregate import NO_PAPER, RECIPE_DIFFERS, REPRODUCED
 from benchmarks.reporting.load import GROUPS, epochs_done
 from benchmarks.results import atomic_write_text
@@ -102,6 +104,14 @@ def source_notes(cell: pd.DataFrame) -> list[str]:
                          f"{fmt_int(r.paper_epochs)} epochs — {r.paper_source} [{r.paper_status}]")
         else:
             notes.append(f"{r.method}: no published figure for {r.dataset} IF {r.if_label}")
+    for method, dataset in cell[["method", "dataset"]].drop_duplicates().itertuples(index=False):
+        try:
+            status = recipe_status(method, dataset)
+        except LTBenchError:
+            continue  # a method whose recipe file is gone: the recipe-diff section says so
+        if status == "reconstructed":
+            notes.append(f"{method}: recipe reconstructed (its release has no {dataset} recipe; "
+                         f"configs/methods/{method}.yaml says how)")
     return notes
 
 
