@@ -1,51 +1,12 @@
 #!/usr/bin/env python
-"""Compare finished runs with the published numbers: tables, verdicts, plots, recipe differences.
+"""Write the report from the run folders (the checkout's script; `ltbench report` when installed).
 
-    python report.py                              # results/ -> reports/ (md csv tex html png)
-    python report.py --results-dir results --out reports --tolerance 0.5
-    python report.py --formats md csv --no-plots  # tables only, no matplotlib
-
-Reads run folders only: it never trains anything and imports no training code. The markdown tables
-are printed and written with the other formats under --out. Verdict rules:
-benchmarks/reporting/aggregate.py.
+See `benchmarks/commands/report.py` for the options, or `python report.py --help`.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from benchmarks.cli import ArgumentParser, main_guard
-from benchmarks.reporting import FORMATS, build_report
-from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where the run folders are (default: results)")
-    p.add_argument("--out", type=Path, default=Path("reports"), help="where the report files go (default: reports)")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help=f"|run - paper| in top-1 points that counts as reproduced (default: {DEFAULT_TOLERANCE})")
-    p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
-                   help=f"what to write (default: all of {' '.join(FORMATS)})")
-    p.add_argument("--no-plots", action="store_true", help="no figures: no PNG files, HTML without images")
-    return p.parse_args(argv)
-
-
-@main_guard
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    report = build_report(args.results_dir, args.out, tolerance=args.tolerance, formats=args.formats,
-                          plots=not args.no_plots)
-    if report.empty:
-        print(f"no runs under {args.results_dir}: nothing to report (run run_benchmark.py first)")
-        return 0
-    print(report.markdown)
-    print(f"wrote {len(report.files)} files to {args.out}: "
-          + ", ".join(sorted({str(p.relative_to(args.out).parts[0]) for p in report.files})))
-    return 0
-
+from benchmarks.commands.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""BCL: Balanced Contrastive Learning (Zhu et al., CVPR 2022), CIFAR-LT recipe of methods.md.
+"""BCL: Balanced Contrastive Learning (Zhu et al., CVPR 2022), CIFAR-LT recipe of docs/methods/bcl.md.
 
 Loss L = lambda * LA-CE + mu * L_BCL (lambda = 2.0, mu = 0.6, tau = 0.1).
 
@@ -21,7 +21,7 @@ How the release does it (FlamieZhu/Balanced-Contrastive-Learning, `main.py`, `lo
 - LA-CE = CE(logits + log pi, y) on the classification view; evaluation uses the raw logits.
 
 Options (configs/methods/bcl.yaml `options:`): `lambda_la`, `mu_bcl`, `temperature`,
-`proj_hidden_dim`, `proj_dim`, and two view options that methods.md calls optional and that are
+`proj_hidden_dim`, `proj_dim`, and two view options that docs/methods/bcl.md calls optional and that are
 therefore off by default: `cls_autoaug` (classification view gets AutoAugment + Cutout, the
 policy chosen by the shared key `autoaugment_policy`) and
 `contrastive_blur` (the contrastive views get Gaussian blur p 0.5, "in some recipes").
@@ -98,7 +98,7 @@ class BCL(Method):
     """ResNet-32 + cosine classifier + projection head + prototype head, LA-CE + BCL loss."""
 
     name = "bcl"
-    # v0 classification view, v1 and v2 contrastive views (methods.md: crop-flip; RRC (0.2, 1),
+    # v0 classification view, v1 and v2 contrastive views (docs/methods/bcl.md: crop-flip; RRC (0.2, 1),
     # flip, jitter p 0.8, grayscale p 0.2). `view_names()` applies the two view options.
     views = ("crop_flip", "contrastive", "contrastive")
 

@@ -1,4 +1,7 @@
-"""CE: ResNet-32 + linear classifier trained with plain cross-entropy (the LDAM-DRW baseline)."""
+"""CE: ResNet-32 + linear classifier trained with plain cross-entropy (the LDAM-DRW baseline).
+
+Recipes (LDAM-DRW on CIFAR, Decoupling on the large datasets) and their sources: docs/methods/ce.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PaCo: Parametric Contrastive Learning (Cui et al., ICCV 2021), CIFAR-LT recipe of methods.md.
+"""PaCo: Parametric Contrastive Learning (Cui et al., ICCV 2021), CIFAR-LT recipe of docs/methods/paco.md.
 
 Read from the release (dvlab-research/Parametric-Contrastive-Learning, `PaCo/LT/paco_cifar.py`,
 `moco/builder.py`, `losses.py`, `sh/CIFAR100_train_imb0.01.sh`) and matched here:
@@ -96,7 +96,7 @@ def paco_loss(
         labels: (B,) labels of the batch.
         class_logits: (B, C) classifier outputs for the queries.
         class_counts: (C,) training images per class (pi_c = n_c / sum n).
-        alpha, beta, gamma, temperature: as in methods.md; supt divides the centre logits (1).
+        alpha, beta, gamma, temperature: as in docs/methods/paco.md; supt divides the centre logits (1).
 
     Candidates of query i: the C centre logits (class_logits_ic + log(pi_c + 1e-9)) / supt,
     then q_i . f_j / tau for every f_j in [q; k; queue] except q_i itself (its own key k_i stays,

@@ -1,6 +1,6 @@
 """BCCL's three loss terms as plain functions (tensors in, scalar tensor out).
 
-Formulas are those of docs/methods.md, "BCCL", restated from the released code:
+Formulas are those of docs/methods/bccl.md, restated from the released code:
 
 * `logit_adjusted_ce`      CE(logits + log pi, y)                      (LA-CE, tau_LA = 1)
 * `class_averaged_supcon`  SupCon over the 2B projections whose negatives are divided by the

@@ -1,4 +1,4 @@
-"""BCCL as a `Method`: the released recipe of docs/methods.md, "BCCL".
+"""BCCL as a `Method`: the released recipe of docs/methods/bccl.md.
 
 One step (`training_step`):
   1. both views through backbone and head in one batch of 2B (BatchNorm sees both views);

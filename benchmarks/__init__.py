@@ -3,12 +3,32 @@
 The package holds the harness (datasets, views, models, the epoch loop, evaluation, the results
 store, grids and the report); the methods live in `bccl/` and `baselines/` and register themselves
 in `benchmarks.methods.METHODS`.
+
+Where the YAML configs come from (`CONFIG_DIR`). In a checkout they live in the top-level
+`configs/` folder, which is where every command, grid path and doc tells users to look, so it
+stays there. A wheel or a plain `pip install .` has no checkout around it, so the build maps that
+same folder into the package as `benchmarks/configs/` (pyproject.toml: `package-dir` and
+`package-data`; no copy is kept in the source tree). At run time `importlib.resources` finds the
+packaged folder of an installed copy; when there is none (a checkout, or an editable install,
+whose package *is* the source tree) the checkout's `configs/` is the one. Moving the folder under
+`benchmarks/` would break the paths users know; a symlink would not survive Windows or an sdist.
+The package must be installed unpacked (pip always does): the configs are read as files.
 """
 
+from importlib import resources
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "configs"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout (or site-packages when installed)
+
+
+def _config_dir() -> Path:
+    packaged = resources.files(__name__) / "configs"
+    if packaged.is_dir():  # an installed wheel: configs/ was mapped into the package by the build
+        return Path(str(packaged))
+    return PROJECT_ROOT / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 class LTBenchError(Exception):

@@ -34,7 +34,8 @@ Output: `<results>/<dataset>/if<IF>/<method>/eval-<checkpoint name>/` (beside th
 so the report, which reads `seed*` folders, never mixes an evaluated checkpoint into the
 trained runs' statistics) with `config.yaml` (the resolved config of the cell, `--set` applied),
 `metrics.json` (the training runs' structure; best = last = the checkpoint's last epoch, 0-based,
-or 0 when the file does not say; plus a `checkpoint` record), `env.json` and `status` `done`.
+or 0 when the file does not say; plus a `checkpoint` record), `predictions.npz` (per-image
+predictions, best = last; `benchmarks.predictions`), `env.json` and `status` `done`.
 An existing folder of the same name is overwritten: evaluation is deterministic and cheap.
 The file is unpickled (`torch.load`, falling back to `weights_only=False` for releases that
 pickled other objects): evaluate only checkpoints you trust.
@@ -177,7 +178,8 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
     from benchmarks import distributed
     from benchmarks.datasets import DATASETS, DatasetRequest
     from benchmarks.environment import environment_record
-    from benchmarks.evaluation import TestEvaluator, accuracy_metrics
+    from benchmarks.evaluation import TestEvaluator, evaluation_metrics
+    from benchmarks.predictions import EpochPredictions, write_predictions
     from benchmarks.grid import DataCache, dataset_label
     from benchmarks.methods import build_method
     from benchmarks.results import DONE, atomic_write_json, atomic_write_yaml, run_dir, write_status
@@ -210,8 +212,10 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
     method.eval()
     evaluator = TestEvaluator(data, device, config["eval_batch_size"], config["test_view"], config["num_workers"],
                               ex.channels_last)
-    metrics = accuracy_metrics(evaluator.predictions(method.eval_logits), data.test_labels, data.class_counts)
+    outputs = evaluator.outputs(method.eval_logits)
+    metrics = evaluation_metrics(outputs, data.test_labels, data.class_counts)
     epoch = epochs_done - 1 if epochs_done else 0
+    kept = EpochPredictions.compact(epoch, outputs.predictions, outputs.confidences, data.num_classes)
     summary = epoch_summary(metrics, epoch)
     record: dict[str, Any] = {
         "path": str(path.resolve()), "format": fmt, "epochs_done": epochs_done,
@@ -230,6 +234,7 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
             "pipeline": "evaluation", "channels_last": ex.channels_last, "world_size": distributed.world_size(),
             "evaluated_checkpoint": str(path.resolve()), "checkpoint_format": fmt}))
         atomic_write_json(folder / "metrics.json", result)
+        write_predictions(folder, data.test_labels, {"best": kept, "last": kept})
         write_status(folder, DONE)
         fmt_group = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
         print(f"{dataset} IF{imb:g} {method_name}: {path} ({fmt}, {len(data.test_labels)} test images) -> "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import Callable
 
@@ -17,10 +18,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise LTBenchError(f"{message} (see --help)")
 
 
-def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    def wrapped(argv: list[str] | None = None) -> int:
+def main_guard(main: Callable[..., int]) -> Callable[..., int]:
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None, *args, **kwargs) -> int:
         try:
-            return main(argv)
+            return main(argv, *args, **kwargs)
         except LTBenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

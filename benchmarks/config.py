@@ -9,7 +9,9 @@ Layers, later wins:
   5. grid overrides (`overrides:` and `method_overrides: <method>:` of the grid YAML)
   6. command-line `--set key=value`
 Layers 1-4 are the *paper recipe*; whatever layers 5-6 change is a deviation, listed by
-`recipe_deviations` and written to the run's metadata.
+`recipe_deviations` and written to the run's metadata. A method's YAML also says, per dataset, how
+its recipe was obtained (`recipe_status:`, `recipe_status()`: read in a release, or reconstructed);
+the report labels reconstructed recipes.
 
 Every key must exist in layer 1 or in the method's `options:`; every value must have the type of
 the key's default (an int is accepted where a float is expected). Anything else raises
@@ -88,6 +90,27 @@ def method_file(method: str) -> Path:
     return CONFIG_DIR / "methods" / f"{method}.yaml"
 
 
+# How a method's recipe on a dataset was obtained (the `recipe_status:` section of its YAML, a
+# mapping dataset -> status; datasets it does not name are `release`):
+#   release        read in the release's code or its README command
+#   reconstructed  no release code for that dataset: restated from the paper's text, a secondary
+#                  source, or another dataset's release recipe (the report labels such cells)
+RECIPE_STATUSES = ("release", "reconstructed")
+
+
+def recipe_status(method: str, dataset: str) -> str:
+    """`release` or `reconstructed`: how `method`'s recipe on `dataset` was obtained."""
+    path = method_file(method)
+    if not path.exists():
+        raise LTBenchError(f"method {method!r} has no recipe file {path}")
+    statuses = _section(load_yaml(path), "recipe_status", path)
+    status = statuses.get(dataset, "release")
+    if status not in RECIPE_STATUSES:
+        raise LTBenchError(f"{path}: recipe_status.{dataset} must be one of {', '.join(RECIPE_STATUSES)}, "
+                           f"got {status!r}")
+    return status
+
+
 def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The paper recipe of `method` on `dataset` (layers 1-4) and the schema of accepted keys."""
     defaults = load_yaml(CONFIG_DIR / "defaults.yaml")
@@ -104,6 +127,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     if clash:
         raise LTBenchError(f"{path}: options {sorted(clash)} shadow shared keys; set them under recipe:")
     schema = {**defaults, **options}
+    recipe_status(method, dataset)  # a bad recipe_status value is an error here, not in the report
 
     config = dict(schema)
     dataset_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"
@@ -115,22 +139,6 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
         check_keys(per_dataset.get(dataset) or {}, schema, f"{path} datasets.{dataset}")
     )
     return config, schema
-
-
-RECIPE_STATUSES = ("release", "reconstructed")
-
-
-def recipe_status(method: str, dataset: str) -> str:
-    """Whether `method`'s recipe on `dataset` is its release's ("release") or rebuilt from the
-    paper because the release has none for that dataset ("reconstructed"): the method YAML's
-    `recipe_status:` mapping (dataset names and `default`; absent means release). The report
-    prints the label next to the method's results."""
-    path = method_file(method)
-    status = _section(load_yaml(path), "recipe_status", path) if path.exists() else {}
-    value = status.get(dataset, status.get("default", "release"))
-    if value not in RECIPE_STATUSES:
-        raise LTBenchError(f"{path}: recipe_status values must be one of {', '.join(RECIPE_STATUSES)}, got {value!r}")
-    return value
 
 
 def resolve_config(

@@ -1,13 +1,21 @@
-"""Evaluation: top-1, per-class accuracy and the many / medium / few-shot groups.
+"""Evaluation: top-1, per-class accuracy, the many / medium / few-shot groups, calibration.
 
 Shot groups are defined by a class's *training* count: many > 100, few < 20, medium 20..100
 (both ends included). A group's accuracy is the mean of its classes' accuracies. The releases
 report 0 for an empty group (CIFAR-10-LT has no few-shot class); that would read as a total
-failure, so an empty group is `None` here (null in JSON, "n/a" in the report).
+failure, so an empty group is `None` here (null in JSON, "n/a" in the report). The whole protocol:
+docs/protocol.md.
+
+Calibration: the expected calibration error of Guo et al. 2017 ("On Calibration of Modern Neural
+Networks"), as OpenLT and MiSLAS report it for long-tailed methods (none of the BCCL, BCL or PaCo
+releases does): the max softmax probability of each image is binned into 15 equal-width bins
+(b/15, (b+1)/15], and ECE = sum over bins of |B|/N * |accuracy(B) - mean confidence(B)|, in
+[0, 1]. Per shot group, the images whose true class is in the group.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -48,15 +56,108 @@ def accuracy_metrics(predictions, labels, class_counts) -> dict[str, Any]:
     return result
 
 
+ECE_BINS = 15
+
+
+def _bin_calibration(confidences: np.ndarray, correct: np.ndarray, n_bins: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin (b/n, (b+1)/n]: (image count, accuracy, mean confidence); empty bins are NaN."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # searchsorted(side="left") finds the first upper edge >= c, i.e. c in (lower, upper]; c = 0
+    # (impossible for a max softmax probability) joins the first bin
+    bins = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / counts
+        confidence = np.bincount(bins, weights=confidences, minlength=n_bins) / counts
+    return counts, accuracy, confidence
+
+
+def calibration_bins(confidences, correct, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """The reliability diagram's data: per equal-width bin, count, accuracy and mean confidence."""
+    counts, accuracy, confidence = _bin_calibration(np.asarray(confidences, dtype=np.float64),
+                                                    np.asarray(correct, dtype=np.float64), n_bins)
+    return {"edges": np.linspace(0.0, 1.0, n_bins + 1), "count": counts, "accuracy": accuracy,
+            "confidence": confidence}
+
+
+def ece_from_confidences(confidences, correct, n_bins: int = ECE_BINS) -> float:
+    """ECE from each image's max probability and whether its prediction is right (nan: no image)."""
+    confidences = np.asarray(confidences, dtype=np.float64).ravel()
+    correct = np.asarray(correct, dtype=np.float64).ravel()
+    if len(confidences) == 0:
+        return float("nan")
+    counts, accuracy, confidence = _bin_calibration(confidences, correct, n_bins)
+    filled = counts > 0
+    return float(np.sum(counts[filled] / len(confidences) * np.abs(accuracy[filled] - confidence[filled])))
+
+
+def expected_calibration_error(probs, labels, n_bins: int = ECE_BINS) -> float:
+    """Guo et al.'s ECE in [0, 1] of class probabilities `probs` (N, C) against `labels` (N,)
+    (numpy arrays or tensors): the prediction is the argmax, its confidence the max probability."""
+    if isinstance(probs, torch.Tensor):
+        probs = probs.detach().float().cpu().numpy()
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).ravel()
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"probs must be (N, C) and labels (N,); got {probs.shape} and {labels.shape}")
+    return ece_from_confidences(probs.max(axis=1), probs.argmax(axis=1) == labels, n_bins)
+
+
+def calibration_metrics(predictions, confidences, labels, class_counts, n_bins: int = ECE_BINS
+                        ) -> dict[str, float | None]:
+    """{"overall", "many", "medium", "few"}: ECE over all test images and over the images of each
+    shot group's classes (None for a group without test images)."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    confidences = np.asarray(confidences, dtype=np.float64)
+    correct = predictions == labels
+    result: dict[str, float | None] = {"overall": ece_from_confidences(confidences, correct, n_bins)}
+    for group, classes in shot_groups(class_counts).items():
+        mask = np.isin(labels, classes)
+        result[group] = ece_from_confidences(confidences[mask], correct[mask], n_bins) if mask.any() else None
+    if np.isnan(result["overall"]):
+        result["overall"] = None
+    return result
+
+
+def evaluation_metrics(outputs: "EvalOutputs", labels, class_counts) -> dict[str, Any]:
+    """Accuracy metrics (`accuracy_metrics`) plus the calibration `ece` of one evaluation."""
+    metrics = accuracy_metrics(outputs.predictions, labels, class_counts)
+    metrics["ece"] = calibration_metrics(outputs.predictions, outputs.confidences, labels, class_counts)
+    return metrics
+
+
+@dataclass
+class EvalOutputs:
+    """One evaluation of the test set, in test-set order: the argmax class of every image and the
+    softmax probability of that class (its confidence), from the same logits."""
+
+    predictions: np.ndarray  # int64 (N,)
+    confidences: np.ndarray  # float32 (N,)
+
+
+def _predict_batch(logits: torch.Tensor) -> torch.Tensor:
+    """(N, 2): the argmax of the logits and its softmax probability (float32), side by side so
+    that one gather moves both. The argmax is taken on the logits themselves, as before
+    confidences were kept, so a near-tie rounded equal by the softmax cannot flip a prediction."""
+    logits = logits.float()
+    preds = logits.argmax(dim=1)
+    conf = torch.softmax(logits, dim=1).gather(1, preds[:, None])[:, 0]
+    return torch.stack([preds.to(torch.float64), conf.to(torch.float64)], dim=1)
+
+
 @torch.no_grad()
 def predict(
     logits_fn: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
     batch_size: int,
 ) -> torch.Tensor:
-    """Argmax predictions of `logits_fn` over `images` (already on the device, normalised)."""
-    preds = [logits_fn(images[i : i + batch_size]).argmax(dim=1) for i in range(0, len(images), batch_size)]
-    return torch.cat(preds)
+    """(N, 2) argmax predictions and confidences (`_predict_batch`) of `logits_fn` over `images`
+    (already on the device, normalised)."""
+    parts = [_predict_batch(logits_fn(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, 2, dtype=torch.float64, device=images.device)
 
 
 class _TestImages(Dataset):
@@ -72,7 +173,8 @@ class _TestImages(Dataset):
 
 
 class TestEvaluator:
-    """Argmax predictions of a model on the whole test set, on one device or across ranks.
+    """Argmax predictions and their softmax confidences of a model on the whole test set, on one
+    device or across ranks (one forward pass gives both).
 
     Two paths, both ending in predictions in test-set order:
     - in-memory images with the plain `test` view (CIFAR-sized data): normalised once into one
@@ -112,17 +214,23 @@ class TestEvaluator:
             )
 
     @torch.no_grad()
-    def predictions(self, logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    def outputs(self, logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> EvalOutputs:
         from benchmarks import distributed
 
         if self.images is not None:
-            preds = predict(logits_fn, self.images, self.batch_size)
+            both = predict(logits_fn, self.images, self.batch_size)
         else:
             parts = []
             for batch in self.loader:
                 batch = batch.to(self.device, non_blocking=True)
                 if self.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
-                parts.append(logits_fn(batch).argmax(dim=1))
-            preds = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=self.device)
-        return distributed.gather_sharded(preds, self.n).cpu().numpy()
+                parts.append(_predict_batch(logits_fn(batch)))
+            both = torch.cat(parts) if parts else torch.zeros(0, 2, dtype=torch.float64, device=self.device)
+        # float64 holds every class index exactly; the gather moves one tensor
+        both = distributed.gather_sharded(both, self.n).cpu().numpy()
+        return EvalOutputs(both[:, 0].astype(np.int64), both[:, 1].astype(np.float32))
+
+    def predictions(self, logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+        """The argmax predictions alone (`outputs` without the confidences)."""
+        return self.outputs(logits_fn).predictions

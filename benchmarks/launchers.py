@@ -2,8 +2,8 @@
 
 - `benchmarks.grid.run_grid`: the cells one after the other in this process (`--jobs 1`, the
   default).
-- `LocalParallel`: `--jobs N` worker processes. Each worker is `run_benchmark.py` itself,
-  restricted to one cell (`--cell <run folder>`), so a worker is an ordinary runner: it plans,
+- `LocalParallel`: `--jobs N` worker processes. Each worker is the run command itself
+  (`python -m benchmarks.commands.run`, so it needs no checkout and no script path), restricted to one cell (`--cell <run folder>`), so a worker is an ordinary runner: it plans,
   preflights, locks, resumes and writes its run folder exactly as the sequential runner does.
   Subprocesses rather than a `multiprocessing` pool because a worker that dies (segfault, OOM
   killer, a CUDA fatal error) takes only its own cell down: the parent sees an exit status, marks
@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from benchmarks import PROJECT_ROOT, LTBenchError
+import benchmarks
+from benchmarks import LTBenchError
 from benchmarks.results import (
     DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, read_metrics, read_status, write_status,
 )
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 # This module imports neither torch nor benchmarks.grid at import time: a SLURM job unpickles
 # `CellJob` from here, and all it does is start the one-cell worker, which imports them itself.
 
-RUN_SCRIPT = PROJECT_ROOT / "run_benchmark.py"
+RUN_MODULE = "benchmarks.commands.run"  # started as `python -m` (installed or not)
 LAUNCHERS = ("local", "slurm")
 SUBMITTED = "submitted"  # + " (slurm job <id>)": --no-wait
 
@@ -59,11 +60,30 @@ def worker_command(argv: list[str], folder: Path, outcome_path: Path, device: st
     command into a sequential runner, and `--cell` keeps only the run whose folder is `folder`
     (identity by folder, so a grid file edited in between cannot silently swap the cell).
     """
-    cmd = [sys.executable, "-u", str(RUN_SCRIPT), *argv, "--jobs", "1", "--launcher", "local", "--no-progress",
+    cmd = [sys.executable, "-u", "-m", RUN_MODULE, *argv, "--jobs", "1", "--launcher", "local", "--no-progress",
            "--cell", str(Path(folder).resolve()), "--worker-outcome", str(outcome_path)]
     if device is not None:
         cmd += ["--device", device]
     return cmd
+
+
+def worker_base_env() -> dict[str, str]:
+    """The environment of a worker: this process's, plus the folder this `benchmarks` package was
+    imported from on PYTHONPATH when that is not where the interpreter finds it anyway.
+
+    `python -m` looks in the working directory first, then the interpreter's own paths; a runner
+    started from a checkout (the scripts, or pytest's pythonpath) whose working directory is
+    elsewhere would otherwise start workers running another installed copy. An installed package
+    is left to the interpreter's own search (its site-packages never go onto PYTHONPATH).
+    """
+    import site
+
+    env = dict(os.environ)
+    root = str(Path(benchmarks.__file__).resolve().parent.parent)
+    installed = {str(Path(p).resolve()) for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    if root not in installed:
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 def write_worker_outcome(path: Path, outcome: "Outcome") -> None:
@@ -192,7 +212,7 @@ class LocalParallel:
         self.poll_s = poll_s
 
     def worker_env(self, slot: int, gpus: list[str]) -> tuple[dict[str, str], str | None, str]:
-        env = dict(os.environ)
+        env = worker_base_env()
         # N workers each using every core would oversubscribe the CPU; an explicit setting wins.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.jobs)))
         if not gpus:
@@ -338,7 +358,7 @@ class CellJob:
             outcome_path = Path(tmp) / "outcome.json"
             start = time.perf_counter()
             proc = subprocess.run(worker_command(self.argv, Path(self.folder), outcome_path), cwd=self.cwd,
-                                  preexec_fn=_die_with_parent())
+                                  env=worker_base_env(), preexec_fn=_die_with_parent())
             status, seconds = worker_result(Path(self.folder), proc.returncode, outcome_path, None,
                                             time.perf_counter() - start)
         return {"status": status, "seconds": seconds, "returncode": proc.returncode}

@@ -7,13 +7,15 @@ carry the datasets' conventional IF (256 and 500) so that every cell is keyed th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from benchmarks import LTBenchError
 
-PAPER_NUMBERS_FILE = Path(__file__).with_name("paper_numbers.yaml")
+# Package data (pyproject.toml package-data), found the same way in a checkout and an installed wheel.
+PAPER_NUMBERS_FILE = Path(str(resources.files("benchmarks") / "paper_numbers.yaml"))
 FIELDS = {"method", "dataset", "imb_factor", "top1", "many", "medium", "few", "backbone", "epochs", "source", "status"}
 STATUSES = {"release", "paper"}
 

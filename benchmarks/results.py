@@ -2,8 +2,10 @@
 
 `results/<dataset>/if<IF>/<method>/seed<S>/` holds
 - `config.yaml`   the fully resolved configuration (and the recipe deviations)
-- `metrics.json`  final metrics: best and last epoch (top-1, many/medium/few, per-class), counts,
-                  wall time, images/s
+- `metrics.json`  final metrics: best and last epoch (top-1, many/medium/few, per-class, ECE
+                  overall and per group), counts, wall time, images/s
+- `predictions.npz` the predicted class and its confidence of every test image, best and last
+                  epoch, with the test labels' fingerprint (`benchmarks.predictions`)
 - `history.csv`   one row per epoch
 - `env.json`      versions, device, git commit, pipeline
 - `status`        `running`, `done` or `failed: <reason>`
@@ -15,7 +17,8 @@ Every file is written to a temporary name in the same folder and renamed into pl
 process leaves either the old file or the new one, never half of one (plus, at worst, a stray
 `.<name>.*.tmp` file, which `remove_stale_temp_files` deletes before the run is trained again).
 The lock file is the one exception: it must keep its inode for `flock` to mean anything, so it is
-never replaced or deleted, and its content is informational only.
+never replaced or deleted, and its content is informational only. Users' description of all of
+this: docs/results-layout.md.
 """
 
 from __future__ import annotations

@@ -31,9 +31,10 @@ import torch
 
 from benchmarks import LTBenchError, distributed
 from benchmarks.datasets import LTData
-from benchmarks.evaluation import TestEvaluator, accuracy_metrics
+from benchmarks.evaluation import EvalOutputs, TestEvaluator, evaluation_metrics
 from benchmarks.loaders import FastLoader, ReferenceLoader
 from benchmarks.methods import Method, build_method
+from benchmarks.predictions import EpochPredictions, write_predictions
 from benchmarks.results import atomic_torch_save, atomic_write_json, write_csv
 from benchmarks.schedules import learning_rate
 
@@ -171,8 +172,9 @@ def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execut
 
 
 def epoch_summary(metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
-    """What metrics.json keeps of one epoch's evaluation (its `best` and `last` entries)."""
-    return {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class")}}
+    """What metrics.json keeps of one epoch's evaluation (its `best` and `last` entries): top-1,
+    groups, per-class accuracy and the calibration error (`ece`: overall and per shot group)."""
+    return {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class", "ece")}}
 
 
 def metrics_record(config: dict[str, Any], data: LTData, best: dict[str, Any], last: dict[str, Any],
@@ -250,6 +252,11 @@ class Trainer:
         self.test_labels = np.asarray(data.test_labels)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self.last: dict[str, Any] | None = None
+        # per-image predictions of the best and last epoch (predictions.npz); the best one is
+        # checkpointed, since its epoch may lie before a resume
+        self.best_predictions: EpochPredictions | None = None
+        self.last_predictions: EpochPredictions | None = None
         self.start_epoch = 0
         self.train_seconds = 0.0
         self.images_seen = 0
@@ -276,6 +283,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "best": self.best,
+            "best_predictions": self.best_predictions.as_dict() if self.best_predictions else None,
             "train_seconds": self.train_seconds,
             "images_seen": self.images_seen,
             "config": self.config,
@@ -309,6 +317,9 @@ class Trainer:
                                f"code?): {str(exc).splitlines()[0]}; delete the run folder") from None
         self.history = state["history"]
         self.best = state["best"]
+        # absent from checkpoints written before predictions were kept: then unknown until a
+        # later epoch becomes the best
+        self.best_predictions = EpochPredictions.from_dict(state.get("best_predictions"))
         self.start_epoch = state["epochs_done"]
         self.train_seconds = state["train_seconds"]
         self.images_seen = state["images_seen"]
@@ -367,23 +378,34 @@ class Trainer:
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {bad_step}")
         return {f"loss_{k}" if k != "loss" else "loss": float(v) / max(steps, 1) for k, v in sums.items()}
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> tuple[dict[str, Any], EvalOutputs]:
+        """This epoch's test metrics (accuracy, groups, ECE) and the per-image outputs behind them."""
         self.method.eval()
         distributed.broadcast_batchnorm_buffers_(self.method)  # rank 0's running statistics (torchrun)
         # No autocast: bf16 would flip ~0.5 % of close predictions (benchmarks/precision.py).
-        preds = self.evaluator.predictions(self.method.eval_logits)
-        return accuracy_metrics(preds, self.test_labels, self.class_counts)
+        outputs = self.evaluator.outputs(self.method.eval_logits)
+        return evaluation_metrics(outputs, self.test_labels, self.class_counts), outputs
+
+    def record_epoch(self, metrics: dict[str, Any], outputs: EvalOutputs, epoch: int, last_only: bool = False) -> None:
+        """The one place where the best and last epochs are chosen, with their per-image predictions:
+        whatever rule selects the best epoch, its predictions travel with it."""
+        summary = epoch_summary(metrics, epoch)
+        kept = EpochPredictions.compact(epoch, outputs.predictions, outputs.confidences, self.data.num_classes)
+        if not last_only and (self.best is None or metrics["top1"] > self.best["top1"]):
+            self.best, self.best_predictions = summary, kept
+        self.last, self.last_predictions = summary, kept
 
     def run_posthoc(self) -> dict[str, Any]:
         """A method that trains nothing: its own choices (`fit_posthoc`), then one evaluation."""
         start = time.perf_counter()
-        self.posthoc = self.method.fit_posthoc(self.evaluate)
-        metrics = self.evaluate()
-        self.best = self.last = epoch_summary(metrics, 0)
+        self.posthoc = self.method.fit_posthoc(lambda: self.evaluate()[0])
+        metrics, outputs = self.evaluate()
+        self.record_epoch(metrics, outputs, 0)
         self.history = [{"epoch": 0, "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
                          "few": metrics["few"], "posthoc_seconds": time.perf_counter() - start}]
         if self.is_main:
             write_csv(self.folder / "history.csv", self.history)
+            write_predictions(self.folder, self.test_labels, {"best": self.best_predictions, "last": self.last_predictions})
         return self.final_metrics()
 
     def run(self) -> dict[str, Any]:
@@ -409,14 +431,12 @@ class Trainer:
                 torch.cuda.synchronize(self.ex.device)
             seconds = time.perf_counter() - start
             self.train_seconds += seconds
-            metrics = self.evaluate()
+            metrics, outputs = self.evaluate()
             row = {"epoch": epoch, "lr": lr, **losses, "top1": metrics["top1"], "many": metrics["many"],
                    "medium": metrics["medium"], "few": metrics["few"], "train_seconds": seconds,
                    "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan}
             self.history.append(row)
-            if self.best is None or metrics["top1"] > self.best["top1"]:
-                self.best = epoch_summary(metrics, epoch)
-            self.last = epoch_summary(metrics, epoch)
+            self.record_epoch(metrics, outputs, epoch)
             if self.writer is not None and self.is_main:
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, (int, float)) and value is not None:
@@ -427,10 +447,11 @@ class Trainer:
                 self.save_checkpoint(epoch + 1)
                 write_csv(self.folder / "history.csv", self.history)
         if self.start_epoch >= epochs:  # nothing left to train: the last row is the checkpoint's
-            self.last = {**self.evaluate(), "epoch": epochs - 1}
-            self.last = epoch_summary(self.last, epochs - 1)
+            self.record_epoch(*self.evaluate(), epochs - 1, last_only=True)
         if self.writer is not None:
             self.writer.close()
+        if self.is_main:
+            write_predictions(self.folder, self.test_labels, {"best": self.best_predictions, "last": self.last_predictions})
         return self.final_metrics()
 
     def final_metrics(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""BCCL loss terms against hand-worked values and naive per-anchor loops written from methods.md."""
+"""BCCL loss terms against hand-worked values and naive per-anchor loops written from docs/methods/bccl.md."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bccl.losses import centroid_loss, class_averaged_supcon, logit_adjusted_ce,
 
 
 # ----------------------------------------------------------------------------------------------
-# Independent references: plain Python loops straight from the formulas in docs/methods.md
+# Independent references: plain Python loops straight from the formulas in docs/methods/bccl.md
 # ----------------------------------------------------------------------------------------------
 
 def naive_supcon(z: np.ndarray, labels: list[int], num_classes: int, tau: float) -> float:

@@ -1,7 +1,7 @@
 """BCL: the balanced contrastive loss against hand-worked values, and the method end to end.
 
 Reference values are computed independently of `balanced_contrastive_loss`: a literal worked by
-hand, and a naive per-anchor loop written straight from methods.md's formula.
+hand, and a naive per-anchor loop written straight from docs/methods/bcl.md's formula.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from benchmarks.methods import build_method
 
 
 def naive_bcl(z, labels, prototypes, tau, prototype_positive=True, prototype_anchors=False):
-    """methods.md, literally: one anchor at a time, python loops over candidates.
+    """docs/methods/bcl.md, literally: one anchor at a time, python loops over candidates.
 
     Candidates of anchor i: the other 2B - 1 views and the C prototypes. n'_c = count of class c
     among the 2B views + 1 (prototype), minus 1 for the anchor's class. D_i = sum_c (1 / n'_c)
@@ -122,7 +122,7 @@ def test_prototype_gradient_only_through_view_anchors():
 
 
 def _torch_reference(z, labels, prototypes, tau):
-    """Per-anchor loop (differentiable) from methods.md, for gradient comparisons."""
+    """Per-anchor loop (differentiable) from docs/methods/bcl.md, for gradient comparisons."""
     B, C = labels.shape[0], prototypes.shape[0]
     view_labels = labels.repeat(2).tolist()
     feats = torch.cat([z, prototypes])

@@ -3,6 +3,7 @@ shapes), ltbench's own checkpoints, the PaCo release's names, and clear errors o
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -17,6 +18,7 @@ from benchmarks.datasets import DatasetRequest, build_dataset
 from benchmarks.loaders import normalised_tensor
 from benchmarks.methods import build_method
 from benchmarks.models import resnet32
+from benchmarks.predictions import labels_fingerprint, read_predictions
 
 
 class ReleaseNormedLinear(nn.Module):
@@ -84,6 +86,10 @@ def test_bccl_release_checkpoint_resnet32_on_cifar_shaped_data(tmp_path, capsys)
         x = normalised_tensor(data.test_images, data.mean, data.std, torch.device("cpu"))
         preds = release.fc(release.encoder(x)).argmax(1).numpy()
     assert metrics["last"]["top1"] == pytest.approx(100.0 * (preds == data.test_labels).mean())
+    kept = read_predictions(folder)  # per-image predictions of the evaluated checkpoint, pairable
+    assert kept.epochs["best"].epoch == kept.epochs["last"].epoch == 199
+    np.testing.assert_array_equal(kept.epochs["last"].predictions, preds)
+    assert kept.fingerprint == labels_fingerprint(data.test_labels)
 
 
 def test_mismatches_are_listed():

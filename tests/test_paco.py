@@ -1,7 +1,7 @@
 """PaCo: the loss against hand-worked values, the queue, the momentum encoder, the method.
 
 Reference values are computed independently of `paco_loss`: a literal worked by hand, and a
-naive per-query loop written straight from methods.md's formula.
+naive per-query loop written straight from docs/methods/paco.md's formula.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from benchmarks.methods import build_method
 
 def naive_paco(q, k, queue, labels, queue_labels, class_logits, counts, alpha, beta, gamma, tau,
                exclude_self=True, supt=1.0):
-    """methods.md, literally: for query i the candidates are the C centres
+    """docs/methods/paco.md, literally: for query i the candidates are the C centres
     (class logit + log pi_c) then q_i . f_j / tau for f_j in [q; k; queue] except q_i itself.
     Positives: beta on the own-class centre, alpha on every same-label sample; denominator
     weights 1 on centres, gamma on samples. L_i = -sum_p w_p log softmax_p / sum_p w_p."""

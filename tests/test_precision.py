@@ -61,7 +61,7 @@ def test_recipes_pick_the_released_classifier_init_and_batching():
     config = resolve_config("bccl")
     method = build_method(config, 10, torch.tensor([100] * 10))
     assert method.classifier.weight.norm(dim=0).min() > 3.0  # renorm_(2, 1, 5), not unit columns
-    assert resolve_config("bcl")["cosine_init_max_norm"] == 5.0  # methods.md's common protocol
+    assert resolve_config("bcl")["cosine_init_max_norm"] == 5.0  # docs/protocol.md: BCL's CIFAR cosine classifier
     assert resolve_config("bcl", dataset="imagenet_lt")["cosine_init_max_norm"] == 1.0  # official code
     assert resolve_config("ce")["drop_last"] is False  # LDAM-DRW keeps the last batch
     # linear classifiers: Kaiming-normal (LDAM-DRW) vs nn.Linear's uniform(+-1/sqrt(64)) init

@@ -193,6 +193,35 @@ def test_failed_and_running_runs_are_listed_not_aggregated(report, summary):
     assert "rerun the grid to resume" in unfinished
 
 
+def test_reconstructed_recipes_are_labelled_not_matched(report, summary):
+    """BCL's CIFAR recipe (no official CIFAR code) and PaCo's CIFAR-10 one are `reconstructed` in
+    their YAML: the report labels their cells and runs so, and never says they match a release."""
+    assert row(summary, "cifar10", "bcl")["recipe_label"] == "reconstructed recipe"
+    assert row(summary, "cifar10", "paco")["recipe_label"] == "reconstructed recipe"
+    assert pd.isna(row(summary, "cifar10", "bccl")["recipe_label"])
+    assert row(summary, "cifar10", "bcl")["verdict"] == "above"  # the verdict stays, labelled
+    cell = report[1].split("## cifar10, IF 100")[1].split("##")[0]
+    bcl_line = next(line for line in cell.splitlines() if line.startswith("| bcl "))
+    assert bcl_line.rstrip(" |").endswith("reconstructed recipe")
+    diff = pd.read_csv(report[2] / "recipe_diff.csv", keep_default_na=False)
+    assert (diff[(diff["method"] == "bcl") & (diff["state"] == "done")]["note"] == "reconstructed recipe").all()
+    assert (diff[diff["method"] == "bccl"]["note"] == "matches the paper recipe").all()
+
+
+def test_recipe_status_is_read_from_the_method_yaml(tmp_path, monkeypatch):
+    import benchmarks.config as config_module
+    from benchmarks import LTBenchError
+    from benchmarks.config import recipe_status
+
+    assert recipe_status("bcl", "cifar100") == "reconstructed" and recipe_status("bcl", "imagenet_lt") == "release"
+    assert recipe_status("bccl", "cifar10") == "release" and recipe_status("bccl", "inat2018") == "reconstructed"
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "ce.yaml").write_text("recipe_status:\n  cifar10: guessed\nrecipe: {}\n")
+    monkeypatch.setattr(config_module, "CONFIG_DIR", tmp_path)
+    with pytest.raises(LTBenchError, match="recipe_status.cifar10 must be one of release, reconstructed"):
+        recipe_status("ce", "cifar10")
+
+
 def test_verdict_rules_and_tolerance():
     assert verdict(-1.0, True, False, 1.0) == "reproduced"
     assert verdict(85.22 - 1.0 - 85.22, True, False, 1.0) == "reproduced"  # float noise ignored

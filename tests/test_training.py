@@ -1,12 +1,15 @@
 """The epoch loop end to end on small data: learning, metrics, history, checkpoint, NaN handling."""
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from benchmarks.config import resolve_config
 from benchmarks.datasets import DatasetRequest, build_dataset
+from benchmarks.predictions import read_predictions
 from benchmarks.training import NonFiniteLoss, Trainer
 
 
@@ -28,6 +31,14 @@ def test_short_ce_run_beats_chance_by_a_clear_margin(tmp_path):
     assert (tmp_path / "history.csv").read_text().count("\n") == 6  # header + 5 epochs
     assert (tmp_path / "checkpoint.pt").exists()
     json.dumps(metrics, allow_nan=False)
+    for which in ("best", "last"):  # calibration beside accuracy, overall and per shot group
+        ece = metrics[which]["ece"]
+        assert set(ece) == {"overall", "many", "medium", "few"} and 0 <= ece["overall"] <= 1
+    run = read_predictions(tmp_path)  # per-image predictions of the epochs the trainer selected
+    assert run.epochs["best"].epoch == metrics["best"]["epoch"] and run.epochs["last"].epoch == 4
+    assert len(run.labels) == len(data.test_labels) == len(run.epochs["best"].predictions)
+    assert 100 * run.correct("best").mean() == pytest.approx(metrics["best"]["top1"])
+    assert 100 * run.correct("last").mean() == pytest.approx(metrics["last"]["top1"])
 
 
 def test_resume_from_checkpoint_repeats_the_uninterrupted_run(tmp_path):
@@ -42,11 +53,29 @@ def test_resume_from_checkpoint_repeats_the_uninterrupted_run(tmp_path):
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
     state["config"] = config  # pretend the 2-epoch run was killed after its first epoch
     torch.save(state, tmp_path / "cut" / "checkpoint.pt")
+    (tmp_path / "cut" / "predictions.npz").unlink()
+    shutil.copytree(tmp_path / "cut", tmp_path / "old")
     resumed = Trainer(config, data, tmp_path / "cut", torch.device("cpu"), progress=False)
     assert resumed.load_checkpoint() and resumed.start_epoch == 1
+    assert resumed.best_predictions.epoch == 0  # the best epoch's predictions survive the resume
     again = resumed.run()
     assert again["last"]["per_class"] == full["last"]["per_class"]
     assert again["best"] == full["best"]
+    ours, theirs = read_predictions(tmp_path / "cut"), read_predictions(tmp_path / "full")
+    for which in ("best", "last"):
+        assert ours.epochs[which].epoch == theirs.epochs[which].epoch
+        np.testing.assert_array_equal(ours.epochs[which].predictions, theirs.epochs[which].predictions)
+        np.testing.assert_array_equal(ours.epochs[which].confidences, theirs.epochs[which].confidences)
+
+    # a checkpoint written before predictions were kept still resumes; a best epoch before the
+    # resume then has no predictions, a later one has
+    state.pop("best_predictions")
+    torch.save(state, tmp_path / "old" / "checkpoint.pt")
+    old = Trainer(config, data, tmp_path / "old", torch.device("cpu"), progress=False)
+    assert old.load_checkpoint() and old.best_predictions is None
+    assert old.run()["best"] == full["best"]
+    kept = read_predictions(tmp_path / "old").epochs
+    assert ("best" in kept) == (full["best"]["epoch"] == 1) and kept["last"].epoch == 1
 
 
 def test_nan_loss_stops_the_run_with_epoch_and_step(tmp_path):

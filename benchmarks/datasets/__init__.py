@@ -8,7 +8,8 @@ large for memory, a `FileImages` sequence of paths that decodes image i with PIL
 (`LTData.file_based`); both index the same way (`images[i]` -> HxWx3 uint8, `images[idx]` -> subset).
 
 Registered: `cifar10`, `cifar100` (torchvision's readers), `digits` (scikit-learn's bundled
-digits, the offline default), `synthetic`, `synthetic100` (CIFAR-shaped, learnable, for tests and
+digits, the offline default), `fashion_mnist` (Fashion-MNIST-LT, torchvision's reader or the
+four original idx archives), `synthetic`, `synthetic100` (CIFAR-shaped, learnable, for tests and
 timing), `imagenet_lt`, `inat2018` (file lists, `benchmarks.datasets.large`). Importing the
 modules below registers them.
 """
@@ -96,6 +97,7 @@ DATASETS: Registry[DatasetEntry] = Registry(
     modules=(
         "benchmarks.datasets.cifar",
         "benchmarks.datasets.digits",
+        "benchmarks.datasets.fashion_mnist",
         "benchmarks.datasets.synthetic",
         "benchmarks.datasets.large",
     ),

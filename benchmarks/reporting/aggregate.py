@@ -20,6 +20,9 @@ Verdicts, in this order:
    trains 400 epochs where a run trained 200. Such a run does not test the published claim, so it
    gets no pass/fail verdict, whether or not a paper number exists. The differing keys are listed
    in the `differences` column as "key run≠paper" (e.g. "epochs 6≠200").
+   A recipe that no release gives (marked `reconstructed` in the method's YAML, `recipe_status:`)
+   keeps its verdict, but the cell is labelled "reconstructed recipe" (`recipe_label`): the
+   comparison tests our reading of the paper, not a released configuration.
 2. "no paper number" when the paper-numbers file has no entry for (method, dataset, IF): the
    figure was never published, and no substitute is invented.
 3. Otherwise diff = mean best top-1 - paper top-1 (in points), rounded to 1e-6 so that decimal
@@ -36,7 +39,7 @@ import pandas as pd
 
 from benchmarks.paper_numbers import PaperNumber, lookup
 from benchmarks.reporting.load import GROUPS
-from benchmarks.reporting.recipe import format_deviations, run_deviations
+from benchmarks.reporting.recipe import format_deviations, recipe_label, run_deviations
 
 REPRODUCED, BELOW, ABOVE = "reproduced", "below", "above"
 NO_PAPER, RECIPE_DIFFERS = "no paper number", "recipe differs"
@@ -131,6 +134,7 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
             "diff": diff,
             "verdict": verdict(diff, entry is not None, bool(differences) or bool(cell["tiny"]), tolerance),
             "differences": "; ".join(differences),
+            "recipe_label": recipe_label(cell["method"], cell["dataset"]),
             "tolerance": tolerance,
         })
     summary = pd.DataFrame(rows)
@@ -153,5 +157,5 @@ SUMMARY_COLUMNS = [
     *[f"{g}_mean" for g in GROUPS],
     "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
     "diff", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
-    "tiny", "differences", "deviation_note", "variant",
+    "tiny", "differences", "recipe_label", "deviation_note", "variant",
 ]

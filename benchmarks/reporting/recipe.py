@@ -18,10 +18,20 @@ from typing import Any
 import pandas as pd
 
 from benchmarks import LTBenchError
-from benchmarks.config import EXECUTION_KEYS, IDENTITY_KEYS, paper_recipe, recipe_deviations
+from benchmarks.config import EXECUTION_KEYS, IDENTITY_KEYS, paper_recipe, recipe_deviations, recipe_status
 
 Deviations = dict[str, dict[str, Any]]
 NOT_IN_RECIPE = "(not in recipe)"
+RECONSTRUCTED = "reconstructed recipe"  # the report's label of a recipe no release gives (config.RECIPE_STATUSES)
+MATCHES = "matches the paper recipe"
+
+
+def recipe_label(method: Any, dataset: Any) -> str:
+    """RECONSTRUCTED where the method's YAML marks its recipe on `dataset` reconstructed, else ""."""
+    try:
+        return RECONSTRUCTED if recipe_status(str(method), str(dataset)) == "reconstructed" else ""
+    except LTBenchError:
+        return ""  # no recipe file (a method since removed): the recipe diff says so
 
 
 def run_deviations(config: dict[str, Any], recorded: Deviations | None) -> tuple[Deviations, str]:
@@ -70,10 +80,11 @@ def recipe_diff_frame(runs: pd.DataFrame) -> pd.DataFrame:
         diff, note = recipe_diff(run.config)
         ident = {"dataset_label": run.dataset_label, "imb_factor": run.if_label, "method": run.method,
                  "seed": run.seed, "state": run.state}
+        label = recipe_label(run.method, run.config.get("dataset", run.dataset)) if not note else ""
         if not diff:
-            rows.append({**ident, "key": "", "run": "", "paper": "", "note": note or "matches the paper recipe"})
+            rows.append({**ident, "key": "", "run": "", "paper": "", "note": note or label or MATCHES})
         for key, d in diff.items():
-            rows.append({**ident, "key": key, "run": d["run"], "paper": d["paper"], "note": ""})
+            rows.append({**ident, "key": key, "run": d["run"], "paper": d["paper"], "note": label})
     return pd.DataFrame(rows, columns=["dataset_label", "imb_factor", "method", "seed", "state", "key", "run",
                                        "paper", "note"])
 

@@ -5,7 +5,7 @@
 - `FastView(name, mean, std)`: the same views for a whole uint8 batch on any device, with
   per-sample randomness; what the GPU training loop uses.
 
-`VIEW_NAMES` is the fixed vocabulary; `docs/methods.md` says which recipe uses which view.
+`VIEW_NAMES` is the fixed vocabulary; the method pages `docs/methods/<method>.md` say which recipe uses which view.
 The AutoAugment + Cutout view exists per policy (`autoaug_cutout`: the releases'
 CIFAR10Policy, `autoaug_cutout_tv`: torchvision's); methods name `autoaug_cutout` and
 `autoaug_view(config)` resolves it from the config key `autoaugment_policy`.

@@ -1,0 +1,52 @@
+"""Compare finished runs with the published numbers: tables, verdicts, plots, recipe differences.
+
+The same command as `python report.py` (a checkout) and `ltbench report` (any install).
+
+    python report.py                              # results/ -> reports/ (md csv tex html png)
+    python report.py --results-dir results --out reports --tolerance 0.5
+    python report.py --formats md csv --no-plots  # tables only, no matplotlib
+
+Reads run folders only: it never trains anything and imports no training code. The markdown tables
+are printed and written with the other formats under --out. Verdict rules:
+benchmarks/reporting/aggregate.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks.cli import ArgumentParser, main_guard
+from benchmarks.reporting import FORMATS, build_report
+from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE
+
+
+def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where the run folders are (default: results)")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="where the report files go (default: reports)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"|run - paper| in top-1 points that counts as reproduced (default: {DEFAULT_TOLERANCE})")
+    p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
+                   help=f"what to write (default: all of {' '.join(FORMATS)})")
+    p.add_argument("--no-plots", action="store_true", help="no figures: no PNG files, HTML without images")
+    return p.parse_args(argv)
+
+
+@main_guard
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
+    report = build_report(args.results_dir, args.out, tolerance=args.tolerance, formats=args.formats,
+                          plots=not args.no_plots)
+    if report.empty:
+        print(f"no runs under {args.results_dir}: nothing to report (run run_benchmark.py first)")
+        return 0
+    print(report.markdown)
+    print(f"wrote {len(report.files)} files to {args.out}: "
+          + ", ".join(sorted({str(p.relative_to(args.out).parts[0]) for p in report.files})))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
