@@ -18,7 +18,7 @@ and `freeze_backbone_bn: true` (a named deviation) keeps the stage-1 statistics 
 The stage-1 weights are the `ce` run's final checkpoint (its last epoch). The release loads the
 stage-1 `final_model_checkpoint.pth`, whose `state_dict_best` is the epoch that was best on its
 validation split; the CIFAR-LT protocol has no validation split, and taking the test-best epoch
-would select on the test set, so the last epoch is used (README: two-stage runs).
+would select on the test set, so the last epoch is used (docs/protocol.md, "Two-stage runs").
 """
 
 from __future__ import annotations
