@@ -182,6 +182,7 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
     from benchmarks.predictions import EpochPredictions, write_predictions
     from benchmarks.grid import DataCache, dataset_label
     from benchmarks.methods import build_method
+    from benchmarks.logs import LOGGER, run_log
     from benchmarks.results import DONE, atomic_write_json, atomic_write_yaml, run_dir, write_status
     from benchmarks.training import Execution, epoch_summary, metrics_record, resolve_device, seed_epoch
 
@@ -235,9 +236,10 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
             "evaluated_checkpoint": str(path.resolve()), "checkpoint_format": fmt}))
         atomic_write_json(folder / "metrics.json", result)
         write_predictions(folder, data.test_labels, {"best": kept, "last": kept})
-        write_status(folder, DONE)
         fmt_group = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-        print(f"{dataset} IF{imb:g} {method_name}: {path} ({fmt}, {len(data.test_labels)} test images) -> "
-              f"top-1 {metrics['top1']:.2f} (many {fmt_group(metrics['many'])}, medium {fmt_group(metrics['medium'])}, "
-              f"few {fmt_group(metrics['few'])}); written to {folder}")
+        with run_log(folder):  # the line also goes to the folder's train.log, as for a training run
+            LOGGER.info(f"{dataset} IF{imb:g} {method_name}: {path} ({fmt}, {len(data.test_labels)} test images) -> "
+                        f"top-1 {metrics['top1']:.2f} (many {fmt_group(metrics['many'])}, medium "
+                        f"{fmt_group(metrics['medium'])}, few {fmt_group(metrics['few'])}); written to {folder}")
+        write_status(folder, DONE)
     return 0

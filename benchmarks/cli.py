@@ -21,6 +21,9 @@ class ArgumentParser(argparse.ArgumentParser):
 def main_guard(main: Callable[..., int]) -> Callable[..., int]:
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None, *args, **kwargs) -> int:
+        from benchmarks.logs import setup_console
+
+        setup_console()  # the runner's lines (logging) on stdout
         try:
             return main(argv, *args, **kwargs)
         except LTBenchError as exc:

@@ -33,6 +33,7 @@ from benchmarks import CONFIG_DIR, LTBenchError
 from benchmarks.config import EXECUTION_KEYS, check_keys, load_yaml, paper_recipe, resolve_config
 from benchmarks.datasets import DATASETS, DatasetRequest, LTData, build_dataset
 from benchmarks.environment import environment_record
+from benchmarks.logs import LOGGER, run_log
 from benchmarks.methods import METHODS
 from benchmarks.results import (
     DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, atomic_write_text, atomic_write_yaml,
@@ -95,6 +96,7 @@ class GridOptions:
     tensorboard: bool = False
     progress: bool = True
     train_stage1: bool = False  # --train-stage1: train a missing stage-1 run that the grid does not list
+    log_interval: int = 0  # a train.log / console line every N steps within an epoch (0: per epoch only)
 
 
 @dataclass
@@ -352,7 +354,8 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
         write_status(run.folder, RUNNING)
     try:
         trainer = Trainer(run.config, data, run.folder, device, tensorboard=options.tensorboard,
-                          progress=options.progress, stage1=run.stage1.folder if run.stage1 else None)
+                          progress=options.progress, log_interval=options.log_interval,
+                          stage1=run.stage1.folder if run.stage1 else None)
         distributed.main_first(trainer.load_checkpoint)  # rank 0 may delete a corrupt one first
         ex = trainer.ex
         if main:
@@ -361,7 +364,7 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
                          "compile": ex.compile, "cudnn_benchmark": ex.cudnn_benchmark,
                          "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size()}))
             if trainer.start_epoch:
-                print(f"    resumed from its checkpoint after epoch {trainer.start_epoch}", flush=True)
+                LOGGER.info(f"    resumed from its checkpoint after epoch {trainer.start_epoch}")
         metrics = trainer.run()
         if main:
             write_metrics(run.folder, metrics)
@@ -395,7 +398,7 @@ def finished(run: Run, log=None, prefix: str = "") -> bool:
     return problem is None
 
 
-def log_outcome(outcome: Outcome, log=print) -> None:
+def log_outcome(outcome: Outcome, log=LOGGER.info) -> None:
     if outcome.metrics and outcome.status == DONE:
         b, l = outcome.metrics["best"], outcome.metrics["last"]
         log(f"    best top-1 {b['top1']:.2f} (epoch {b['epoch']}), last {l['top1']:.2f}, {outcome.seconds:.1f} s")
@@ -403,7 +406,7 @@ def log_outcome(outcome: Outcome, log=print) -> None:
         log(f"    {outcome.status}")
 
 
-def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=print,
+def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=LOGGER.info,
              prefix: str = "") -> Outcome:
     """Train one cell under its lock: skipped when finished, or when another live runner has it."""
     from benchmarks import distributed
@@ -425,17 +428,18 @@ def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCa
         if finished(run):  # another runner finished it between our check and our lock
             log(f"{prefix}{run.label}: done already, skipped ({run.folder})")
             return Outcome(run, SKIPPED_DONE, read_metrics(run.folder))
-        for path in remove_stale_temp_files(run.folder):
-            log(f"    removed {path.name}, left by a killed writer")
-        log(f"{prefix}{run.label} -> {run.folder}")
-        outcome = execute_run(run, cache.get(run.config), device, options)
+        with run_log(run.folder):  # from here on, every line also goes to the folder's train.log
+            for path in remove_stale_temp_files(run.folder):
+                log(f"    removed {path.name}, left by a killed writer")
+            log(f"{prefix}{run.label} -> {run.folder}")
+            outcome = execute_run(run, cache.get(run.config), device, options)
+            log_outcome(outcome, log)
     finally:
         lock.release()
-    log_outcome(outcome, log)
     return outcome
 
 
-def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=print,
+def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, cache: DataCache, log=LOGGER.info,
                          prefix: str = "") -> Outcome:
     """`run_cell` for torchrun: rank 0 decides (finished? locked? its lock, its stale files) and
     tells the others, so that every rank trains the same cells in the same order."""
@@ -463,16 +467,17 @@ def run_cell_distributed(run: Run, options: GridOptions, device: torch.device, c
         if decision[0] == "locked":
             log(f"{prefix}{run.label}: being trained by another runner ({decision[1]}), skipped")
             return Outcome(run, f"{SKIPPED_LOCKED} by {decision[1]})")
-        log(f"{prefix}{run.label} -> {run.folder} ({distributed.world_size()} processes)")
-        outcome = execute_run(run, cache.get(run.config), device, options)
+        with run_log(run.folder, enabled=distributed.is_main()):  # rank 0's lines into train.log
+            log(f"{prefix}{run.label} -> {run.folder} ({distributed.world_size()} processes)")
+            outcome = execute_run(run, cache.get(run.config), device, options)
+            log_outcome(outcome, log)
     finally:
         if lock is not None:
             lock.release()
-    log_outcome(outcome, log)
     return outcome
 
 
-def run_grid(runs: list[Run], options: GridOptions, device: torch.device, log=print) -> list[Outcome]:
+def run_grid(runs: list[Run], options: GridOptions, device: torch.device, log=LOGGER.info) -> list[Outcome]:
     """Run the cells one after the other in this process (the sequential local launcher)."""
     cache = DataCache(options)
     return [run_cell(run, options, device, cache, log, prefix=f"[{i}/{len(runs)}] ") for i, run in enumerate(runs, 1)]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import benchmarks
 from benchmarks import LTBenchError
+from benchmarks.logs import LOGGER
 from benchmarks.results import (
     DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, read_metrics, read_status, write_status,
 )
@@ -221,7 +222,7 @@ class LocalParallel:
         env["CUDA_VISIBLE_DEVICES"] = gpu
         return env, "cuda", f"GPU {gpu}"
 
-    def run(self, runs: list["Run"], options: "GridOptions", log: Callable = print) -> list["Outcome"]:
+    def run(self, runs: list["Run"], options: "GridOptions", log: Callable = LOGGER.info) -> list["Outcome"]:
         from benchmarks.grid import log_outcome
 
         gpus = visible_gpus(self.device)
@@ -391,7 +392,7 @@ class Slurm:
         executor.update_parameters(**params)
         return executor
 
-    def run(self, runs: list["Run"], options: "GridOptions", log: Callable = print) -> list["Outcome"]:
+    def run(self, runs: list["Run"], options: "GridOptions", log: Callable = LOGGER.info) -> list["Outcome"]:
         """Submit the unfinished cells in stages (`grid.stage_depth`): the cells that start from
         nothing as one job array, then each cell of a two-stage method as a job that SLURM holds
         until its stage-1 cell's job has ended (`--dependency=afterany:<job>`; the worker then

@@ -12,12 +12,14 @@
 - `checkpoint.pt` the last epoch's full state, for resuming
 - `.lock`         the per-run lock (see `RunLock`); its content only says who holds it
 - `worker.log`    with `--jobs`: the output of the worker processes that ran this cell
+- `train.log`     every run: its console lines, one line per epoch, `--log-interval` step lines (`benchmarks.logs`)
 
 Every file is written to a temporary name in the same folder and renamed into place, so a killed
 process leaves either the old file or the new one, never half of one (plus, at worst, a stray
 `.<name>.*.tmp` file, which `remove_stale_temp_files` deletes before the run is trained again).
-The lock file is the one exception: it must keep its inode for `flock` to mean anything, so it is
-never replaced or deleted, and its content is informational only. Users' description of all of
+The lock file is one exception: it must keep its inode for `flock` to mean anything, so it is
+never replaced or deleted, and its content is informational only. The logs (`train.log`,
+`worker.log`) are the others: appended to line by line, a killed writer leaves a log that ends early. Users' description of all of
 this: docs/results-layout.md.
 """
 

@@ -33,6 +33,7 @@ from benchmarks import LTBenchError, distributed
 from benchmarks.datasets import LTData
 from benchmarks.evaluation import EvalOutputs, TestEvaluator, evaluation_metrics
 from benchmarks.loaders import FastLoader, ReferenceLoader
+from benchmarks.logs import FILE_ONLY, LOGGER
 from benchmarks.methods import Method, build_method
 from benchmarks.predictions import EpochPredictions, write_predictions
 from benchmarks.results import atomic_torch_save, atomic_write_json, write_csv
@@ -149,7 +150,7 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | N
     if problem is None:
         return state
     if map_location is not None:
-        print(f"    corrupt checkpoint {path} ({problem}): deleted, the run restarts from scratch", flush=True)
+        LOGGER.warning(f"    corrupt checkpoint {path} ({problem}): deleted, the run restarts from scratch")
         path.unlink(missing_ok=True)
     return None
 
@@ -201,7 +202,8 @@ class Trainer:
     """Trains one run and writes its checkpoint, history and metrics into `folder`."""
 
     def __init__(self, config: dict[str, Any], data: LTData, folder: Path, device: torch.device,
-                 tensorboard: bool = False, progress: bool = True, stage1: Path | None = None):
+                 tensorboard: bool = False, progress: bool = True, log_interval: int = 0,
+                 stage1: Path | None = None):
         self.config = config
         self.data = data
         self.folder = Path(folder)
@@ -214,6 +216,7 @@ class Trainer:
         self.world = distributed.world_size()
         self.is_main = distributed.is_main()
         self.progress = progress and self.is_main
+        self.log_interval = log_interval if self.is_main else 0
         self.class_counts = data.class_counts
 
         seed_epoch(config["seed"], -1)
@@ -346,7 +349,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.ex.device)
         steps = 0
-        for step, (views, labels) in enumerate(self.loader):
+        for step, (views, labels) in enumerate(self._steps(epoch)):
             if self.ex.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             with self.ex.autocast():
@@ -365,6 +368,8 @@ class Trainer:
                 sums[name] = sums[name] + value if name in sums else value
             steps += 1
             self.images_seen += len(labels) * self.world
+            if self.log_interval and (step + 1) % self.log_interval == 0:
+                self._log_step(epoch, step, loss)
             if self.ex.device.type == "cpu" and self.world == 1 and bool(bad):
                 break  # on the CPU the check costs nothing: stop at once (ranks must agree: not under torchrun)
         if self.world > 1:  # every rank raises, or none: the earliest bad step of any rank
@@ -377,6 +382,25 @@ class Trainer:
         if bad_step >= 0:
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {bad_step}")
         return {f"loss_{k}" if k != "loss" else "loss": float(v) / max(steps, 1) for k, v in sums.items()}
+
+    def _steps(self, epoch: int):
+        """The loader, behind a step-level progress bar when bars are on (long epochs otherwise
+        say nothing for an hour); also starts the `--log-interval` clock."""
+        self._interval_start = (time.perf_counter(), 0)
+        if not self.progress:
+            return self.loader
+        from tqdm import tqdm
+
+        return tqdm(self.loader, total=len(self.loader), leave=False, disable=None, desc=f"epoch {epoch}", unit="step")
+
+    def _log_step(self, epoch: int, step: int, loss: torch.Tensor) -> None:
+        """A `--log-interval` line: the step, this step's loss, images/s since the last line."""
+        start, first = self._interval_start
+        now = time.perf_counter()
+        images = (step + 1 - first) * self.config["batch_size"]
+        LOGGER.info(f"    epoch {epoch} ({epoch + 1} of {self.config['epochs']}) step {step + 1}/{len(self.loader)}: loss {float(loss.detach()):.4f}, "
+                    f"{images / max(now - start, 1e-9):.0f} images/s")
+        self._interval_start = (now, step + 1)
 
     def evaluate(self) -> tuple[dict[str, Any], EvalOutputs]:
         """This epoch's test metrics (accuracy, groups, ECE) and the per-image outputs behind them."""
@@ -441,6 +465,8 @@ class Trainer:
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, (int, float)) and value is not None:
                         self.writer.add_scalar(key, value, epoch)
+            if self.is_main:
+                self._log_epoch(row)
             if self.progress and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", top1=f"{metrics['top1']:.1f}")
             if self.is_main:  # the other ranks hold the same state (gradients and buffers are shared)
@@ -453,6 +479,17 @@ class Trainer:
         if self.is_main:
             write_predictions(self.folder, self.test_labels, {"best": self.best_predictions, "last": self.last_predictions})
         return self.final_metrics()
+
+    def _log_epoch(self, row: dict[str, Any]) -> None:
+        """One line per epoch into train.log; on the console too when no progress bar shows it."""
+        def fmt(value):
+            return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("loss"))
+        LOGGER.info(f"    epoch {row['epoch']} ({row['epoch'] + 1} of {self.config['epochs']}): lr {row['lr']:.5g}, {losses}; top-1 "
+                    f"{fmt(row['top1'])} (many {fmt(row['many'])}, medium {fmt(row['medium'])}, few {fmt(row['few'])}); "
+                    f"{row['train_seconds']:.1f} s, {row['images_per_s']:.0f} images/s",
+                    extra=FILE_ONLY if self.progress else None)
 
     def final_metrics(self) -> dict[str, Any]:
         images_per_s = self.images_seen / self.train_seconds if self.train_seconds else None

@@ -222,6 +222,29 @@ def test_recipe_status_is_read_from_the_method_yaml(tmp_path, monkeypatch):
         recipe_status("ce", "cifar10")
 
 
+def test_folders_without_predictions_or_ece_report_na(report, summary):
+    """The fixture folders are laid out as before per-image predictions and ECE were kept: they
+    load and report, and the new columns and sections say n/a (with why) instead of failing."""
+    _, stdout, out = report
+    cell = stdout.split("## cifar10, IF 100")[1].split("\n## ")[0]
+    assert "Reliability diagram: n/a" in cell
+    bccl_line = next(line for line in cell.splitlines() if line.startswith("| bccl "))
+    header = next(line for line in cell.splitlines() if line.startswith("| method "))
+    columns = [c.strip() for c in header.strip(" |").split(" | ")]
+    values = [c.strip() for c in bccl_line.strip(" |").split(" | ")]
+    assert values[columns.index("ECE best/last")] == "n/a"
+    assert values[columns.index("95% CI")] == "[72.29, 97.71]"  # 85 ± 12.706 * 1.414 / sqrt(2)
+    assert np.isnan(row(summary, "cifar10", "bccl")["best_ece_mean"])
+    comparisons = pd.read_csv(out / "comparisons.csv", keep_default_na=False, na_values=[""])
+    one_seed = comparisons[(comparisons["a_method"] == "bcl") & (comparisons["b_method"] == "ce")
+                           & (comparisons["dataset_label"] == "cifar10")].iloc[0]
+    assert one_seed["diff"] == pytest.approx(30.0) and np.isnan(one_seed["p"])
+    assert "no predictions.npz" in one_seed["note"]
+    mixed = comparisons[(comparisons["a_method"] == "bccl") & (comparisons["b_method"] == "bcl")].iloc[0]
+    assert "Welch needs >= 2 seeds" in mixed["note"]
+    assert row(summary, "cifar10", "bccl")["paper_in_ci"] == True  # noqa: E712  (84, 86 around 85.22)
+
+
 def test_verdict_rules_and_tolerance():
     assert verdict(-1.0, True, False, 1.0) == "reproduced"
     assert verdict(85.22 - 1.0 - 85.22, True, False, 1.0) == "reproduced"  # float noise ignored
@@ -278,7 +301,9 @@ def test_every_format_written_and_parseable(report):
     assert paco[["key", "run", "paper"]].values.tolist() == [["epochs", "200", "400"]]
     assert (diff[diff["method"] == "bccl"]["note"] == "matches the paper recipe").all()
     tex = (out / "report.tex").read_text()
-    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 5
+    # 3 cells, 2 with comparisons (cifar10: 4 methods, cifar100: 2; the tiny cell has one method),
+    # unfinished runs, recipe differences
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 7
     assert r"\begin{document}" in tex and tex.rstrip().endswith(r"\end{document}")
     assert "$\\pm$" in tex and "epochs 200$\\neq$400" in tex
     body = tex.split(r"\begin{document}")[1]
@@ -295,7 +320,7 @@ def test_pngs_valid_and_embedded_in_html(report):
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == len(pngs)
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
-    assert html.count("<table>") == 5  # 3 cells, unfinished runs, recipe differences
+    assert html.count("<table>") == 7  # 3 cells, 2 comparisons, unfinished runs, recipe differences
     for title in ("cifar10, IF 100", "Unfinished and failed runs", "Recipe differences per run"):
         assert title in html
     md = (out / "report.md").read_text()

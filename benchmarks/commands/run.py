@@ -29,6 +29,7 @@ from benchmarks.config import parse_set_arguments
 from benchmarks.grid import (
     GridOptions, count_outcomes, finished, grid_names, plan, preflight, run_grid, summary_table,
 )
+from benchmarks.logs import LOGGER
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
 
 
@@ -63,7 +64,10 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                         "grid is refused")
     p.add_argument("--dry-run", action="store_true",
                    help="list every run and its folder (and the stage-1 run a two-stage run waits for), then stop")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines go to the console instead)")
+    p.add_argument("--log-interval", type=int, default=0, metavar="N",
+                   help="also log a line every N training steps (loss, images/s) to the console and the run's "
+                        "train.log: progress within long epochs (default 0: per epoch only)")
     p.add_argument("--jobs", type=int, default=1,
                    help="run cells in N worker processes, spread round-robin over the visible GPUs (default 1: "
                         "one after the other in this process)")
@@ -111,7 +115,7 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
             raise LTBenchError("under torchrun every process works on the same run: --jobs and --launcher slurm "
                                "do not combine with it")
         device = distributed.init(options.device)
-        log = print if distributed.is_main() else (lambda *a, **k: None)
+        log = LOGGER.info if distributed.is_main() else (lambda *a, **k: None)
         where = f"on {device.type}, {distributed.world_size()} processes (torchrun)"
         return (lambda runs: run_grid(runs, options, device, log=log)), where
     if args.launcher == "slurm":
@@ -135,13 +139,15 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
+    if args.log_interval < 0:
+        raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
     options = GridOptions(
         grid=args.grid, datasets=args.datasets, methods=args.methods,
         imb_factors=_integral(args.imb_factors), seeds=args.seeds, epochs=args.epochs, tiny=args.tiny,
         overrides=parse_set_arguments(args.overrides), data_root=args.data_root, download=args.download,
         split_dir=args.split_dir,
         results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
-        progress=not args.no_progress, train_stage1=args.train_stage1,
+        progress=not args.no_progress, log_interval=args.log_interval, train_stage1=args.train_stage1,
     )
     runs = plan(options)
     if args.cell is not None:
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if not distributed.is_main():  # torchrun: rank 0 reports, the others only compute
         launch(runs)
         return 0
-    print(f"grid {options.grid}: {len(runs)} runs {where}, results in {options.results_dir}", flush=True)
+    LOGGER.info(f"grid {options.grid}: {len(runs)} runs {where}, results in {options.results_dir}")
     outcomes = launch(runs)
     if args.worker_outcome is not None:
         write_worker_outcome(args.worker_outcome, outcomes[0])

@@ -3,6 +3,8 @@
     load.py       run folders -> one pandas row per run (any state); per-class / history on demand
     recipe.py     a run's deviations from its method's paper recipe
     aggregate.py  seed statistics per cell and the verdict rules (documented there)
+    stats.py      confidence intervals, Welch, paired bootstrap, McNemar, seeds needed
+    compare.py    within a cell: method pairs, variants against their recipe, swept keys
     tables.py     sections of display text; markdown, LaTeX and CSV writers
     plots.py      matplotlib (Agg) figures as PNG bytes
     html.py       one self-contained HTML page with the figures embedded
@@ -21,6 +23,7 @@ import pandas as pd
 from benchmarks import LTBenchError
 from benchmarks.paper_numbers import PAPER_NUMBERS_FILE, load_paper_numbers
 from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE, aggregate, label_variants, report_order
+from benchmarks.reporting.compare import comparisons as compare_cells, sensitivity as sensitivity_rows
 from benchmarks.reporting.load import load_runs
 from benchmarks.reporting.recipe import recipe_diff_frame
 from benchmarks.reporting.tables import (
@@ -40,6 +43,8 @@ class Report:
     runs: pd.DataFrame  # one row per run folder, any state
     summary: pd.DataFrame  # one row per cell (dataset label, IF, method, recipe variant)
     files: list[Path] = field(default_factory=list)
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)  # compare.comparisons
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)  # compare.sensitivity
 
     @property
     def empty(self) -> bool:
@@ -71,13 +76,16 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
     runs = report_order(label_variants(runs), "seed")
     summary = aggregate(runs, numbers, tolerance)
     diff = recipe_diff_frame(runs)
+    done = runs[runs["state"] == "done"]
+    comparisons, sensitivity = compare_cells(done), sensitivity_rows(done)
 
     figures, cell_plots, overview = {}, {}, []
     if plots and ({"png", "html"} & set(formats)):
         from benchmarks.reporting.plots import build_plots  # matplotlib only when drawing
 
-        figures, cell_plots, overview = build_plots(runs[runs["state"] == "done"], summary, tolerance)
-    sections = build_sections(results_dir, runs, summary, diff, tolerance, cell_plots, overview)
+        figures, cell_plots, overview = build_plots(done, summary, tolerance, sensitivity)
+    sections = build_sections(results_dir, runs, summary, diff, tolerance, cell_plots, overview,
+                              comparisons, sensitivity)
     markdown = render_markdown(sections)
 
     files: list[Path] = []
@@ -97,7 +105,8 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
         write("report.md", render_markdown(sections, images))
     if "csv" in formats:
         for name, frame in (("summary.csv", summary), ("runs.csv", runs_csv_frame(runs)),
-                            ("recipe_diff.csv", diff)):
+                            ("recipe_diff.csv", diff), ("comparisons.csv", comparisons),
+                            ("sensitivity.csv", sensitivity)):
             write_csv_frame(out_dir / name, frame)
             files.append(out_dir / name)
     if "tex" in formats:
@@ -106,4 +115,4 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
         from benchmarks.reporting.html import render_html
 
         write("report.html", render_html(sections, figures))
-    return Report(markdown, runs, summary, files)
+    return Report(markdown, runs, summary, files, comparisons, sensitivity)

@@ -10,7 +10,17 @@ releases report: the best test-set epoch of a run), its sample standard deviatio
 unbiased estimate across seeds), and the same for the last-epoch top-1; many / medium / few are the
 means of the best-epoch group accuracies (an empty group, null in metrics.json, stays n/a). With
 n = 1 a sample std is undefined: it is NaN (an empty CSV field) and the tables show the mean with
-"(n=1)" and no "±".
+"(n=1)" and no "±". Beside them: the 95 % Student-t interval of the best top-1 (`stats.mean_ci`;
+none with n = 1) and the mean expected calibration error of the best and last epochs (NaN for
+runs written before ECE was recorded).
+
+Against the paper number, besides the verdict: whether the paper's top-1 lies inside that 95 %
+interval (`paper_in_ci`; unknown with n = 1), and how many seeds would resolve a 1-point
+difference from it at the observed seed std (`seeds_for_1pt`: a two-sided one-sample t-test,
+alpha 0.05, power 0.8, `stats.seeds_needed`). The verdict's tolerance and the interval answer
+different questions: the tolerance is how close counts as reproduced, the interval how well the
+seeds pin the mean down; a cell can be "reproduced" with the paper outside a narrow interval, or
+"below" with the paper inside a wide one.
 
 Verdicts, in this order:
 1. "recipe differs" when the cell's runs deviate from their method's paper recipe (the deviations
@@ -40,6 +50,7 @@ import pandas as pd
 from benchmarks.paper_numbers import PaperNumber, lookup
 from benchmarks.reporting.load import GROUPS
 from benchmarks.reporting.recipe import format_deviations, recipe_label, run_deviations
+from benchmarks.reporting.stats import mean_ci, seeds_needed
 
 REPRODUCED, BELOW, ABOVE = "reproduced", "below", "above"
 NO_PAPER, RECIPE_DIFFERS = "no paper number", "recipe differs"
@@ -102,6 +113,10 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         best_top1_std=("best_top1", lambda s: s.std(ddof=1)),
         last_top1_mean=("last_top1", "mean"),
         last_top1_std=("last_top1", lambda s: s.std(ddof=1)),
+        best_top1_ci_low=("best_top1", lambda s: mean_ci(s)[1]),
+        best_top1_ci_high=("best_top1", lambda s: mean_ci(s)[2]),
+        best_ece_mean=("best_ece", "mean"),
+        last_ece_mean=("last_ece", "mean"),
         best_epoch_mean=("best_epoch", "mean"),
         **{f"{g}_mean": (f"best_{g}", "mean") for g in GROUPS},
         dataset=("dataset", "first"),
@@ -132,6 +147,9 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
             "paper_source": entry.source if entry else "",
             "paper_status": entry.status if entry else "",
             "diff": diff,
+            "paper_in_ci": (pd.NA if entry is None or np.isnan(cell["best_top1_ci_low"])
+                            else bool(cell["best_top1_ci_low"] <= entry.top1 <= cell["best_top1_ci_high"])),
+            "seeds_for_1pt": seeds_needed(cell["best_top1_std"]),
             "verdict": verdict(diff, entry is not None, bool(differences) or bool(cell["tiny"]), tolerance),
             "differences": "; ".join(differences),
             "recipe_label": recipe_label(cell["method"], cell["dataset"]),
@@ -139,6 +157,7 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         })
     summary = pd.DataFrame(rows)
     summary["paper_epochs"] = summary["paper_epochs"].astype("Int64")  # an integer, or empty
+    summary["paper_in_ci"] = summary["paper_in_ci"].astype("boolean")  # True / False / empty
     return report_order(summary, "variant")[SUMMARY_COLUMNS]
 
 
@@ -153,9 +172,9 @@ def report_order(frame: pd.DataFrame, last: str) -> pd.DataFrame:
 
 SUMMARY_COLUMNS = [
     "dataset_label", "dataset", "imb_factor", "if_label", "method", "n", "seeds",
-    "best_top1_mean", "best_top1_std", "last_top1_mean", "last_top1_std", "best_epoch_mean",
-    *[f"{g}_mean" for g in GROUPS],
+    "best_top1_mean", "best_top1_std", "best_top1_ci_low", "best_top1_ci_high", "last_top1_mean",
+    "last_top1_std", "best_epoch_mean", *[f"{g}_mean" for g in GROUPS], "best_ece_mean", "last_ece_mean",
     "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
-    "diff", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
+    "diff", "paper_in_ci", "seeds_for_1pt", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
     "tiny", "differences", "recipe_label", "deviation_note", "variant",
 ]

@@ -58,12 +58,18 @@ def _state(status: str | None) -> tuple[str, str]:
 
 
 def _group_values(summary: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
-    """The top-1, epoch and group accuracies of a best/last summary; null groups become NaN."""
+    """The top-1, epoch, group accuracies and calibration errors (`<prefix>_ece` overall,
+    `<prefix>_ece_<group>`) of a best/last summary; null groups, and the ECE of runs written
+    before it was recorded, become NaN."""
     summary = summary or {}
     out = {f"{prefix}_epoch": summary.get("epoch", np.nan), f"{prefix}_top1": summary.get("top1", np.nan)}
     for group in GROUPS:
         value = summary.get(group)
         out[f"{prefix}_{group}"] = np.nan if value is None else value
+    ece = summary.get("ece") if isinstance(summary.get("ece"), dict) else {}
+    for name, part in (("ece", "overall"), *((f"ece_{g}", g) for g in GROUPS)):
+        value = ece.get(part)
+        out[f"{prefix}_{name}"] = np.nan if value is None else value
     return out
 
 

@@ -4,7 +4,11 @@
   method gains or loses along the tail, which the top-1 average hides;
 - training curves (test top-1 against epoch, mean ± std over seeds, the paper number dashed), one
   figure per dataset x IF: whether a run had converged, and best vs last;
-- a heatmap of run − paper over the whole grid (methods x cells), the one-glance verdict.
+- a heatmap of run − paper over the whole grid (methods x cells), the one-glance verdict;
+- a reliability diagram per dataset x IF (accuracy against confidence in the 15 ECE bins, best
+  epoch, seeds pooled, from predictions.npz): where a method is over- or under-confident;
+- a sensitivity plot per swept key of a method in a cell (best top-1 and few-shot accuracy against
+  the key's value, 95 % interval bars over seeds): how much a setting the paper fixed matters.
 
 Figures are returned as bytes, not written: the PNG files and the HTML page's data URIs both come
 from the same bytes. Colours follow the method, so a method looks the same in every figure.
@@ -23,6 +27,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from benchmarks import LTBenchError  # noqa: E402
+from benchmarks.calibration import calibration_bins, ece_from_confidences  # noqa: E402
+from benchmarks.predictions import read_predictions  # noqa: E402
 from benchmarks.reporting.aggregate import RECIPE_DIFFERS, method_rank  # noqa: E402
 from benchmarks.reporting.load import load_history, load_per_class  # noqa: E402
 from benchmarks.reporting.tables import cell_title  # noqa: E402
@@ -157,7 +164,100 @@ def diff_heatmap(summary: pd.DataFrame, tolerance: float) -> Plot:
     return Plot("diff_heatmap", "Difference to the paper over the grid", _to_png(fig))
 
 
-def build_plots(done: pd.DataFrame, summary: pd.DataFrame, tolerance: float
+def pooled_best_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(confidences, correct) of the best epoch, pooled over the runs' predictions.npz; None when
+    none of them has best-epoch predictions (runs written before they were kept)."""
+    confidences, correct = [], []
+    for folder in runs["folder"]:
+        try:
+            kept = read_predictions(folder)
+        except LTBenchError:
+            continue  # a damaged file: the diagram is drawn from the others
+        if kept is not None and "best" in kept.epochs:
+            confidences.append(kept.epochs["best"].confidences.astype(np.float64))
+            correct.append(kept.correct("best"))
+    if not confidences:
+        return None
+    return np.concatenate(confidences), np.concatenate(correct)
+
+
+def reliability_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot | None:
+    """Accuracy against mean confidence per ECE bin, one line per method (and variant), the best
+    epoch of every seed pooled; the diagonal is perfect calibration. None without predictions."""
+    first = cell.iloc[0]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    drawn = 0
+    for row in cell.itertuples():
+        pooled = pooled_best_predictions(_variant_runs(done, row))
+        if pooled is None:
+            continue
+        bins = calibration_bins(*pooled)
+        filled = bins["count"] > 0
+        ece = ece_from_confidences(*pooled)
+        ax.plot(bins["confidence"][filled], bins["accuracy"][filled], marker="o", markersize=3,
+                linewidth=1, linestyle=_style(row.variant), color=_colour(row.method),
+                label=f"{_legend_label(row.method, row.variant)} (ECE {ece:.3f})")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (mean max softmax probability in the bin)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    title = cell_title(first.dataset_label, first.if_label)
+    ax.set_title(f"Reliability, best epoch, 15 bins — {title}", fontsize=9)
+    return Plot(plot_key("reliability", first.dataset_label, first.if_label),
+                f"Reliability diagram (accuracy against confidence), {title}", _to_png(fig))
+
+
+def sensitivity_plot(rows: pd.DataFrame) -> Plot:
+    """Best top-1 and few-shot accuracy against one swept key's value (rows of
+    `compare.sensitivity` for one cell, method and key), 95 % interval bars, one line per series."""
+    first = rows.iloc[0]
+    values = list(dict.fromkeys(_value_label(v) for v in rows["value"]))
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                  for v in rows["value"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, (metric, name) in zip(axes, (("top1", "best top-1 (%)"), ("few", "few-shot, best epoch (%)"))):
+        for i, (series, part) in enumerate(rows.groupby("others", sort=False)):
+            x = part["value"].astype(float).to_numpy() if numeric else [values.index(_value_label(v)) for v in part["value"]]
+            mean = part[f"{metric}_mean"].to_numpy(dtype=float)
+            low, high = part[f"{metric}_low"].to_numpy(dtype=float), part[f"{metric}_high"].to_numpy(dtype=float)
+            yerr = np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)])
+            ax.errorbar(x, mean, yerr=yerr, marker="o", markersize=4, capsize=3, linewidth=1,
+                        color=plt.get_cmap("tab10")(i % 10), label=series or first.key)
+            recipe = part["recipe"].to_numpy(dtype=bool)
+            if recipe.any():
+                ax.plot(np.asarray(x, dtype=float)[recipe], mean[recipe], marker="*", markersize=12,
+                        linestyle="none", color="black")
+        if np.isnan(rows[f"{metric}_mean"].to_numpy(dtype=float)).all():
+            ax.text(0.5, 0.5, "n/a (no class in the group)", ha="center", va="center", transform=ax.transAxes)
+            ax.set_yticks([])
+            ax.set_xticks([])
+        elif not numeric:
+            ax.set_xticks(range(len(values)), values, fontsize=8)
+        ax.set_xlabel(first.key)
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7, title="other swept keys" if rows["others"].ne("").any() else None)
+    title = f"{first.method}: {first.key} — {cell_title(first.dataset_label, first.if_label)}"
+    fig.suptitle(f"Sensitivity ({title}; ★ recipe variant, bars 95 % interval)", fontsize=9)
+    fig.tight_layout()
+    return Plot(plot_key(f"sensitivity_{first.method}_{first.key}", first.dataset_label, first.if_label),
+                f"Sensitivity to {first.key}, {first.method}, {cell_title(first.dataset_label, first.if_label)}",
+                _to_png(fig))
+
+
+def _value_label(value) -> str:
+    return str(value)
+
+
+def build_plots(done: pd.DataFrame, summary: pd.DataFrame, tolerance: float,
+                sensitivity: pd.DataFrame | None = None
                 ) -> tuple[dict[str, Plot], dict[tuple[str, str], list[str]], list[str]]:
     """All figures: (plots by key, the keys of each dataset x IF cell, the overview keys)."""
     plots: dict[str, Plot] = {}
@@ -165,7 +265,14 @@ def build_plots(done: pd.DataFrame, summary: pd.DataFrame, tolerance: float
     if summary.empty:
         return plots, by_cell, []
     for (label, if_label), cell in summary.groupby(["dataset_label", "if_label"], sort=False):
-        for plot in (per_class_plot(cell, done), curves_plot(cell, done)):
+        for plot in (per_class_plot(cell, done), curves_plot(cell, done), reliability_plot(cell, done)):
+            if plot is not None:
+                plots[plot.key] = plot
+                by_cell.setdefault((label, if_label), []).append(plot.key)
+    if sensitivity is not None and len(sensitivity):
+        for (label, if_label, _, _), rows in sensitivity.groupby(["dataset_label", "if_label", "method", "key"],
+                                                                 sort=False):
+            plot = sensitivity_plot(rows)
             plots[plot.key] = plot
             by_cell.setdefault((label, if_label), []).append(plot.key)
     heatmap = diff_heatmap(summary, tolerance)

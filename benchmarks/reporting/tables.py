@@ -63,6 +63,32 @@ def fmt_int(value) -> str:
     return "—" if _missing(value) else str(int(value))
 
 
+def fmt_interval(low, high, digits: int = 2) -> str:
+    """'[83.10, 86.90]'; n/a when the interval is undefined (one seed)."""
+    return NA if _missing(low) or _missing(high) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def fmt_p(p) -> str:
+    return NA if _missing(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def fmt_yes_no(value) -> str:
+    return NA if _missing(value) else ("yes" if value else "no")
+
+
+def fmt_seeds(value) -> str:
+    """Seeds needed: an integer, '>10000' beyond the search, n/a when the std is unknown."""
+    if _missing(value):
+        return NA
+    return f">{10_000}" if value == float("inf") else str(int(value))
+
+
+def fmt_ece(best, last) -> str:
+    if _missing(best) and _missing(last):
+        return NA
+    return f"{fmt(best, 3)} / {fmt(last, 3)}"
+
+
 # ----------------------------------------------------------------------------- sections
 
 def cell_title(dataset_label: str, if_label: str) -> str:
@@ -84,6 +110,10 @@ def results_table(cell: pd.DataFrame) -> pd.DataFrame:
             "last top-1": fmt_mean_std(r.last_top1_mean, r.last_top1_std),
             "diff": fmt_diff(r.diff),
             "verdict": r.verdict,
+            "95% CI": fmt_interval(r.best_top1_ci_low, r.best_top1_ci_high),
+            "paper in CI": fmt_yes_no(r.paper_in_ci) if not _missing(r.paper_top1) else "—",
+            "seeds for 1 pt": fmt_seeds(r.seeds_for_1pt),
+            "ECE best/last": fmt_ece(r.best_ece_mean, r.last_ece_mean),
             **groups,
             "epochs run/paper": f"{fmt_int(r.epochs)}/{fmt_int(r.paper_epochs)}",
             "recipe differences": "; ".join(x for x in (r.differences, r.recipe_label) if x) or "—",
@@ -104,6 +134,50 @@ def source_notes(cell: pd.DataFrame) -> list[str]:
         else:
             notes.append(f"{r.method}: no published figure for {r.dataset} IF {r.if_label}")
     return notes
+
+
+def _side(method: str, variant: str, with_variant: bool) -> str:
+    return f"{method} [{variant}]" if with_variant and variant else method
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """One cell's comparisons (rows of `compare.comparisons`) as display text."""
+    rows = []
+    for r in comparisons.itertuples():
+        variants = r.kind != "methods"
+        rows.append({
+            "a": _side(r.a_method, r.a_variant, variants),
+            "b": _side(r.b_method, r.b_variant or "recipe", variants),
+            "n a/b": f"{r.n_a}/{r.n_b}",
+            "diff a − b": fmt_diff(r.diff),
+            "95% interval": fmt_interval(r.low, r.high),
+            "p": fmt_p(r.p),
+            "sig.": "*" if r.significant else "",
+            "test": r.test or NA,
+            "note": r.note or "",
+        })
+    return pd.DataFrame(rows)
+
+
+def _with_interval(mean, low, high) -> str:
+    if _missing(mean):
+        return NA
+    interval = fmt_interval(low, high)
+    return fmt(mean) if interval == NA else f"{fmt(mean)} {interval}"
+
+
+def sensitivity_table(sensitivity: pd.DataFrame) -> pd.DataFrame:
+    """One cell's sensitivity rows (`compare.sensitivity`) as display text."""
+    rows = []
+    for r in sensitivity.itertuples():
+        rows.append({
+            "method": r.method, "key": r.key,
+            "value": f"{r.value} (recipe)" if r.recipe else str(r.value),
+            "other swept keys": r.others or "—", "n": r.n,
+            "best top-1 [95% CI]": _with_interval(r.top1_mean, r.top1_low, r.top1_high),
+            "few-shot [95% CI]": _with_interval(r.few_mean, r.few_low, r.few_high),
+        })
+    return pd.DataFrame(rows)
 
 
 def unfinished_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -134,8 +208,10 @@ def recipe_diff_table(diff: pd.DataFrame) -> pd.DataFrame:
 
 def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, diff: pd.DataFrame,
                    tolerance: float, cell_plots: dict[tuple[str, str], list[str]],
-                   overview_plots: list[str]) -> list[Section]:
-    """The whole report as sections, in reading order."""
+                   overview_plots: list[str], comparisons: pd.DataFrame | None = None,
+                   sensitivity: pd.DataFrame | None = None) -> list[Section]:
+    """The whole report as sections, in reading order: per cell its results table, then its
+    comparisons and (when a method's variants differ in some key) its sensitivity."""
     done = int((runs["state"] == "done").sum())
     header = Section(
         "ltbench report",
@@ -149,16 +225,41 @@ def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame,
             f"'{RECONSTRUCTED}': no release gives that method's recipe on that dataset (it is marked "
             "`reconstructed` in configs/methods/<method>.yaml, recipe_status); the comparison tests a reading "
             "of the paper, not a released configuration.",
+            "Statistics: 95% CI = Student-t interval of the best top-1 over seeds (n/a with one seed); 'paper in "
+            "CI' = whether the paper's top-1 lies inside it; 'seeds for 1 pt' = seeds needed to resolve a 1-point "
+            "difference from the paper number at the observed seed std (two-sided t-test, alpha 0.05, power 0.8). "
+            "ECE = expected calibration error (15 bins, a fraction: 0 is perfectly calibrated), best / last epoch. "
+            "Comparisons: a − b in best top-1 points with its 95% interval and two-sided p: Welch over seeds, or "
+            "with one seed each a paired bootstrap over test images and McNemar's exact test; * p < 0.05 "
+            "(uncorrected for the number of comparisons).",
         ],
         plots=overview_plots,
     )
     if summary.empty:
         header.intro.append("No run has finished yet: there is nothing to compare with the paper numbers.")
     sections = [header]
+    comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=["dataset_label", "if_label"])
+    sensitivity = sensitivity if sensitivity is not None else pd.DataFrame(columns=["dataset_label", "if_label"])
     for (label, if_label), cell in summary.groupby(["dataset_label", "if_label"], sort=False):
-        sections.append(Section(cell_title(label, if_label), table=results_table(cell),
-                                notes=["Paper numbers:"] + source_notes(cell),
-                                plots=cell_plots.get((label, if_label), [])))
+        plots = cell_plots.get((label, if_label), [])
+        cell_plots_main = [k for k in plots if not k.startswith("sensitivity_")]
+        intro = []
+        if plots and not any(k.startswith("reliability_") for k in plots):
+            intro.append("Reliability diagram: n/a (no run of this cell has per-image predictions, predictions.npz).")
+        sections.append(Section(cell_title(label, if_label), intro=intro, table=results_table(cell),
+                                notes=["Paper numbers:"] + source_notes(cell), plots=cell_plots_main))
+        here = comparisons[(comparisons["dataset_label"] == label) & (comparisons["if_label"] == if_label)]
+        sections.append(Section(
+            f"Comparisons — {cell_title(label, if_label)}",
+            intro=[] if len(here) else ["n/a: one method and one variant only, nothing to compare."],
+            table=comparisons_table(here) if len(here) else None))
+        swept = sensitivity[(sensitivity["dataset_label"] == label) & (sensitivity["if_label"] == if_label)]
+        if len(swept):
+            sections.append(Section(
+                f"Sensitivity — {cell_title(label, if_label)}",
+                intro=["Best top-1 and few-shot accuracy (mean over seeds, 95% Student-t interval) per value of "
+                       "each swept key; '(recipe)' marks the method's recipe variant."],
+                table=sensitivity_table(swept), plots=[k for k in plots if k.startswith("sensitivity_")]))
     unfinished = runs[runs["state"] != "done"]
     sections.append(Section(
         "Unfinished and failed runs",
