@@ -32,6 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmarks.config import check_ranges
+from benchmarks.losses import logit_adjusted_ce
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 from benchmarks.precision import float32
@@ -102,6 +104,11 @@ class BCL(Method):
     # flip, jitter p 0.8, grayscale p 0.2). `view_names()` applies the two view options.
     views = ("crop_flip", "contrastive", "contrastive")
 
+    @classmethod
+    def check_config(cls, config):
+        check_ranges(config, {"lambda_la": ">= 0", "mu_bcl": ">= 0", "temperature": "> 0",
+                              "proj_hidden_dim": ">= 1", "proj_dim": ">= 1"})
+
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)
         self.lambda_la = float(config["lambda_la"])
@@ -132,7 +139,7 @@ class BCL(Method):
         h = self.backbone(torch.cat(list(views[:3]), dim=0))
         z = F.normalize(self.head(h).float(), dim=1)
         logits = self.classifier(h[:batch]).float()
-        la_ce = F.cross_entropy(logits + self.log_prior, labels)
+        la_ce = logit_adjusted_ce(logits, labels, self.log_prior)
         bcl = balanced_contrastive_loss(z[batch:], labels, self.prototypes(), self.temperature)
         loss = self.lambda_la * la_ce + self.mu_bcl * bcl
         return {"loss": loss, "la_ce": la_ce.detach(), "bcl": bcl.detach()}

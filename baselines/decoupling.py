@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks import LTBenchError
+from benchmarks.config import check_ranges
 from benchmarks.methods import METHODS, Method, load_stage1_module
 from benchmarks.models import LinearClassifier, build_backbone, build_classifier
 from benchmarks.precision import float32
@@ -77,6 +78,40 @@ class _OnCEBackbone(Method):
         return {"loss": F.cross_entropy(self.logits(self.features(views[0])).float(), labels)}
 
 
+@METHODS.register("crt")
+class ClassifierRetraining(_OnCEBackbone):
+    """cRT: a re-initialised linear classifier on the frozen stage-1 backbone."""
+
+    name = "crt"
+
+    def __init__(self, config, num_classes, class_counts):
+        super().__init__(config, num_classes, class_counts)
+        self.classifier = build_classifier(config, self.backbone.out_dim, num_classes)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.classifier(h)
+
+
+@METHODS.register("lws")
+class LearnableWeightScaling(_OnCEBackbone):
+    """LWS: the stage-1 classifier, frozen, times one learnable scale per class."""
+
+    name = "lws"
+
+    def __init__(self, config, num_classes, class_counts):
+        super().__init__(config, num_classes, class_counts)
+        self.classifier = LinearClassifier(self.backbone.out_dim, num_classes, init="default")
+        self.scales = nn.Parameter(torch.ones(num_classes))
+
+    def load_stage1(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_stage1(state)
+        load_stage1_module(self.classifier, state, "classifier.", freeze=True)
+
+    @float32
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.classifier(h) * self.scales
+
+
 @METHODS.register("tau_norm")
 class TauNormalizedClassifier(_OnCEBackbone):
     """tau-normalised stage-1 classifier, no bias; tau fixed (`tau`) or, as a named deviation,
@@ -85,10 +120,14 @@ class TauNormalizedClassifier(_OnCEBackbone):
     name = "tau_norm"
     trains = False
 
-    def __init__(self, config, num_classes, class_counts):
-        super().__init__(config, num_classes, class_counts)
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
         if config["tau_selection"] not in TAU_SELECTIONS:
             raise LTBenchError(f"tau_selection must be one of {', '.join(TAU_SELECTIONS)}; got {config['tau_selection']!r}")
+        check_ranges(config, {"tau": ">= 0"}, f"(run tau_norm on {config['dataset']})")
+
+    def __init__(self, config, num_classes, class_counts):
+        super().__init__(config, num_classes, class_counts)
         self.classifier = LinearClassifier(self.backbone.out_dim, num_classes, init="default")
         self.tau = float(config["tau"])
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from benchmarks.config import check_ranges
 from benchmarks.methods import METHODS, Method, load_stage1_module
 from benchmarks.models import build_backbone, build_classifier
 
@@ -28,6 +29,10 @@ class PostHocLogitAdjustment(Method):
     views = ("crop_flip",)
     stage1 = "ce"
     trains = False
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        check_ranges(config, {"tau": ">= 0"}, f"(run la_posthoc on {config['dataset']})")
 
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)

@@ -66,6 +66,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks import LTBenchError
+from benchmarks.config import check_ranges
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 from benchmarks.precision import float32
@@ -148,6 +149,14 @@ class PaCo(Method):
     # torchvision (resolved by `Method.view_names`).
     views = ("autoaug_cutout", "contrastive_blur")
 
+    @classmethod
+    def check_config(cls, config):
+        check_ranges(config, {
+            "alpha": ">= 0", "beta": ">= 0", "gamma": ">= 0", "temperature": "> 0", "supt": "> 0",
+            "moco_m": ">= 0 <= 1", "queue_size": ">= 1", "proj_hidden_dim": ">= 1", "proj_dim": ">= 1",
+            "shuffle_bn_groups": ">= 1",
+        })
+
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)
         self.alpha = float(config["alpha"])
@@ -157,8 +166,6 @@ class PaCo(Method):
         self.supt = float(config["supt"])
         self.momentum = float(config["moco_m"])
         self.shuffle_bn_groups = int(config["shuffle_bn_groups"])
-        if self.shuffle_bn_groups < 1:
-            raise LTBenchError(f"shuffle_bn_groups must be >= 1, got {self.shuffle_bn_groups}")
         from benchmarks import distributed
 
         self.world = distributed.world_size()
@@ -169,8 +176,6 @@ class PaCo(Method):
             )
         self.local_groups = self.shuffle_bn_groups // self.world
         queue_size = int(config["queue_size"])
-        if queue_size < 1:
-            raise LTBenchError(f"queue_size must be >= 1, got {queue_size}")
 
         self.backbone = build_backbone(config["backbone"])
         feat = self.backbone.out_dim

@@ -2,7 +2,8 @@
 
 Formulas are those of docs/methods/bccl.md, restated from the released code:
 
-* `logit_adjusted_ce`      CE(logits + log pi, y)                      (LA-CE, tau_LA = 1)
+* `logit_adjusted_ce`      CE(logits + log pi, y)                      (LA-CE, tau_LA = 1;
+                           `benchmarks.losses`, shared with BCL and logit_adjust)
 * `class_averaged_supcon`  SupCon over the 2B projections whose negatives are divided by the
                            batch count of their class (the "balanced" part of BCCL)
 * `centroid_loss`          mean of a * (1 - 2q) over every anchor x centroid pair
@@ -18,17 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmarks.losses import logit_adjusted_ce  # noqa: F401  (shared with BCL and logit_adjust)
 from benchmarks.precision import float32
-
-
-@float32
-def logit_adjusted_ce(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
-    """Logit-adjusted cross-entropy: CE(logits + log pi, y), tau_LA = 1.
-
-    `log_prior` is the (C,) vector log(n_c / sum n). Only training uses the adjustment; the
-    evaluation logits are the raw classifier output.
-    """
-    return F.cross_entropy(logits.float() + log_prior.float(), labels)
 
 
 def supcon_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

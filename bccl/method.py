@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from bccl.kmeans import batched_kmeans
 from bccl.losses import centroid_loss, class_averaged_supcon, logit_adjusted_ce
 from bccl.queues import ClassQueues
-from benchmarks import LTBenchError
+from benchmarks.config import check_ranges
 from benchmarks.methods import METHODS, Method
 from benchmarks.models import build_backbone, build_classifier, projection_head
 
@@ -77,6 +77,14 @@ class BCCL(Method):
     # autoaugment_policy: torchvision (resolved by `Method.view_names`)
     views = ("autoaug_cutout", "simclr")
 
+    @classmethod
+    def check_config(cls, config):
+        check_ranges(config, {
+            "temperature": "> 0", "alpha": ">= 0", "beta": ">= 0", "eta": ">= 0",
+            "head_hidden_dim": ">= 1", "proj_dim": ">= 1", "queue_size": ">= 1", "centroids_per_class": ">= 1",
+            "kmeans_max_iter": ">= 1", "kmeans_tol": ">= 0", "recluster_interval": ">= 1",
+        })
+
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)
         self.backbone = build_backbone(config["backbone"])
@@ -96,9 +104,6 @@ class BCCL(Method):
         self.recluster_once_per_epoch = bool(config["recluster_once_per_epoch"])
         self.queue_first_arrival_once = bool(config["queue_first_arrival_once"])
         self.warmup_epochs = int(config["warmup_epochs"])
-        for key in ("queue_size", "centroids_per_class", "kmeans_max_iter", "recluster_interval"):
-            if int(config[key]) < 1:
-                raise LTBenchError(f"bccl: {key} must be >= 1, got {config[key]!r}")
 
         self.queues = ClassQueues(num_classes, int(config["queue_size"]), self.proj_dim)
         self.register_buffer("centroids", torch.zeros(num_classes, self.k, self.proj_dim))

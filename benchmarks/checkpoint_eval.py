@@ -37,8 +37,13 @@ trained runs' statistics) with `config.yaml` (the resolved config of the cell, `
 or 0 when the file does not say; plus a `checkpoint` record), `predictions.npz` (per-image
 predictions, best = last; `benchmarks.predictions`), `env.json` and `status` `done`.
 An existing folder of the same name is overwritten: evaluation is deterministic and cheap.
-The file is unpickled (`torch.load`, falling back to `weights_only=False` for releases that
-pickled other objects): evaluate only checkpoints you trust.
+Safe loading: the file is read with `torch.load(weights_only=True)`, which unpickles only tensors,
+containers and plain values, plus an allow-list of the other types the release formats hold
+(`SAFE_GLOBALS`: numpy arrays, dtypes and scalars, which the releases' `best_acc1` and ltbench's
+RNG states are, and argparse.Namespace, which releases save as `args`). A file that needs
+anything else is refused with the names it needs; `--unsafe-load` unpickles it fully
+(`weights_only=False`, which can run arbitrary code), says so in the log, and records
+`unsafe_load: true` in the checkpoint record.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import numpy as np
 import torch
 
 from benchmarks import LTBenchError
+from benchmarks.config import with_added_keys
 
 FORMATS = ("ltbench", "bccl/bcl-release", "paco-release", "ldam-drw-release")
 
@@ -162,18 +168,67 @@ def _checkpoint_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def _load_file(path: Path) -> Any:
+def _numpy_globals() -> list[Any]:
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    names = [(multiarray.scalar, "scalar"), (multiarray._reconstruct, "_reconstruct")]
+    entries: list[Any] = [np.ndarray, np.dtype, *(fn for fn, _ in names)]
+    # numpy 1.x pickled the same functions under numpy.core.multiarray; numpy 2 under numpy._core
+    for prefix in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        entries += [(fn, f"{prefix}.{name}") for fn, name in names]
+    entries += [type(np.dtype(t)) for t in ("bool", "uint8", "int8", "int16", "int32", "int64", "uint32", "uint64",
+                                            "float16", "float32", "float64")]
+    return entries
+
+
+def safe_globals() -> list[Any]:
+    """The allow-list of non-tensor types the release formats and ltbench's checkpoints pickle."""
+    import argparse
+
+    return [*_numpy_globals(), argparse.Namespace]
+
+
+def _unsafe_names(path: Path) -> list[str]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        pass  # releases pickle more than tensors (numpy scalars, argparse values): the user trusts the file
+        allowed = {f"{g.__module__}.{g.__qualname__}" if not isinstance(g, tuple) else g[1] for g in safe_globals()}
+        return [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path) if n not in allowed]
+    except Exception:  # not a zip checkpoint (legacy format) or unreadable: the load error says more
+        return []
+
+
+def _load_file(path: Path, unsafe_load: bool = False) -> Any:
+    """The checkpoint's content: weights_only with the allow-list, or fully unpickled if asked."""
+    def failure(exc: Exception) -> str:
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+    if unsafe_load:
+        from benchmarks.logs import LOGGER
+
+        LOGGER.warning(f"--unsafe-load: unpickling {path} with weights_only=False (it can run arbitrary code)")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise LTBenchError(f"{path}: cannot load ({failure(exc)})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle_errors() as exc:
+        needed = _unsafe_names(path)
+        what = f"it pickles {', '.join(needed)}" if needed else f"weights-only loading failed ({failure(exc)})"
+        raise LTBenchError(
+            f"{path}: {what}, which is not among the types the release formats need (tensors, numpy arrays and "
+            "scalars, argparse.Namespace); if you trust the file, rerun with --unsafe-load (full unpickling)") from None
     except Exception as exc:
-        raise LTBenchError(f"{path}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise LTBenchError(f"{path}: cannot load ({failure(exc)})") from None
 
 
-def evaluate_checkpoint(path: Path, runs: list, options) -> int:
+def pickle_errors() -> tuple[type[Exception], ...]:
+    """What a weights-only load raises for a disallowed type (UnpicklingError; older torch: RuntimeError)."""
+    import pickle
+
+    return (pickle.UnpicklingError, RuntimeError)
+
+
+def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = False) -> int:
     """The `--eval-checkpoint` command: one cell, one evaluation, one folder."""
     from benchmarks import distributed
     from benchmarks.datasets import DATASETS, DatasetRequest
@@ -200,7 +255,7 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
                                                split_dir=options.split_dir))
     device = distributed.init(options.device) if distributed.launched_by_torchrun() else resolve_device(options.device)
 
-    raw = _load_file(path)
+    raw = _load_file(path, unsafe_load)
     fmt, state, epochs_done, dropped = to_method_state(raw)
     data = DataCache(options).get(config)
     seed_epoch(config["seed"], -1)
@@ -220,11 +275,12 @@ def evaluate_checkpoint(path: Path, runs: list, options) -> int:
     summary = epoch_summary(metrics, epoch)
     record: dict[str, Any] = {
         "path": str(path.resolve()), "format": fmt, "epochs_done": epochs_done,
-        "keys_loaded": len(state), "keys_dropped": dropped, "method_keys_not_in_checkpoint": not_in_checkpoint,
+        "unsafe_load": unsafe_load, "keys_loaded": len(state), "keys_dropped": dropped, "method_keys_not_in_checkpoint": not_in_checkpoint,
     }
     if fmt == "ltbench" and isinstance(raw.get("config"), dict):
+        written = with_added_keys(raw["config"])  # keys added since it was written
         record["config_keys_differing_from_checkpoint"] = sorted(
-            k for k in set(raw["config"]) | set(config) if raw["config"].get(k) != config.get(k))
+            k for k in set(written) | set(config) if written.get(k) != config.get(k))
     result = {**metrics_record(config, data, summary, summary), "checkpoint": record}
     seed_folder = run_dir(options.results_dir, dataset_label(config), imb, method_name, config["seed"])
     folder = seed_folder.parent / f"eval-{_checkpoint_name(path)}"

@@ -16,11 +16,21 @@ the report labels reconstructed recipes.
 Every key must exist in layer 1 or in the method's `options:`; every value must have the type of
 the key's default (an int is accepted where a float is expected). Anything else raises
 `LTBenchError` naming the key, where it came from, and what is accepted.
+
+`validate_config` is the one place that checks a resolved config's *values* (finite numbers in
+range, known names, the method's own options through `Method.check_config`); `resolve_config`
+calls it, so every run the planner produces has passed it before anything is written.
+
+Every YAML file the project reads (configs, grids, run folders' config.yaml, the paper numbers)
+and every `--set` value goes through `yaml_load`: YAML 1.2 floats (`1e-3` is a float, not the
+string PyYAML's YAML 1.1 resolver makes of it) and duplicate keys refused.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +44,100 @@ IDENTITY_KEYS = ("dataset", "imb_factor", "method", "seed")
 # (they are still recorded in config.yaml and env.json).
 EXECUTION_KEYS = ("pipeline", "amp", "memory_format", "compile", "num_workers", "eval_batch_size", "sync_bn")
 
+# Keys added to the configuration after results were first written, each with the value that
+# computes what the code before it computed. A config.yaml or checkpoint written before a key
+# existed lacks it; `with_added_keys` fills it in when such a file is read, so that the run still
+# counts as finished with today's configuration, resumes and reports.
+ADDED_KEYS: dict[str, Any] = {
+    "sampler": "instance",
+    "sampler_samples_per_class": 1,
+    "sampler_epoch": "sampler",
+    "reweight": "none",
+    "reweight_beta": 0.9999,
+    "reweight_epoch": 0,
+}
+
+
+def with_added_keys(config: Any) -> Any:
+    """`config` (a run's config as read from a file) with every missing `ADDED_KEYS` key at its
+    old-behaviour value; anything that is not a mapping is returned as it is."""
+    if not isinstance(config, dict):
+        return config
+    return {**{k: v for k, v in ADDED_KEYS.items() if k not in config}, **config}
+
+
+class ProjectYAMLLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` with YAML 1.2 floats and duplicate mapping keys refused.
+
+    PyYAML implements YAML 1.1, whose float pattern needs a dot: `1e-3` would be the string
+    "1e-3" and then a type error (or, in a string-typed key, silently a string). A key given twice
+    in one mapping would silently keep the last value; it is an error instead (`<<` merges are
+    not duplicates: a mapping's own keys override merged ones, as YAML intends).
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: SafeLoader raises its own error below
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# Copy the resolvers before changing them: the class attribute is shared with yaml.SafeLoader.
+ProjectYAMLLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ProjectYAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(stream: Any) -> Any:
+    """Parse YAML text or a file object with the project's loader (see `ProjectYAMLLoader`)."""
+    return yaml.load(stream, Loader=ProjectYAMLLoader)
+
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = yaml_load(f)
     except yaml.YAMLError as exc:
-        raise LTBenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise LTBenchError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LTBenchError(f"{path}: cannot read ({exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise LTBenchError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The first line of a YAML error, with its position when the parser gives one."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(exc).splitlines()[0]
 
 
 def _type_name(value: Any) -> str:
@@ -154,7 +246,145 @@ def resolve_config(
     config.update(check_keys(grid_overrides or {}, schema, f"grid overrides (method {method})"))
     config.update(check_keys(overrides or {}, schema, f"--set (method {method})"))
     config.update(dataset=dataset, imb_factor=imb_factor, method=method, seed=seed)
+    validate_config(config)
     return config
+
+
+# Ranges of the shared keys (configs/defaults.yaml), as conditions `check_ranges` reads. A method's
+# own options are checked by its `Method.check_config`, also with `check_ranges`.
+SHARED_RANGES = {
+    "imb_factor": ">= 1",
+    "seed": ">= 0",
+    "epochs": ">= 1",
+    "batch_size": ">= 1",
+    "eval_batch_size": ">= 1",
+    "lr": ">= 0",
+    "momentum": ">= 0 <= 1",
+    "weight_decay": ">= 0",
+    "warmup_epochs": ">= 0",
+    "cosine_scale": "> 0",
+    "cosine_init_max_norm": "> 0",
+    "subset_seed": ">= 0",
+    "train_cap_per_class": ">= 0",
+    "test_cap_per_class": ">= 0",
+    "num_workers": ">= 0",
+    "sampler_samples_per_class": ">= 1",
+    "reweight_beta": ">= 0 < 1",
+    "reweight_epoch": ">= 0",
+}
+CLASSIFIERS = ("linear", "cosine")  # what benchmarks.models.build_classifier builds
+LINEAR_INITS = ("kaiming", "default")
+_CONDITION = re.compile(r"(>=|<=|>|<)\s*(-?[0-9.]+)")
+_TESTS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b, "<": lambda v, b: v < b}
+
+
+def _where(config: dict[str, Any]) -> str:
+    return f"(run {config.get('method')} on {config.get('dataset')})"
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a number anywhere in `value` (lists and mappings included) is NaN or infinite."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
+def check_ranges(config: dict[str, Any], ranges: dict[str, str], where: str = "") -> None:
+    """Raise LTBenchError unless each `config[key]` is a finite number meeting its conditions.
+
+    `ranges` maps keys to conditions such as ">= 1", "> 0" or ">= 0 <= 1" (all must hold).
+    """
+    where = where or _where(config)
+    for key, conditions in ranges.items():
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LTBenchError(f"{key} must be a number, got {value!r} {where}")
+        if not math.isfinite(value):
+            raise LTBenchError(f"{key} must be a finite number, got {value} {where}")
+        for op, bound in _CONDITION.findall(conditions):
+            if not _TESTS[op](value, float(bound)):
+                bound = int(float(bound)) if float(bound).is_integer() else bound
+                raise LTBenchError(f"{key} must be {op} {bound}, got {value} {where}")
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Every value check of one resolved run config: the one place where they live.
+
+    Called by `resolve_config`, so at plan time, before anything is written (a value found wrong
+    in the middle of a grid would leave a half-written run folder). Checks: every number anywhere
+    in the config is finite; the shared keys' ranges (`SHARED_RANGES`); lr_steps pairs with factor
+    > 0; the names of schedule, execution modes, backbone, classifier, init and views; and the
+    method's own options through its `Method.check_config` hook, so a new method brings its
+    checks with it.
+    """
+    from benchmarks.methods import METHODS
+
+    where = _where(config)
+    for key in ("dataset", "method"):
+        if not isinstance(config.get(key), str):
+            raise LTBenchError(f"{key} names must be strings, got {config.get(key)!r}")
+    imb = config["imb_factor"]
+    if isinstance(imb, bool) or not isinstance(imb, (int, float)) or not (math.isfinite(imb) and imb >= 1):
+        raise LTBenchError(f"imbalance factor must be a finite number >= 1, got {imb!r}")
+    seed = config["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise LTBenchError(f"seed must be a non-negative integer, got {seed!r}")
+    for key, value in config.items():
+        if _non_finite(value):
+            raise LTBenchError(f"{key} must be finite, got {value!r} {where}")
+    method = METHODS.get(config["method"])
+    if not method.trains and config["epochs"] != 0:
+        raise LTBenchError(f"{config['method']} is post-hoc and trains nothing: epochs must be 0, got "
+                           f"{config['epochs']} {where}")
+    check_ranges(config, SHARED_RANGES if method.trains else {k: v for k, v in SHARED_RANGES.items() if k != "epochs"},
+                 where)
+    steps = config["lr_steps"]
+    if not (isinstance(steps, list) and all(
+            isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in s) for s in steps)):
+        raise LTBenchError(f"lr_steps must be a list of [epoch, factor] pairs, got {steps!r} {where}")
+    for epoch, factor in steps:
+        if epoch < 0 or factor <= 0:
+            raise LTBenchError(f"lr_steps: each [epoch, factor] needs epoch >= 0 and factor > 0, got "
+                               f"{[epoch, factor]!r} {where}")
+    _check_names(config, where)
+    if config["reweight"] != "none" and not method.takes_class_weights:
+        raise LTBenchError(f"method {config['method']} takes no per-class loss weights: reweight must be none, "
+                           f"got {config['reweight']!r}")
+    method.check_config(config)
+
+
+def _check_names(config: dict[str, Any], where: str) -> None:
+    """The keys that name something: each must name a thing that exists."""
+    import torch
+
+    from benchmarks.models import BACKBONES
+    from benchmarks.schedules import learning_rate
+    from benchmarks.training import Execution
+    from benchmarks.views.large import check_views_config
+
+    learning_rate(0, config)  # unknown lr_schedule
+    Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, memory_format
+    if config["backbone"] not in BACKBONES:
+        raise LTBenchError(f"unknown backbone {config['backbone']!r}; known: {', '.join(BACKBONES)}")
+    if config["classifier"] not in CLASSIFIERS:
+        raise LTBenchError(f"unknown classifier {config['classifier']!r}; known: {', '.join(CLASSIFIERS)}")
+    if config["linear_init"] not in LINEAR_INITS:
+        raise LTBenchError(f"unknown linear_init {config['linear_init']!r}; known: {', '.join(LINEAR_INITS)}")
+    check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
+    from baselines.reweighting import REWEIGHT_RULES
+    from benchmarks.samplers import SAMPLER_EPOCHS, SAMPLERS
+
+    if config["sampler"] not in SAMPLERS:
+        raise LTBenchError(f"unknown sampler {config['sampler']!r}; known: {', '.join(SAMPLERS)}")
+    if config["sampler_epoch"] not in SAMPLER_EPOCHS:
+        raise LTBenchError(f"unknown sampler_epoch {config['sampler_epoch']!r}; known: {', '.join(SAMPLER_EPOCHS)}")
+    if config["reweight"] not in REWEIGHT_RULES:
+        raise LTBenchError(f"unknown reweight {config['reweight']!r}; known: {', '.join(REWEIGHT_RULES)}")
 
 
 def recipe_deviations(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -168,14 +398,17 @@ def recipe_deviations(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def parse_set_arguments(items: list[str]) -> dict[str, Any]:
-    """`["lr=0.15", "lr_steps=[[160, 0.01]]"]` -> {"lr": 0.15, ...}; values are parsed as YAML."""
+    """`["lr=0.15", "lr_steps=[[160, 0.01]]"]` -> {"lr": 0.15, ...}; values are parsed as YAML
+    (with `yaml_load`: `lr=1e-3` is a float). A key given again overrides its earlier value, as
+    later layers override earlier ones (a script can append `--set epochs=1` to any command)."""
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise LTBenchError(f"--set expects key=value, got {item!r}")
         try:
-            parsed[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise LTBenchError(f"--set {key}: cannot parse value {raw!r}") from None
+            parsed[key] = yaml_load(raw)
+        except yaml.YAMLError as exc:
+            raise LTBenchError(f"--set {key}: cannot parse value {raw!r} ({_yaml_problem(exc)})") from None
     return parsed

@@ -37,13 +37,12 @@ from benchmarks.logs import LOGGER, run_log
 from benchmarks.methods import METHODS
 from benchmarks.results import (
     DONE, FAILED, RUNNING, RunLock, RunLocked, atomic_write_json, atomic_write_text, atomic_write_yaml,
-    check_writable_dir, done_problem,
+    check_locking, check_writable_dir, done_problem,
     format_imb_factor, read_config, read_metrics, read_status, remove_stale_temp_files, run_dir, write_status,
 )
 
 GRID_KEYS = {"description", "datasets", "imb_factors", "methods", "seeds", "overrides", "method_overrides"}
 TINY_TRAIN_CAP, TINY_TEST_CAP, TINY_EPOCHS = 20, 10, 2
-CLASSIFIERS = ("linear", "cosine")  # what benchmarks.models.build_classifier builds
 
 
 def grid_names() -> list[str]:
@@ -118,7 +117,8 @@ def dataset_label(config: dict[str, Any]) -> str:
 
 
 def plan(options: GridOptions) -> list[Run]:
-    """Resolve every run of the grid; raises LTBenchError on any bad name, key, type or value."""
+    """Resolve every run of the grid; raises LTBenchError on any bad name, key, type or value
+    (values: `benchmarks.config.validate_config`, through `resolve_config`)."""
     grid = load_grid(options.grid)
     datasets = options.datasets or list(grid["datasets"])
     methods = options.methods or grid["methods"]
@@ -130,12 +130,7 @@ def plan(options: GridOptions) -> list[Run]:
         DATASETS.get(name) if isinstance(name, str) else _bad_name("dataset", name)
     for name in methods:
         METHODS.get(name) if isinstance(name, str) else _bad_name("method", name)
-    for imb in imb_factors:
-        if not isinstance(imb, (int, float)) or isinstance(imb, bool) or imb < 1:
-            raise LTBenchError(f"imbalance factor must be a number >= 1, got {imb!r}")
-    for seed in seeds:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise LTBenchError(f"seed must be a non-negative integer, got {seed!r}")
+    # The values (IF, seed, every key) are checked by resolve_config -> config.validate_config.
 
     cli = dict(options.overrides)
     if options.tiny:
@@ -162,7 +157,6 @@ def plan(options: GridOptions) -> list[Run]:
             grid_over.pop("epochs", None)
             cli = {k: v for k, v in cli.items() if k != "epochs" or "epochs" in options.overrides}
         config = resolve_config(method, dataset, imb, seed, grid_overrides=grid_over, overrides=cli)
-        check_run_config(config)
         return Run(config, run_dir(options.results_dir, dataset_label(config), imb, method, seed))
 
     runs = [make_run(method, dataset, imb, seed, cli)
@@ -245,38 +239,6 @@ def _bad_name(kind: str, name: Any) -> None:
     raise LTBenchError(f"{kind} names must be strings, got {name!r}")
 
 
-def check_run_config(config: dict[str, Any]) -> None:
-    """Value checks that a key's type cannot express, made at plan time so that bad input writes
-    nothing (without them the mistake would surface in the middle of a grid, in a run folder)."""
-    from benchmarks.models import BACKBONES
-    from benchmarks.schedules import learning_rate
-    from benchmarks.training import Execution
-
-    where = f"(run {config['method']} on {config['dataset']})"
-    if not METHODS.get(config["method"]).trains and config["epochs"] != 0:
-        raise LTBenchError(f"{config['method']} is post-hoc and trains nothing: epochs must be 0, got "
-                           f"{config['epochs']} {where}")
-    for key, low in (("epochs", 1 if METHODS.get(config["method"]).trains else 0), ("batch_size", 1), ("eval_batch_size", 1), ("warmup_epochs", 0),
-                     ("num_workers", 0), ("train_cap_per_class", 0), ("test_cap_per_class", 0)):
-        if config[key] < low:
-            raise LTBenchError(f"{key} must be >= {low}, got {config[key]} {where}")
-    for key in ("lr", "weight_decay", "momentum"):
-        if not config[key] >= 0:  # also catches NaN
-            raise LTBenchError(f"{key} must be >= 0, got {config[key]} {where}")
-    steps = config["lr_steps"]
-    if not all(isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) for v in s) for s in steps):
-        raise LTBenchError(f"lr_steps must be a list of [epoch, factor] pairs, got {steps!r} {where}")
-    learning_rate(0, config)  # unknown lr_schedule
-    Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, channels_last
-    if config["backbone"] not in BACKBONES:
-        raise LTBenchError(f"unknown backbone {config['backbone']!r}; known: {', '.join(BACKBONES)}")
-    from benchmarks.views.large import check_views_config
-
-    check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
-    if config["classifier"] not in CLASSIFIERS:
-        raise LTBenchError(f"unknown classifier {config['classifier']!r}; known: {', '.join(CLASSIFIERS)}")
-
-
 def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> str:
     return ", ".join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
 
@@ -290,6 +252,7 @@ def preflight(runs: list[Run], options: GridOptions) -> None:
     """
     from benchmarks.training import read_checkpoint
 
+    check_locking()  # a platform without flock fails here, not when a cell starts
     for name, imb in sorted({(r.config["dataset"], r.config["imb_factor"]) for r in runs}):
         # with the cell's IF: a dataset with a natural long tail (imagenet_lt, inat2018) refuses other IFs
         DATASETS.get(name).check(DatasetRequest(imb_factor=imb, data_root=options.data_root,

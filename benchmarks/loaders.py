@@ -13,8 +13,12 @@ loop) and drop the last incomplete batch when asked (the releases do).
 File-based datasets (`FileImages`, ImageNet-LT / iNaturalist) only take the reference path: the
 images are decoded per access by the DataLoader's workers and viewed by the 224-pixel views.
 
+Which images an epoch holds is the recipe's `sampler` (`benchmarks.samplers`): `instance` is a
+permutation (drawn as before samplers existed), `class_balanced` and `sqrt` an `EpochSampler`'s
+draw from the same per-epoch seeded generator.
+
 Under torchrun (`shard=(rank, world)` with world > 1) both take their batches from
-`ShardedBatches`: one permutation per epoch, the same on every rank, cut into global batches of
+`ShardedBatches`: one order per epoch, the same on every rank, cut into global batches of
 which each rank takes its part (see `benchmarks.distributed`).
 """
 
@@ -27,20 +31,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.samplers import EpochSampler
+
 
 class ShardedBatches:
-    """The batches of one rank: the rank's share of each global batch of a per-epoch permutation.
+    """The batches of one rank: the rank's share of each global batch of a per-epoch order.
 
-    The permutation comes from a generator seeded with (seed, epoch) (`set_epoch`), so every rank
-    draws the same one without communicating. Global batch i = perm[i G:(i + 1) G] with
-    G = batch_size * world; rank r takes its r-th slice of batch_size images. A last, partial
-    global batch (drop_last false) is padded with the permutation's first images up to a multiple
-    of the world size, as DistributedSampler pads, so that every rank has a non-empty, equal share
-    (at most world - 1 images are seen twice per epoch).
+    The order (a permutation, or the draw of the recipe's `sampler`, `benchmarks.samplers`) comes
+    from a generator seeded with (seed, epoch) (`set_epoch`), so every rank draws the same one
+    without communicating. Global batch i = order[i G:(i + 1) G] with G = batch_size * world;
+    rank r takes its r-th slice of batch_size images. A last, partial global batch (drop_last
+    false) is padded with the order's first images up to a multiple of the world size, as
+    DistributedSampler pads, so that every rank has a non-empty, equal share (at most world - 1
+    images are seen twice per epoch).
     """
 
-    def __init__(self, n: int, batch_size: int, drop_last: bool, rank: int, world: int, seed: int = 0):
-        self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
+    def __init__(self, n: int, batch_size: int, drop_last: bool, rank: int, world: int, seed: int = 0,
+                 sampler: EpochSampler | None = None):
+        self.sampler = sampler
+        self.n = len(sampler) if sampler is not None else n
+        self.batch_size, self.drop_last = batch_size, drop_last
         self.rank, self.world, self.seed = rank, world, seed
         self.epoch = 0
 
@@ -54,7 +64,7 @@ class ShardedBatches:
     def __iter__(self) -> Iterator[list[int]]:
         state = np.random.SeedSequence([self.seed, self.epoch, 0x5EED]).generate_state(2)
         generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        perm = torch.randperm(self.n, generator=generator)
+        perm = self.sampler.order(generator) if self.sampler is not None else torch.randperm(self.n, generator=generator)
         size = self.batch_size * self.world
         for i in range(len(self)):
             chunk = perm[i * size: (i + 1) * size]
@@ -63,6 +73,13 @@ class ShardedBatches:
                 chunk = torch.cat([chunk, perm[: padded - len(chunk)]])
             share = len(chunk) // self.world
             yield chunk[self.rank * share: (self.rank + 1) * share].tolist()
+
+
+def epoch_sampler(labels, sampler: str, samples_per_class: int, epoch: str = "sampler") -> EpochSampler | None:
+    """The recipe's sampler over the training labels; None for `instance`, whose permutation the
+    loaders draw as they always did (so runs written before samplers existed repeat exactly).
+    `epoch` (`sampler_epoch`): the sampler's own epoch length, or the dataset's."""
+    return None if sampler == "instance" else EpochSampler(sampler, labels, samples_per_class, epoch)
 
 
 class _ViewDataset(Dataset):
@@ -83,7 +100,8 @@ class _ViewDataset(Dataset):
 class ReferenceLoader:
     def __init__(self, images, labels, view_names: Sequence[str], mean, std, batch_size: int,
                  drop_last: bool, device: torch.device, num_workers: int = 0,
-                 shard: tuple[int, int] = (0, 1), seed: int = 0):
+                 shard: tuple[int, int] = (0, 1), seed: int = 0, sampler: str = "instance",
+                 samples_per_class: int = 1, sampler_epoch: str = "sampler"):
         from benchmarks.views.large import view_transform
 
         transforms = [view_transform(name, mean, std) for name in view_names]
@@ -91,9 +109,12 @@ class ReferenceLoader:
         dataset = _ViewDataset(images, labels, transforms)
         common = dict(num_workers=num_workers, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
         self.sharded = None
+        drawn = epoch_sampler(labels, sampler, samples_per_class, sampler_epoch)
         if shard[1] > 1:
-            self.sharded = ShardedBatches(len(labels), batch_size, drop_last, shard[0], shard[1], seed)
+            self.sharded = ShardedBatches(len(labels), batch_size, drop_last, shard[0], shard[1], seed, drawn)
             self.loader = DataLoader(dataset, batch_sampler=self.sharded, **common)
+        elif drawn is not None:
+            self.loader = DataLoader(dataset, batch_size=batch_size, sampler=drawn, drop_last=drop_last, **common)
         else:
             self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, **common)
 
@@ -132,7 +153,8 @@ class FastLoader:
     def __init__(self, images, labels, view_names: Sequence[str], mean, std, batch_size: int,
                  drop_last: bool, device: torch.device, shard: tuple[int, int] = (0, 1), seed: int = 0,
                  memory_format: torch.memory_format = torch.contiguous_format,
-                 block_images: int = VIEW_BLOCK_IMAGES):
+                 block_images: int = VIEW_BLOCK_IMAGES, sampler: str = "instance", samples_per_class: int = 1,
+                 sampler_epoch: str = "sampler"):
         from benchmarks.views import FastView
 
         # (N, H, W, 3) uint8 -> (N, 3, H, W) uint8 on the device: 3 KB an image.
@@ -143,7 +165,8 @@ class FastLoader:
         self.drop_last = drop_last
         self.memory_format = memory_format
         self.batches_per_block = max(1, block_images // batch_size)
-        self.sharded = ShardedBatches(len(labels), batch_size, drop_last, shard[0], shard[1], seed) \
+        self.drawn = epoch_sampler(labels, sampler, samples_per_class, sampler_epoch)
+        self.sharded = ShardedBatches(len(labels), batch_size, drop_last, shard[0], shard[1], seed, self.drawn) \
             if shard[1] > 1 else None
 
     def set_epoch(self, epoch: int) -> None:
@@ -153,18 +176,22 @@ class FastLoader:
     def __len__(self) -> int:
         if self.sharded is not None:
             return len(self.sharded)
-        n = len(self.labels)
+        n = len(self.drawn) if self.drawn is not None else len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def epoch_batches(self) -> list[torch.Tensor]:
-        """This epoch's batches as index tensors on the device: a `randperm` there, or this
-        rank's shares of the sharded permutation (copied to the device once per epoch)."""
+        """This epoch's batches as index tensors on the device: a `randperm` there (instance
+        sampling), the sampler's draw (made on the CPU from the global generator, copied once),
+        or this rank's shares of the sharded order (copied to the device once per epoch)."""
         device = self.labels.device
         if self.sharded is not None:
             batches = list(self.sharded)
             flat = torch.tensor([i for batch in batches for i in batch], dtype=torch.long, device=device)
             return list(flat.split([len(batch) for batch in batches]))
-        order = torch.randperm(len(self.labels), device=device)
+        if self.drawn is not None:
+            order = self.drawn.order().to(device)
+        else:
+            order = torch.randperm(len(self.labels), device=device)
         return list(order.split(self.batch_size))[: len(self)]
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:

@@ -22,10 +22,9 @@ import torch.nn as nn
 
 from benchmarks.registry import Registry
 
-METHODS: Registry[type["Method"]] = Registry(
-    "method", modules=("bccl.method", "baselines.ce", "baselines.bcl", "baselines.paco", "baselines.decoupling",
-                       "baselines.la_posthoc")
-)
+# Every module of the method packages is imported on first lookup: a module that defines a
+# method registers it with `@METHODS.register(name)`.
+METHODS: Registry[type["Method"]] = Registry("method", packages=("bccl", "baselines"))
 
 
 class Method(nn.Module):
@@ -50,6 +49,20 @@ class Method(nn.Module):
     # False for post-hoc methods: no optimiser step; the run is one evaluation (its recipe's
     # `epochs` is 0), after `fit_posthoc`.
     trains: ClassVar[bool] = True
+    # Whether the method's loss takes per-class weights (`class_weights`); a run of a method that
+    # does not must keep `reweight: none` (checked at plan time).
+    takes_class_weights: ClassVar[bool] = False
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Value checks of the method's own options (`options:` of its YAML), raising LTBenchError.
+
+        Called at plan time for every resolved config (`benchmarks.config.validate_config`), before
+        anything is written, so a bad option in a grid's `method_overrides` stops the grid at once
+        rather than in the middle of it. Ranges are easiest said with `config.check_ranges`, e.g.
+        `check_ranges(config, {"temperature": "> 0", "queue_size": ">= 1"})`. The default checks
+        nothing (a method without options).
+        """
 
     def __init__(self, config: dict[str, Any], num_classes: int, class_counts: torch.Tensor):
         super().__init__()
@@ -62,6 +75,19 @@ class Method(nn.Module):
         """log pi_c, pi_c = n_c / sum(n): the logit adjustment of LA-CE and PaCo's class centres."""
         counts = self.class_counts.float()
         return torch.log(counts / counts.sum())
+
+    def class_weights(self, epoch: int) -> torch.Tensor | None:
+        """The per-class loss weights of `epoch` (None: unweighted), switched by the recipe's
+        re-weighting schedule (`reweight`, `reweight_beta`, `reweight_epoch`; deferred
+        re-weighting is `reweight_epoch` > 0), on the method's device. Computed once per epoch."""
+        cached = getattr(self, "_class_weights_of_epoch", None)
+        if cached is None or cached[0] != epoch:
+            from baselines.reweighting import epoch_class_weights
+
+            weights = epoch_class_weights(self.config, self.class_counts, epoch)
+            cached = (epoch, None if weights is None else weights.to(self.class_counts.device))
+            self._class_weights_of_epoch = cached
+        return cached[1]
 
     def view_names(self) -> tuple[str, ...]:
         """The views this run needs: the config's `views` when set (the methods' recipes set the

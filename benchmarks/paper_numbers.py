@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from benchmarks import LTBenchError
+from benchmarks.config import yaml_load
+
 
 # Package data (pyproject.toml package-data), found the same way in a checkout and an installed wheel.
 PAPER_NUMBERS_FILE = Path(str(resources.files("benchmarks") / "paper_numbers.yaml"))
@@ -37,7 +37,7 @@ class PaperNumber:
 
 def load_paper_numbers(path: Path = PAPER_NUMBERS_FILE) -> list[PaperNumber]:
     with open(path) as f:
-        rows = yaml.safe_load(f) or []
+        rows = yaml_load(f) or []
     numbers = []
     for i, row in enumerate(rows):
         unknown = set(row) - FIELDS

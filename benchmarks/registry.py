@@ -7,6 +7,7 @@ There is one instance for methods (`benchmarks.methods.METHODS`) and one for dat
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Callable, Generic, Iterable, TypeVar
 
 from benchmarks import LTBenchError
@@ -14,23 +15,33 @@ from benchmarks import LTBenchError
 T = TypeVar("T")
 
 
+def package_modules(package: str) -> list[str]:
+    """The dotted names of every module directly in `package` (sorted, so the order of
+    registration, and hence of `names()`, does not depend on the file system)."""
+    root = importlib.import_module(package)
+    return sorted(f"{package}.{info.name}" for info in pkgutil.iter_modules(root.__path__))
+
+
 class Registry(Generic[T]):
     """Maps names to objects.
 
-    `modules` are imported on first use, so that entries defined in other packages (the methods in
-    `bccl/` and `baselines/`) are registered before anything is looked up, without import cycles.
+    `modules` are imported on first use, and so is every module of each of `packages`, so that
+    entries defined in other packages (the methods in `bccl/` and `baselines/`) are registered
+    before anything is looked up, without import cycles and without a hand-kept list: a new method
+    is its module and its recipe, nothing else.
     """
 
-    def __init__(self, kind: str, modules: Iterable[str] = ()):
+    def __init__(self, kind: str, modules: Iterable[str] = (), packages: Iterable[str] = ()):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._modules = tuple(modules)
+        self._packages = tuple(packages)
         self._loaded = False
 
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            for module in self._modules:
+            for module in self._modules + tuple(m for p in self._packages for m in package_modules(p)):
                 importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:

@@ -148,6 +148,9 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | N
     except Exception as exc:  # truncated zip, garbage bytes, unpickling errors: all mean corrupt
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if problem is None:
+        from benchmarks.config import with_added_keys
+
+        state["config"] = with_added_keys(state["config"])  # keys added since it was written
         return state
     if map_location is not None:
         LOGGER.warning(f"    corrupt checkpoint {path} ({problem}): deleted, the run restarts from scratch")
@@ -165,6 +168,8 @@ def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execut
         images=data.train_images, labels=data.train_labels, view_names=method.view_names(),
         mean=data.mean, std=data.std, batch_size=config["batch_size"] // world,
         drop_last=config["drop_last"], device=ex.device, shard=(distributed.rank(), world), seed=config["seed"],
+        sampler=config["sampler"], samples_per_class=config["sampler_samples_per_class"],
+        sampler_epoch=config["sampler_epoch"],
     )
     if ex.pipeline == "fast":
         memory_format = torch.channels_last if ex.channels_last else torch.contiguous_format

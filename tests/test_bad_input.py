@@ -79,7 +79,7 @@ BAD = {
                                             r"'methods' must be a list or 'all', got 'ce'"),
     "grid seeds not a list": (lambda t: grid_args(t, seeds=0), r"'seeds' must be a list, got 0"),
     "grid IF not a number": (lambda t: grid_args(t, imb_factors=["ten"]),
-                             r"imbalance factor must be a number >= 1, got 'ten'"),
+                             r"imbalance factor must be a finite number >= 1, got 'ten'"),
     "grid without runs": (lambda t: grid_args(t, datasets=[]), r"has no runs"),
     "grid overrides not a mapping": (lambda t: grid_args(t, overrides=[1, 2]), r"'overrides' must be a mapping"),
     "unknown key in method_overrides": (lambda t: grid_args(t, method_overrides={"bccl": {"queue_sise": 5}}),
@@ -88,8 +88,41 @@ BAD = {
     "another method's option": (CELL + ["--set", "temperature=0.2"], r"--set \(method ce\): unknown key 'temperature'"),
     "wrong type in method_overrides": (lambda t: grid_args(t, method_overrides={"ce": {"epochs": "five"}}),
                                        r"key 'epochs' must be int"),
-    "method_overrides of an unknown method": (lambda t: grid_args(t, method_overrides={"focal": {"lr": 0.1}}),
-                                              r"unknown method 'focal'"),
+    "method_overrides of an unknown method": (lambda t: grid_args(t, method_overrides={"mixup": {"lr": 0.1}}),
+                                              r"unknown method 'mixup'"),
+    # Values that pass the type check but are not usable numbers (issue 16, class 1).
+    "NaN IF on the command line": (CELL[:2] + ["--imb-factors", "nan"] + CELL[4:],
+                                   r"imbalance factor must be a finite number >= 1, got nan"),
+    "infinite IF on the command line": (CELL[:2] + ["--imb-factors", "inf"] + CELL[4:],
+                                        r"imbalance factor must be a finite number >= 1, got inf"),
+    "NaN IF in a grid file": (lambda t: grid_args(t, "datasets: [digits]\nimb_factors: [.nan]\nmethods: [ce]\n"
+                                                     "seeds: [0]\n"),
+                              r"imbalance factor must be a finite number >= 1, got nan"),
+    "NaN lr": (CELL + ["--set", "lr=.nan"], r"lr must be finite, got nan"),
+    "infinite weight decay": (CELL + ["--set", "weight_decay=.inf"], r"weight_decay must be finite, got inf"),
+    "momentum above 1": (CELL + ["--set", "momentum=1.5"], r"momentum must be <= 1, got 1.5"),
+    "negative lr step factor": (CELL + ["--set", "lr_steps=[[1,-0.1]]"],
+                                r"lr_steps: each \[epoch, factor\] needs epoch >= 0 and factor > 0, got \[1, -0.1\]"),
+    "NaN in lr_steps": (CELL + ["--set", "lr_steps=[[1,.nan]]"], r"lr_steps must be finite"),
+    "cosine_scale 0": (CELL + ["--set", "cosine_scale=0"], r"cosine_scale must be > 0, got 0"),
+    # A method option out of range in method_overrides: an error at plan time, also for a method
+    # the command line leaves out (class 2).
+    "queue size 0 in method_overrides": (lambda t: grid_args(t, methods=["ce", "paco"],
+                                                             method_overrides={"paco": {"queue_size": 0}}),
+                                         r"queue_size must be >= 1, got 0 \(run paco on digits\)"),
+    "queue size 0 of a method not run": (lambda t: grid_args(t, method_overrides={"bccl": {"queue_size": 0}}),
+                                         r"queue_size must be >= 1, got 0 \(run bccl"),
+    "temperature 0": (lambda t: grid_args(t, methods=["bcl"], method_overrides={"bcl": {"temperature": 0.0}}),
+                      r"temperature must be > 0, got 0.0 \(run bcl on digits\)"),
+    "NaN temperature": (lambda t: grid_args(t, methods=["paco"], method_overrides={"paco": {"temperature": float("nan")}}),
+                        r"temperature must be finite, got nan"),
+    "duplicate key in a grid file": (lambda t: grid_args(t, "datasets: [digits]\nimb_factors: [10]\nmethods: [ce]\n"
+                                                            "seeds: [0]\nseeds: [1]\n"),
+                                     r"grid.yaml: not valid YAML \(found duplicate key 'seeds' at line 5"),
+    "duplicate key in a grid's overrides": (lambda t: grid_args(t, "datasets: [digits]\nimb_factors: [10]\n"
+                                                                   "methods: [ce]\nseeds: [0]\n"
+                                                                   "overrides: {lr: 0.1, lr: 0.2}\n"),
+                                            r"found duplicate key 'lr'"),
 }
 
 

@@ -206,3 +206,31 @@ def test_ldam_drw_release_checkpoint(tmp_path, capsys, use_norm):
     with torch.no_grad():
         preds = release(normalised_tensor(data.test_images, data.mean, data.std, torch.device("cpu"))).argmax(1)
     assert metrics["last"]["top1"] == pytest.approx(100.0 * (preds.numpy() == data.test_labels).mean())
+
+
+def test_release_types_load_weights_only_and_anything_else_needs_unsafe_load(tmp_path, capsys):
+    import argparse
+    import fractions
+
+    from benchmarks.checkpoint_eval import _load_file
+
+    state = {"encoder.conv1.weight": torch.zeros(2, 2)}
+    release = tmp_path / "release.pth.tar"  # what releases pickle beside tensors: numpy scalars, arrays, args
+    torch.save({"epoch": 200, "state_dict": state, "best_acc1": np.float64(85.22), "arr": np.arange(3),
+                "args": argparse.Namespace(lr=0.15, arch="resnet32")}, release)
+    loaded = _load_file(release)
+    assert loaded["best_acc1"] == 85.22 and loaded["args"].lr == 0.15 and list(loaded["arr"]) == [0, 1, 2]
+
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": state, "ratio": fractions.Fraction(1, 3)}, other)
+    with pytest.raises(LTBenchError, match=r"pickles fractions.Fraction.*--unsafe-load"):
+        _load_file(other)
+    assert _load_file(other, unsafe_load=True)["ratio"] == fractions.Fraction(1, 3)
+
+    results = tmp_path / "results"  # through the command line: refused, one line, nothing written
+    code = run_benchmark.main(SYNTH + ["--results-dir", str(results), "--eval-checkpoint", str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--unsafe-load" in err and len(err.strip().splitlines()) == 1
+    assert not results.exists()
+    assert run_benchmark.main(SYNTH + ["--results-dir", str(results), "--unsafe-load"]) == 2
+    assert "--unsafe-load applies to --eval-checkpoint only" in capsys.readouterr().err

@@ -60,9 +60,9 @@ def write_grid(tmp_path, **changes):
 
 BAD_INPUTS = {
     "unknown dataset": (["--datasets", "mnist"], "unknown dataset 'mnist'; known: .*digits"),
-    "unknown method": (["--methods", "focal"], "unknown method 'focal'; known: .*bccl"),
+    "unknown method": (["--methods", "mixup"], "unknown method 'mixup'; known: .*bccl"),
     "unknown grid": (["--grid", "imagenet21k"], "unknown grid 'imagenet21k'; known: .*smoke"),
-    "imbalance factor below 1": (["--imb-factors", "0.5"], "imbalance factor must be a number >= 1"),
+    "imbalance factor below 1": (["--imb-factors", "0.5"], "imbalance factor must be a finite number >= 1"),
     "missing CIFAR without --download": (["--datasets", "cifar10", "--data-root", "{tmp}/none"],
                                          "cifar10 not found.*--download"),
     "mistyped --set key": (["--set", "batchsize=64"], "unknown key 'batchsize' \\(did you mean 'batch_size'\\?\\)"),

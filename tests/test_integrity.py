@@ -153,7 +153,9 @@ def test_a_nan_run_fails_with_its_step_and_the_grid_goes_on(tmp_path, capsys, mo
 
     monkeypatch.setattr(CE, "training_step", poisoned)
     results = tmp_path / "results"
-    code, out, err = run(results, capsys, "--seeds", "1", "0", "--epochs", "1")
+    i = ARGS.index("--seeds")  # list options accumulate: ARGS's seed 0 replaced by 1 0 (the failing one first)
+    code = run_benchmark.main(ARGS[:i + 1] + ["1", "0"] + ARGS[i + 2:] + ["--results-dir", str(results), "--epochs", "1"])
+    out, err = capsys.readouterr()
     assert code == 1
     assert "1 of 2 runs failed" in err and "trained 1" in out and "failed 1" in out
     status = read_status(results / "digits-tiny" / "if10" / "ce" / "seed1")
@@ -175,3 +177,17 @@ def test_checkpoints_hold_and_restore_every_rng_state(tmp_path):
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     assert Trainer(config, data, tmp_path, torch.device("cpu"), progress=False).load_checkpoint()
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_platform_without_flock_fails_at_start_and_still_reports(tmp_path, capsys, monkeypatch):
+    import benchmarks.results as results_module
+
+    monkeypatch.setattr(results_module, "fcntl", None)  # what a Windows interpreter has
+    results = tmp_path / "results"
+    assert run_benchmark.main(ARGS + ["--results-dir", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "fcntl.flock" in err and len(err.strip().splitlines()) == 1
+    assert not results.exists()  # refused before anything was written
+    folder = tmp_path / "some-run"
+    folder.mkdir()
+    assert RunLock.is_held(folder) is False  # the report's probe works without fcntl

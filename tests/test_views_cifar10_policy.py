@@ -354,7 +354,9 @@ def test_config_key_default_and_view_choice():
 def test_config_key_rejects_unknown_policy():
     assert autoaug_view({}) == "autoaug_cutout"
     assert autoaug_view({"autoaugment_policy": "torchvision"}) == "autoaug_cutout_tv"
-    config = resolve_config("paco", dataset="cifar10", overrides={"autoaugment_policy": "paper"})
+    with pytest.raises(LTBenchError, match="autoaugment_policy"):  # resolve_config validates the values
+        resolve_config("paco", dataset="cifar10", overrides={"autoaugment_policy": "paper"})
+    config = {**resolve_config("paco", dataset="cifar10"), "autoaugment_policy": "paper"}
     with pytest.raises(LTBenchError, match="autoaugment_policy"):
         check_views_config(config)
     with pytest.raises(LTBenchError, match="autoaugment_policy"):

@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--out", type=Path, default=Path("reports"), help="where the report files go (default: reports)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"|run - paper| in top-1 points that counts as reproduced (default: {DEFAULT_TOLERANCE})")
-    p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
+    p.add_argument("--formats", nargs="+", action="extend", choices=FORMATS,
                    help=f"what to write (default: all of {' '.join(FORMATS)})")
     p.add_argument("--no-plots", action="store_true", help="no figures: no PNG files, HTML without images")
     return p.parse_args(argv)
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
 @main_guard
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
-    report = build_report(args.results_dir, args.out, tolerance=args.tolerance, formats=args.formats,
+    report = build_report(args.results_dir, args.out, tolerance=args.tolerance, formats=args.formats or list(FORMATS),
                           plots=not args.no_plots)
     if report.empty:
         print(f"no runs under {args.results_dir}: nothing to report (run run_benchmark.py first)")

@@ -37,16 +37,18 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     # No abbreviations: `--epoch 3` must be an error, not silently `--epochs 3` (or a grid started).
     p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--grid", default="smoke", help=f"grid in configs/grids/ (known: {', '.join(grid_names())})")
-    p.add_argument("--datasets", nargs="+", help="only these datasets of the grid")
-    p.add_argument("--methods", nargs="+", help="only these methods")
-    p.add_argument("--imb-factors", nargs="+", type=float, help="imbalance factors (>= 1)")
-    p.add_argument("--seeds", nargs="+", type=int, help="seeds")
+    # List options accumulate: `--set a=1 --set b=2` keeps both (argparse's default would keep the last).
+    p.add_argument("--datasets", nargs="+", action="extend", help="only these datasets of the grid")
+    p.add_argument("--methods", nargs="+", action="extend", help="only these methods")
+    p.add_argument("--imb-factors", nargs="+", action="extend", type=float, help="imbalance factors (>= 1)")
+    p.add_argument("--seeds", nargs="+", action="extend", type=int, help="seeds")
     p.add_argument("--epochs", type=int, help="override every run's epochs")
     p.add_argument("--tiny", action="store_true",
                    help="tiny subsets for a quick end-to-end check: <= 20 train and 10 test images per "
                         "class, 2 epochs unless --epochs (results go to <dataset>-tiny/)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128); repeatable "
+                        "(every --set is kept; a key set twice takes its last value)")
     p.add_argument("--data-root", type=Path, default=Path("data"), help="where the datasets live (default: data)")
     p.add_argument("--download", action="store_true", help="download missing datasets (CIFAR) into --data-root")
     p.add_argument("--split-dir", type=Path,
@@ -55,6 +57,9 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                    help="evaluate this checkpoint instead of training (ltbench's checkpoint.pt or the BCCL/BCL/PaCo "
                         "release format) on the one cell named by --datasets/--methods/--imb-factors; results in "
                         "<dataset>/if<IF>/<method>/eval-<checkpoint name>/")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="--eval-checkpoint: unpickle the file fully (weights_only=False) when it holds types outside "
+                        "the release formats' allow-list; only for files you trust (unpickling can run code)")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go (default: results)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files into each run folder")
@@ -139,6 +144,8 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
+    if args.unsafe_load and args.eval_checkpoint is None:
+        raise LTBenchError("--unsafe-load applies to --eval-checkpoint only")
     if args.log_interval < 0:
         raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
     options = GridOptions(
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.eval_checkpoint is not None:
         from benchmarks.checkpoint_eval import evaluate_checkpoint
 
-        return evaluate_checkpoint(args.eval_checkpoint, runs, options)
+        return evaluate_checkpoint(args.eval_checkpoint, runs, options, unsafe_load=args.unsafe_load)
     launch, where = make_launcher(args, argv, options)
     preflight(runs, options)
     from benchmarks import distributed

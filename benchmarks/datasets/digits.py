@@ -6,6 +6,9 @@ crops, AutoAugment) applies unchanged. Per class, a fixed `TEST_PER_CLASS` image
 private RandomState(0), independent of the run's seed) form a balanced held-out test set; the rest
 are the balanced pool from which the LDAM-DRW procedure takes the long-tailed training subset,
 with n_max = the smallest class's pool so that every class can supply its share.
+
+Why through scikit-learn rather than a copy of the array in ltbench: scikit-learn ships the
+UCI data (CC BY 4.0) with its provenance, and ltbench then redistributes no data at all.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Where one training step of each method spends its time on the CPU.
 
-For every registered method at its recipe batch size (128) on CIFAR-100-LT-shaped synthetic data:
+For every registered method at its recipe batch size (128; Balanced Softmax 512) on
+CIFAR-100-LT-shaped synthetic data, at the last epoch (so DRW's class weights are on):
 building the step's views (reference per-image pipeline vs the fast batched one, same views),
 `training_step` (forward and losses), backward, and the optimiser step plus the method's
 `after_step` hook. Median of `--repeats` steps after one warm-up step; one thread by default so
@@ -34,7 +35,7 @@ def ms(fn):
     return out, 1000 * (time.perf_counter() - start)
 
 
-def measure(method_name: str, data, repeats: int) -> dict[str, float]:
+def measure(method_name: str, data, repeats: int) -> tuple[int, dict[str, float]]:
     config = resolve_config(method_name, "synthetic100", 100, 0, overrides={"epochs": 200})
     batch = config["batch_size"]
     method = build_method(config, data.num_classes, torch.as_tensor(data.class_counts))
@@ -66,7 +67,7 @@ def measure(method_name: str, data, repeats: int) -> dict[str, float]:
         for key, value in zip(parts, (t_ref, t_fast, t_fwd, t_bwd, t_opt)):
             value_list = parts[key]
             value_list.append(value)
-    return {k: statistics.median(v) for k, v in parts.items()}
+    return batch, {k: statistics.median(v) for k, v in parts.items()}
 
 
 def main() -> None:
@@ -79,17 +80,17 @@ def main() -> None:
     torch.manual_seed(0)
     data = build_dataset("synthetic100", DatasetRequest(imb_factor=100))
     methods = args.methods or METHODS.names()
-    print(f"CPU step breakdown, torch {torch.__version__}, {args.threads} thread(s), batch 128, "
+    print(f"CPU step breakdown, torch {torch.__version__}, {args.threads} thread(s), recipe batch, "
           f"C = 100, median of {args.repeats} steps (BCCL at a re-clustering epoch)\n")
-    print("| method | views (reference) ms | views (fast) ms | forward ms | backward ms | optimizer ms | "
+    print("| method | batch | views (reference) ms | views (fast) ms | forward ms | backward ms | optimizer ms | "
           "step with fast views ms | views share, reference -> fast |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in methods:
-        r = measure(name, data, args.repeats)
+        batch, r = measure(name, data, args.repeats)
         compute = r["forward"] + r["backward"] + r["optimizer"]
         share_ref = r["views_reference"] / (r["views_reference"] + compute)
         share_fast = r["views_fast"] / (r["views_fast"] + compute)
-        print(f"| {name} | {r['views_reference']:.0f} | {r['views_fast']:.0f} | {r['forward']:.0f} | "
+        print(f"| {name} | {batch} | {r['views_reference']:.0f} | {r['views_fast']:.0f} | {r['forward']:.0f} | "
               f"{r['backward']:.0f} | {r['optimizer']:.0f} | {compute + r['views_fast']:.0f} | "
               f"{100 * share_ref:.0f}% -> {100 * share_fast:.0f}% |")
 

@@ -12,9 +12,8 @@ Columns: the reference, FastView with its CPU defaults (strategy "grouped": samp
 op and ops run in place on slices; chunks of 256 images, 1024 for the AutoAugment views), and
 FastView with strategy "masked" (the sync-free strategy used on accelerators). FastView applies
 `keep_freed_memory()` on its first CPU call (glibc keeps freed memory: no page-fault churn), so
-the process runs with it for every column; `--compile` adds FastView(compile=True) on the
-contrastive views (torch.compile of their heavy ops; its first call, which compiles for a minute
-or two, is not timed).
+the process runs with it for every column. (The `--compile` column of earlier RESULTS.md entries
+timed torch.compile'd view kernels; they were slower than the eager path and were removed.)
 When CUDA is available the fast pipeline is also timed there (wall clock, synchronised; batches
 of 512 and 4096). Prints a markdown table.
 """
@@ -37,7 +36,6 @@ from benchmarks.views.fast import keep_freed_memory  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
-COMPILED_VIEWS = ("simclr", "contrastive", "contrastive_blur")  # compile=True changes only these
 
 
 def _rate(step, items_per_call: int, seconds: float, sync=None) -> float:
@@ -71,9 +69,7 @@ def reference_rate(name: str, images: np.ndarray, seconds: float) -> float:
 
 
 def fast_rate(name: str, batch: torch.Tensor, seconds: float, strategy: str = "auto") -> float:
-    """strategy "compile": the default strategy with compile=True."""
-    compiled = strategy == "compile"
-    view = FastView(name, CIFAR_MEAN, CIFAR_STD, strategy="auto" if compiled else strategy, compile=compiled)
+    view = FastView(name, CIFAR_MEAN, CIFAR_STD, strategy=strategy)
     sync = torch.cuda.synchronize if batch.is_cuda else None
     return _rate(lambda: view(batch), batch.shape[0], seconds, sync)
 
@@ -94,7 +90,6 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--views", nargs="*", default=list(VIEW_NAMES))
-    parser.add_argument("--compile", action="store_true", help="also time compile=True (contrastive views)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -105,17 +100,13 @@ def main(argv=None) -> int:
     keep_freed_memory()  # what FastView does on its first CPU call, applied before any timing
     rates = {}
     for name in args.views:
-        strategies = ["auto", "masked"] + (["compile"] if args.compile and name in COMPILED_VIEWS else [])
-        rates[name] = best_rates(name, images, batch, args, strategies)
+        rates[name] = best_rates(name, images, batch, args, ["auto", "masked"])
 
     print(f"torch {torch.__version__}, 1 CPU thread (thread CPU time), fast batch {args.batch}, 32x32 uint8, "
           f"best of {args.rounds} rounds of ~{args.seconds:g} s")
     print()
     header = "| view | reference img/s | fast img/s | speed-up | fast masked img/s | speed-up masked |"
     sep = "|---|---:|---:|---:|---:|---:|"
-    if args.compile:
-        header += " fast compile=True img/s | speed-up compiled |"
-        sep += "---:|---:|"
     cuda = torch.cuda.is_available()
     if cuda:
         header += " CUDA b512 img/s | CUDA b4096 img/s |"
@@ -125,9 +116,6 @@ def main(argv=None) -> int:
     for name in args.views:
         ref, fast, masked = rates[name][:3]
         row = f"| {name} | {ref:,.0f} | {fast:,.0f} | {fast / ref:.1f}x | {masked:,.0f} | {masked / ref:.1f}x |"
-        if args.compile:
-            comp = rates[name][3] if len(rates[name]) > 3 else None
-            row += f" {comp:,.0f} | {comp / ref:.1f}x |" if comp else " (as fast) | |"
         if cuda:
             gpu = batch.cuda()
             big = gpu.repeat(max(1, 4096 // args.batch), 1, 1, 1)

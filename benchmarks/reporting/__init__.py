@@ -15,6 +15,7 @@ training code (torch, datasets, methods), so reporting works on a machine that o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +66,8 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise LTBenchError(f"unknown report format(s) {sorted(unknown)}; known: {', '.join(FORMATS)}")
-    if not tolerance >= 0:
-        raise LTBenchError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise LTBenchError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
 
     numbers = load_paper_numbers(paper_numbers_file)
     runs = load_runs(results_dir)

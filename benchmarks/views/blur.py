@@ -20,8 +20,8 @@ the float -> int32 conversion of integer levels, so the result is exact by const
 tests also compare with Pillow directly).
 
 Two executions of that pass:
-- `_blur_functional`: pad by replication, five slices, a fresh tensor per op; used off CPU and
-  under torch.compile (`reuse_buffers=False`).
+- `_blur_functional`: pad by replication, five slices, a fresh tensor per op; used off CPU
+  (and on CPU with `reuse_buffers=False`).
 - `_blur_workspace` (CPU, eager): flat padded int32 buffers reused across calls, where the five
   taps are shifted windows of one buffer, so a pass is 7 contiguous (images, 3456) ops, 6 in
   place, with no padding copies and no transposes; only the two replicated border columns
@@ -82,7 +82,7 @@ def pass_coefficients(sigma, n: int, device, passes: int = 3) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
-# Functional execution (any device, torch.compile)
+# Functional execution (any device)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -224,7 +224,7 @@ def gaussian_blur(x: torch.Tensor, sigma, passes: int = 3, reuse_buffers: bool =
     (or uint8), bit-identical to Pillow. sigma: a scalar or (N,) values in (0, 2].
 
     reuse_buffers=True on CPU runs the workspace execution (fast, eager only; the input is not
-    modified); otherwise the purely functional one (other devices, torch.compile).
+    modified); otherwise the purely functional one (other devices).
     """
     n = x.shape[0]
     if n == 0:

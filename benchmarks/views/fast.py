@@ -57,6 +57,10 @@ rendered per image by compiled loops (numba: `contrastive_cpu`, and `autoaug_cpu
 AutoAugment views; the same float32 operations as the torch ops here, 1.5-3x faster than the
 best torch formulations measured); other grouped ops use `index_select` / `index_copy_`. Both
 strategies consume the same random numbers and return identical outputs.
+
+numba is optional (`pip install 'ltbench[fast-cpu]'`): without it the grouped CPU path runs the
+contrastive and AutoAugment views with the torch ops below, which give the same outputs bit for
+bit (tested), only slower; the first such view says so in one log line (`numba_available`).
 """
 
 from __future__ import annotations
@@ -925,7 +929,7 @@ def _jitter_blend(x: torch.Tensor, op_id: torch.Tensor, factor: torch.Tensor) ->
     """Brightness (op 0), contrast (1) or saturation (2) per sample on a float32 batch, as one
     blend trunc(clip(deg + f (x - deg))) with deg = 0, the rounded mean grey level or the grey
     image: the same float32 operations as the three separate ops (`_blend`), in one pass over
-    the samples. Returns a new tensor (the masked strategy and torch.compile need x intact)."""
+    the samples. Returns a new tensor (the masked strategy needs x intact)."""
     gray = gray_levels(x)
     mean = contrast_mean(x, gray)
     is_contrast = _col((op_id == 1).to(x.dtype))
@@ -935,22 +939,21 @@ def _jitter_blend(x: torch.Tensor, op_id: torch.Tensor, factor: torch.Tensor) ->
 
 
 def color_jitter(x: torch.Tensor, applied: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
-                 strategy: str = "masked", kernels: dict | None = None) -> torch.Tensor:
+                 strategy: str = "masked") -> torch.Tensor:
     """RandomApply(ColorJitter) with given draws (see `sample_jitter`): in slot k each applied
     sample runs op order[:, k] (0 brightness, 1 contrast, 2 saturation, 3 hue) with its factor.
 
     Per slot, the three blends run as one op (`_jitter_blend`) and hue as another, on the samples
     that chose them ("grouped") or on all and merged ("masked"). (The contrastive views on CPU
-    use `contrastive_cpu` instead.)
+    use `contrastive_cpu` instead, when numba is installed.)
     """
     out = _owned_float(x)
     apply = _APPLY[strategy]
-    kernels = kernels or EAGER_KERNELS
     for slot in range(4):
         op_id = order[:, slot]
         factor = factors.gather(1, op_id.view(-1, 1)).squeeze(1)
-        out = apply(out, applied & (op_id < 3), kernels["jitter_blend"], op_id, factor)
-        out = apply(out, applied & (op_id == 3), kernels["adjust_hue"], factors[:, 3])
+        out = apply(out, applied & (op_id < 3), _jitter_blend, op_id, factor)
+        out = apply(out, applied & (op_id == 3), adjust_hue, factors[:, 3])
     return out.to(x.dtype)
 
 
@@ -1048,16 +1051,35 @@ def sample_view(name: str, n: int, h: int, w: int, device) -> dict[str, torch.Te
     return params
 
 
-def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
-                kernels: dict | None = None) -> torch.Tensor:
+def numba_available() -> bool:
+    """Whether the per-image numba loops can run; without numba the torch ops render the same
+    views (identical outputs, slower) and the first call says so in one log line."""
+    global _NUMBA
+    if _NUMBA is None:
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            _NUMBA = False
+            from benchmarks.logs import LOGGER
+
+            LOGGER.warning("note: numba is not installed: the CPU fast views use the torch path (identical "
+                           "outputs, slower); pip install 'ltbench[fast-cpu]' for the compiled loops")
+        else:
+            _NUMBA = True
+    return _NUMBA
+
+
+_NUMBA: bool | None = None
+
+
+def render_view(name: str, images: torch.Tensor, params: dict, strategy: str) -> torch.Tensor:
     """The view of `images` (uint8) for given draws (see `sample_view`), as float32 levels
-    0..255 before normalisation (Cutout already applied). `kernels`: the functions for the
-    contrastive views' heavy ops (`EAGER_KERNELS` or `compiled_kernels()`)."""
+    0..255 before normalisation (Cutout already applied)."""
     apply = _APPLY[strategy]
-    kernels = kernels or EAGER_KERNELS
     if name == "test":
         return images.float()
-    if name in AUTOAUG_VIEWS and strategy == "grouped" and images.device.type == "cpu":
+    numba_loops = strategy == "grouped" and images.device.type == "cpu" and numba_available()
+    if name in AUTOAUG_VIEWS and numba_loops:
         # imported here: autoaug_cpu builds on this module's ops and tables (and needs numba)
         from benchmarks.views.autoaug_cpu import render_autoaug_cpu
 
@@ -1069,14 +1091,14 @@ def render_view(name: str, images: torch.Tensor, params: dict, strategy: str,
         x = _autoaugment_owned(x, params["policy"], params["u"], params["sign"], strategy, AUTOAUG_VIEWS[name])
         h, w = x.shape[-2:]
         return x.mul_(cutout_keep(params["cy"], params["cx"], h, w, CUTOUT_LENGTH))
-    if strategy == "grouped" and images.device.type == "cpu":
+    if numba_loops:
         return _render_contrastive_cpu(name, images, params)
-    x = kernels["resized_crop"](images, params["top"], params["left"], params["height"],
-                                params["width"], params["flip"], size=images.shape[-2])
-    x = color_jitter(x, params["applied"], params["factors"], params["order"], strategy, kernels)
-    x = apply(x, params["gray"], kernels["grayscale"])
+    x = resized_crop_levels(images, params["top"], params["left"], params["height"],
+                            params["width"], params["flip"], size=images.shape[-2])
+    x = color_jitter(x, params["applied"], params["factors"], params["order"], strategy)
+    x = apply(x, params["gray"], grayscale)
     if name == "contrastive_blur":
-        x = apply(x, params["blur"], kernels["gaussian_blur"], params["sigma"])
+        x = apply(x, params["blur"], gaussian_blur, params["sigma"])
     return x
 
 
@@ -1099,33 +1121,6 @@ def _render_contrastive_cpu(name: str, images: torch.Tensor, params: dict) -> to
                                                params["factors"], shifts, params["gray"], blur, coef)]
     render_contrastive(*arrays)
     return out
-
-
-EAGER_KERNELS = {
-    "resized_crop": resized_crop_levels,
-    "jitter_blend": _jitter_blend,
-    "adjust_hue": adjust_hue,
-    "grayscale": grayscale,
-    "gaussian_blur": gaussian_blur,
-}
-_COMPILED_KERNELS: dict = {}
-
-
-def compiled_kernels() -> dict:
-    """`EAGER_KERNELS` through torch.compile (inductor), built once per process.
-
-    Why: the contrastive views are long chains of elementwise ops (the HSV round trip alone is
-    about 70), which inductor fuses into a few loops, with identical outputs (all ops are exact
-    float32 integer arithmetic or single roundings that fusion does not change; tests marked
-    `compile` check it). Used by the masked strategy (the accelerators'; untested for speed on a
-    GPU); on CPU the grouped strategy renders the contrastive views with `contrastive_cpu`
-    whatever the kernels. Dynamic shapes, because grouped ops feed subsets of varying size. The first call compiles, about a minute or two per
-    process on CPU (less with inductor's on-disk cache).
-    """
-    if not _COMPILED_KERNELS:
-        functional = {**EAGER_KERNELS, "gaussian_blur": functools.partial(gaussian_blur, reuse_buffers=False)}
-        _COMPILED_KERNELS.update({k: torch.compile(fn, dynamic=True) for k, fn in functional.items()})
-    return _COMPILED_KERNELS
 
 
 def keep_freed_memory() -> bool:
@@ -1173,18 +1168,14 @@ class FastView:
     the cache: a 128-image elementwise op measured 2-3x faster per element than a 512-image one,
     while smaller chunks multiply the per-op overhead; on other devices the default is one chunk.
     On CPU, the first call applies `keep_freed_memory()` (once per process), which avoids page
-    faults that otherwise cost about as much as the arithmetic. compile=True runs the
-    contrastive views' heavy ops through torch.compile (`compiled_kernels`) in the masked
-    strategy: same outputs; off by default, untested for speed on a GPU (on CPU the grouped
-    strategy's numba loops are used either way).
+    faults that otherwise cost about as much as the arithmetic.
 
     strategy: "masked" (every op on the whole chunk, merged arithmetically: no device sync),
     "grouped" (each op only on the samples that chose it) or "auto": grouped on CPU, masked
     elsewhere. Both give identical outputs for the same random state.
     """
 
-    def __init__(self, name: str, mean, std, strategy: str = "auto", chunk: int | None = None,
-                 compile: bool = False) -> None:
+    def __init__(self, name: str, mean, std, strategy: str = "auto", chunk: int | None = None) -> None:
         check_view_name(name)
         if strategy not in ("auto", "masked", "grouped"):
             raise LTBenchError(f"unknown strategy {strategy!r}; use auto, masked or grouped")
@@ -1195,11 +1186,10 @@ class FastView:
         self.std = tuple(float(s) for s in std)
         self.strategy = strategy
         self.chunk = chunk
-        self.compile = compile
         self._constants: dict = {}
 
     def __repr__(self) -> str:
-        return f"FastView({self.name!r}, strategy={self.strategy!r}, chunk={self.chunk}, compile={self.compile})"
+        return f"FastView({self.name!r}, strategy={self.strategy!r}, chunk={self.chunk})"
 
     def strategy_for(self, device: torch.device) -> str:
         if self.strategy != "auto":
@@ -1223,7 +1213,6 @@ class FastView:
         params = sample_view(self.name, n, h, w, dev)
         strategy = self.strategy_for(dev)
         chunk = self.chunk_for(dev, n)
-        kernels = compiled_kernels() if self.compile else EAGER_KERNELS
         key = str(dev)
         if key not in self._constants:  # built once per device, not in the hot path
             scale, shift = normalize_constants(self.mean, self.std, dev)
@@ -1232,8 +1221,7 @@ class FastView:
         out = torch.empty((n, 3, h, w), dtype=torch.float32, device=dev)
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
-            levels = render_view(self.name, images[part], {k: v[part] for k, v in params.items()}, strategy,
-                                 kernels)
+            levels = render_view(self.name, images[part], {k: v[part] for k, v in params.items()}, strategy)
             # ToTensor + Normalize (`normalize_constants`): per channel with a Python-float scale,
             # `torch.add(shift_c, levels_c, alpha=scale_c)` is one vectorised multiply-add
             # (measured ~2x faster on CPU than addcmul with two broadcast operands)

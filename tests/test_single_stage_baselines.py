@@ -1,0 +1,192 @@
+"""The single-stage baselines (ce_drw, ldam_drw, focal, cb_focal, balanced_softmax, logit_adjust):
+each loss against hand-worked values, the class-balanced weights, the DRW switch at the right
+epoch inside the generic loop, each method's step equal to its public loss, and the recipes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from baselines.balanced_softmax import balanced_softmax_loss
+from baselines.focal import focal_loss
+from baselines.ldam import ldam_loss, ldam_margins
+from baselines.reweighting import class_balanced_weights
+from benchmarks import LTBenchError
+from benchmarks.config import resolve_config
+from benchmarks.datasets import DatasetRequest, build_dataset
+from benchmarks.losses import logit_adjusted_ce
+from benchmarks.methods import build_method
+from benchmarks.training import Trainer
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: more threads only add contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+NEW_METHODS = ("ce_drw", "ldam_drw", "focal", "cb_focal", "balanced_softmax", "logit_adjust")
+
+
+# -- class-balanced weights ------------------------------------------------------------------------
+def test_class_balanced_weights_by_hand():
+    # beta 0.5, n = (2, 1): (1 - b) / (1 - b^n) = (0.5 / 0.75, 0.5 / 0.5) = (2/3, 1); sum 5/3 -> x 2 / (5/3)
+    weights = class_balanced_weights([2, 1], 0.5)
+    assert weights.dtype == torch.float32 and weights.shape == (2,)
+    assert torch.allclose(weights, torch.tensor([0.8, 1.2]), atol=1e-7)
+    assert torch.equal(class_balanced_weights(torch.tensor([5000, 50, 1]), 0.0), torch.ones(3))
+    cifar = class_balanced_weights([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50], 0.9999)
+    assert math.isclose(float(cifar.sum()), 10.0, rel_tol=1e-6) and (cifar[1:] > cifar[:-1]).all()
+    # n = 1 at beta 0.9999: effective number exactly 1 - 0.9999 = 1e-4 -> raw weight 1
+    assert torch.allclose(class_balanced_weights([1, 1], 0.9999), torch.ones(2))
+
+
+def test_class_balanced_weights_refuse_empty_classes_and_bad_beta():
+    with pytest.raises(ValueError, match="class count >= 1"):
+        class_balanced_weights([3, 0], 0.9)
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\)"):
+        class_balanced_weights([3, 1], 1.0)
+
+
+# -- losses by hand --------------------------------------------------------------------------------
+def test_focal_loss_by_hand():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    labels = torch.tensor([0, 0])
+    ln2, ln43 = math.log(2), math.log(4 / 3)  # CE of p = 1/2 and p = 3/4
+    assert torch.allclose(focal_loss(logits[:1], labels[:1], 0.0), torch.tensor(ln2))
+    assert torch.allclose(focal_loss(logits[:1], labels[:1], 2.0), torch.tensor(0.25 * ln2))
+    assert torch.allclose(focal_loss(logits, labels, 1.0), torch.tensor((0.5 * ln2 + 0.25 * ln43) / 2))
+    # weighted as the release: CE_i = w_y * CE, p_i = exp(-CE_i) (0.25 and 0.5625), plain batch mean
+    weighted = focal_loss(logits, labels, 1.0, weight=torch.tensor([2.0, 1.0]))
+    expected = ((1 - 0.25) * 2 * ln2 + (1 - 0.5625) * 2 * ln43) / 2
+    assert torch.allclose(weighted, torch.tensor(expected), atol=1e-6)
+
+
+def test_ldam_margins_and_loss_by_hand():
+    assert torch.allclose(ldam_margins([16, 1], 0.5), torch.tensor([0.25, 0.5]))  # 16^-1/4 = 0.5, scaled to max 0.5
+    logits = torch.tensor([[0.5, 0.2], [0.1, 0.6]])  # cosines
+    labels = torch.tensor([0, 1])
+    # sample 0: (0.5 - 0.25, 0.2) * 30 = (7.5, 6): CE = log(1 + e^-1.5); sample 1: (0.1, 0.6 - 0.5) * 30: CE = ln 2
+    ce0, ce1 = math.log(1 + math.exp(-1.5)), math.log(2)
+    assert torch.allclose(ldam_loss(logits, labels, [16, 1]), torch.tensor((ce0 + ce1) / 2), atol=1e-6)
+    assert torch.allclose(ldam_loss(logits, labels, torch.tensor([16, 1]), weight=torch.tensor([1.0, 3.0])),
+                          torch.tensor((ce0 + 3 * ce1) / 4), atol=1e-6)  # weighted mean, as F.cross_entropy
+    # margins only on the true class: the other logit keeps its value
+    assert torch.allclose(ldam_loss(logits, labels, [1, 1], max_m=0.0, s=1.0), F.cross_entropy(logits, labels))
+
+
+def test_balanced_softmax_and_logit_adjustment_by_hand():
+    logits = torch.zeros(2, 2)
+    labels = torch.tensor([1, 0])
+    # logits + log n = (ln 3, 0): p = (3/4, 1/4)
+    expected = (math.log(4) + math.log(4 / 3)) / 2
+    assert torch.allclose(balanced_softmax_loss(logits, labels, [3, 1]), torch.tensor(expected))
+    assert torch.allclose(balanced_softmax_loss(logits, labels, torch.tensor([3, 1])), torch.tensor(expected))
+    prior = torch.log(torch.tensor([0.75, 0.25]))
+    assert torch.allclose(logit_adjusted_ce(logits, labels, prior), torch.tensor(expected))  # shift-invariant
+    # tau 2: softmax of (2 ln 3/4, 2 ln 1/4) is (9/10, 1/10)
+    assert torch.allclose(logit_adjusted_ce(logits[:1], labels[:1], prior, tau=2.0), torch.tensor(math.log(10)))
+
+
+# -- the methods -----------------------------------------------------------------------------------
+COUNTS = torch.tensor([50, 20, 5, 1])
+
+
+def method_and_batch(name: str, **overrides):
+    torch.manual_seed(0)
+    method = build_method(resolve_config(name, overrides=overrides), 4, COUNTS)
+    images = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    return method, images, torch.tensor([0, 1, 2, 3, 3, 0])
+
+
+@pytest.mark.parametrize("name", NEW_METHODS)
+def test_each_methods_step_is_its_public_loss(name):
+    method, images, labels = method_and_batch(name, reweight_epoch=1) if name in ("ce_drw", "ldam_drw", "cb_focal") \
+        else method_and_batch(name)
+    assert method.view_names() == ("crop_flip",)
+    for epoch in (0, 1):
+        out = method.training_step([images], labels, epoch=epoch, step=0)
+        with torch.no_grad():
+            logits = method.classifier(method.backbone(images))
+        cfg = method.config
+        weight = class_balanced_weights(COUNTS, 0.9999) if cfg["reweight"] == "class_balanced" and epoch >= \
+            cfg["reweight_epoch"] else (torch.ones(4) if cfg["reweight"] == "class_balanced" else None)
+        expected = {
+            "ce_drw": lambda: F.cross_entropy(logits, labels, weight=weight),
+            "ldam_drw": lambda: ldam_loss(logits, labels, COUNTS, 0.5, 30.0, weight),
+            "focal": lambda: focal_loss(logits, labels, 1.0, weight),
+            "cb_focal": lambda: focal_loss(logits, labels, 1.0, weight),
+            "balanced_softmax": lambda: balanced_softmax_loss(logits, labels, COUNTS),
+            "logit_adjust": lambda: logit_adjusted_ce(logits, labels, torch.log(COUNTS / COUNTS.sum())),
+        }[name]()
+        assert torch.allclose(out["loss"], expected, atol=1e-6), (name, epoch)
+        out["loss"].backward()
+        assert all(p.grad is not None for p in method.classifier.parameters())
+
+
+def test_ldam_uses_the_released_normed_classifier():
+    method, images, _ = method_and_batch("ldam_drw")
+    with torch.no_grad():
+        logits = method.eval_logits(images)
+    assert logits.abs().max() <= 1.0 + 1e-6  # cosines, unscaled: s lives in the loss
+    assert torch.all(method.classifier.weight.norm(dim=0) <= 1.0 + 1e-5)
+
+
+def test_drw_switches_at_the_drw_epoch_in_the_generic_loop(tmp_path):
+    """The loop trains epochs 0, 1, 2; with reweight_epoch 2 the loss gets all-ones weights in
+    epochs 0 and 1 and the class-balanced ones from epoch 2: no method code decides it."""
+    data = build_dataset("digits", DatasetRequest(imb_factor=10, train_cap_per_class=13, test_cap_per_class=1))
+    assert list(data.class_counts) == [13] * 9 + [12]  # unequal: the weights differ from ones
+    config = resolve_config("ce_drw", "digits", 10, 0, overrides={
+        "epochs": 3, "batch_size": 130, "warmup_epochs": 1, "reweight_epoch": 2, "pipeline": "reference"})
+    trainer = Trainer(config, data, tmp_path, torch.device("cpu"), progress=False)
+    seen: dict[int, torch.Tensor] = {}
+    original = trainer.method.training_step
+
+    def spy(views, labels, epoch, step):
+        seen[epoch] = trainer.method.class_weights(epoch).clone()
+        return original(views, labels, epoch, step)
+
+    trainer.method.training_step = spy
+    trainer.run()
+    counts = torch.as_tensor(data.class_counts)
+    assert torch.equal(seen[0], torch.ones(10)) and torch.equal(seen[1], torch.ones(10))
+    assert torch.equal(seen[2], class_balanced_weights(counts, 0.9999))
+    assert not torch.equal(seen[2], seen[1])
+
+
+def test_recipes_follow_the_releases():
+    for name in ("ce_drw", "ldam_drw", "focal", "cb_focal"):  # LDAM-DRW's cifar_train.py
+        c = resolve_config(name)
+        assert (c["epochs"], c["batch_size"], c["lr"], c["weight_decay"], c["drop_last"]) == (200, 128, 0.1, 2e-4, False)
+        assert (c["lr_schedule"], c["warmup_epochs"], c["lr_steps"]) == ("warmup_step", 5, [[160, 0.01], [180, 0.0001]])
+    assert [resolve_config(n)["reweight_epoch"] for n in ("ce_drw", "ldam_drw", "cb_focal")] == [160, 160, 0]
+    assert resolve_config("ce_drw")["reweight"] == "class_balanced" and resolve_config("focal")["reweight"] == "none"
+    assert resolve_config("ce_drw")["reweight_beta"] == 0.9999
+    ldam = resolve_config("ldam_drw")
+    assert (ldam["classifier"], ldam["cosine_scale"], ldam["ldam_max_m"], ldam["ldam_s"]) == ("cosine", 1.0, 0.5, 30.0)
+    assert resolve_config("focal")["focal_gamma"] == resolve_config("cb_focal")["focal_gamma"] == 1.0
+    la10, la100 = resolve_config("logit_adjust", "cifar10"), resolve_config("logit_adjust", "cifar100")
+    assert (la10["epochs"], la10["warmup_epochs"], la10["nesterov"], la10["la_tau"]) == (1241, 20, True, 1.0)
+    assert la100["lr_steps"] == [[691, 0.1], [1059, 0.01], [1290, 0.001]] and la100["epochs"] == 1419
+    bs = resolve_config("balanced_softmax", "cifar100")
+    assert (bs["batch_size"], bs["weight_decay"], bs["epochs"], bs["warmup_epochs"]) == (512, 5e-4, 591, 37)
+
+
+def test_reweighting_is_refused_for_a_method_that_ignores_weights():
+    with pytest.raises(LTBenchError, match="method bccl takes no per-class loss weights"):
+        resolve_config("bccl", overrides={"reweight": "class_balanced"})
+    with pytest.raises(LTBenchError, match="unknown reweight 'effective'"):
+        resolve_config("ce", overrides={"reweight": "effective"})
+    with pytest.raises(LTBenchError, match="reweight_beta must be < 1"):
+        resolve_config("ce_drw", overrides={"reweight_beta": 1.5})
+    with pytest.raises(LTBenchError, match="ldam_s must be > 0"):
+        resolve_config("ldam_drw", overrides={"ldam_s": 0})
+    with pytest.raises(LTBenchError, match="focal_gamma must be >= 0"):
+        resolve_config("cb_focal", overrides={"focal_gamma": -1})
+    assert resolve_config("ce", overrides={"reweight": "class_balanced"})["reweight"] == "class_balanced"
