@@ -30,7 +30,8 @@ anything else the method carries (heads, queues, centroids, key encoder) is load
 and otherwise left at its initial value (it does not enter the evaluation). Violations raise an
 `LTBenchError` listing the missing, unexpected and mismatched keys.
 
-Output: `<results>/<dataset>/if<IF>/<method>/eval-<checkpoint name>/` (beside the seed folders,
+Output: `<results>/<dataset>/if<IF>/<method>/eval-<checkpoint name>/` (beside the seed folders;
+`<method>@<variant>/eval-...` when `--set` makes the configuration a variant,
 so the report, which reads `seed*` folders, never mixes an evaluated checkpoint into the
 trained runs' statistics) with `config.yaml` (the resolved config of the cell, `--set` applied),
 `metrics.json` (the training runs' structure; best = last = the checkpoint's last epoch, 0-based,
@@ -235,10 +236,10 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
     from benchmarks.environment import environment_record
     from benchmarks.evaluation import TestEvaluator, evaluation_metrics
     from benchmarks.predictions import EpochPredictions, write_predictions
-    from benchmarks.grid import DataCache, dataset_label
+    from benchmarks.grid import DataCache
     from benchmarks.methods import build_method
     from benchmarks.logs import LOGGER, run_log
-    from benchmarks.results import DONE, atomic_write_json, atomic_write_yaml, run_dir, write_status
+    from benchmarks.results import DONE, atomic_write_json, atomic_write_yaml, write_status
     from benchmarks.training import Execution, epoch_summary, metrics_record, resolve_device, seed_epoch
 
     cells = sorted({(r.config["dataset"], r.config["imb_factor"], r.config["method"]) for r in runs})
@@ -246,6 +247,9 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
         shown = "; ".join(f"{d} IF{i:g} {m}" for d, i, m in cells[:4])
         raise LTBenchError(f"--eval-checkpoint evaluates one cell, but the selection has {len(cells)} ({shown}"
                            f"{', ...' if len(cells) > 4 else ''}); name it with --datasets, --methods and --imb-factors")
+    if len({r.variant for r in runs}) > 1:
+        raise LTBenchError("--eval-checkpoint evaluates one configuration, but the selection sweeps several; "
+                           "drop --sweep (or use a grid without sweeps)")
     path = Path(path)
     if not path.is_file():
         raise LTBenchError(f"--eval-checkpoint {path}: no such file")
@@ -282,8 +286,7 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
         record["config_keys_differing_from_checkpoint"] = sorted(
             k for k in set(written) | set(config) if written.get(k) != config.get(k))
     result = {**metrics_record(config, data, summary, summary), "checkpoint": record}
-    seed_folder = run_dir(options.results_dir, dataset_label(config), imb, method_name, config["seed"])
-    folder = seed_folder.parent / f"eval-{_checkpoint_name(path)}"
+    folder = runs[0].folder.parent / f"eval-{_checkpoint_name(path)}"  # beside the seeds of its (variant) folder
     if distributed.is_main():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_yaml(folder / "config.yaml", config)

@@ -38,7 +38,9 @@ import yaml
 
 from benchmarks import CONFIG_DIR, LTBenchError
 
-IDENTITY_KEYS = ("dataset", "imb_factor", "method", "seed")
+# What names a run (its folder): `variant` is set by the grid planner, and only on runs that are
+# not the paper recipe (see benchmarks.variants).
+IDENTITY_KEYS = ("dataset", "imb_factor", "method", "variant", "seed")
 
 # How a run executes, not what it computes: changing these is not a deviation from the recipe
 # (they are still recorded in config.yaml and env.json).

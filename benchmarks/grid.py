@@ -1,8 +1,15 @@
 """Grids: expand a YAML grid into runs, check everything before anything is written, run them.
 
 A grid file `configs/grids/<name>.yaml` names datasets, imbalance factors, methods (`all` or a
-list), seeds, and optional `overrides` (for every run) and `method_overrides` (per method). The
-command line can narrow or change each of them.
+list), seeds, and optional `overrides` (for every run), `method_overrides` (per method) and
+`sweeps` (per method: the variants to run, see `benchmarks.variants`). The command line can narrow
+or change each of them (`--sweep` replaces the grid file's sweeps).
+
+Folders: a run of the paper recipe lives in `<method>/seed<S>/`, any other configuration in
+`<method>@<variant>/seed<S>/` (`run_dir`, `benchmarks.variants`). A non-recipe run that an older
+version wrote into `<method>/seed<S>/` (before variants existed) is still found there: while its
+variant folder does not exist, a `<method>/seed<S>/` whose config.yaml is this very configuration
+is the run's folder (`place_run`), so it is skipped or resumed, not trained again elsewhere.
 
 Order of work: plan (resolve and validate every run's config) -> preflight (data present, results
 folder writable, no run folder or checkpoint holding a different config) -> run each cell. Bad
@@ -40,8 +47,9 @@ from benchmarks.results import (
     check_locking, check_writable_dir, done_problem,
     format_imb_factor, read_config, read_metrics, read_status, remove_stale_temp_files, run_dir, write_status,
 )
+from benchmarks.variants import check_sweeps, sweep_points, variant_name, with_variant
 
-GRID_KEYS = {"description", "datasets", "imb_factors", "methods", "seeds", "overrides", "method_overrides"}
+GRID_KEYS = {"description", "datasets", "imb_factors", "methods", "seeds", "overrides", "method_overrides", "sweeps"}
 TINY_TRAIN_CAP, TINY_TEST_CAP, TINY_EPOCHS = 20, 10, 2
 
 
@@ -66,12 +74,14 @@ def load_grid(name: str) -> dict[str, Any]:
         if not isinstance(value, list) and not (key == "methods" and value == "all"):
             accepted = "a list or 'all'" if key == "methods" else "a list"
             raise LTBenchError(f"{path}: {key!r} must be {accepted}, got {value!r}")
-    for key in ("overrides", "method_overrides"):
+    for key in ("overrides", "method_overrides", "sweeps"):
         if not isinstance(grid.get(key) or {}, dict):
             raise LTBenchError(f"{path}: {key!r} must be a mapping, got {grid[key]!r}")
     for method, over in (grid.get("method_overrides") or {}).items():
         if not isinstance(over or {}, dict):
             raise LTBenchError(f"{path}: method_overrides.{method} must be a mapping of keys, got {over!r}")
+    for method, sweeps in (grid.get("sweeps") or {}).items():
+        check_sweeps(sweeps, f"{path}: sweeps.{method}")
     return grid
 
 
@@ -87,6 +97,8 @@ class GridOptions:
     epochs: int | None = None
     tiny: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    sweeps: dict[str, list[Any]] | None = None  # --sweep: {key: [values]}, their product (replaces the grid's)
+    name: str | None = None  # --name: the variant label of this invocation's configuration
     data_root: Path = Path("data")
     download: bool = False
     split_dir: Path | None = None  # imagenet_lt / inat2018: folder of the split files (None: under data_root)
@@ -105,15 +117,69 @@ class Run:
     stage1: "Run | None" = None  # two-stage methods: the run whose final checkpoint this one starts from
 
     @property
+    def variant(self) -> str:
+        return variant_name(self.config)
+
+    @property
     def label(self) -> str:
-        c = self.config
-        return f"{c['dataset']} IF{format_imb_factor(c['imb_factor'])} {c['method']} seed{c['seed']}"
+        c, variant = self.config, self.variant
+        method = f"{c['method']}@{variant}" if variant else c["method"]
+        return f"{c['dataset']} IF{format_imb_factor(c['imb_factor'])} {method} seed{c['seed']}"
 
 
 def dataset_label(config: dict[str, Any]) -> str:
     """Folder name of the dataset: tiny-subset runs live apart from real ones."""
     tiny = config["train_cap_per_class"] > 0 or config["test_cap_per_class"] > 0
     return config["dataset"] + ("-tiny" if tiny else "")
+
+
+def _has_run_files(folder: Path) -> bool:
+    return any((folder / name).exists() for name in ("config.yaml", "status", "checkpoint.pt"))
+
+
+def _holds_config(folder: Path, config: dict[str, Any]) -> bool:
+    try:
+        return read_config(folder) == config
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return False
+
+
+def place_run(config: dict[str, Any], options: GridOptions) -> Run:
+    """The run of a resolved `config` and its folder (see the module docstring): the recipe in
+    `<method>/seed<S>/`, a variant in `<method>@<variant>/seed<S>/` with the `variant` entry added
+    to its config, unless an older version's `<method>/seed<S>/` already holds this configuration
+    (and the variant folder has nothing yet), which then stays its folder, config unchanged."""
+    named = with_variant(config, options.name)
+    variant = variant_name(named)
+    where = (options.results_dir, dataset_label(config), config["imb_factor"], config["method"], config["seed"])
+    folder = run_dir(*where, variant=variant)
+    if variant and options.name is None:
+        unlabelled = run_dir(*where)
+        if not _has_run_files(folder) and _holds_config(unlabelled, config):
+            return Run(config, unlabelled)
+    return Run(named, folder)
+
+
+def _sweep_points(method: str, dataset: str, options: GridOptions, grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sweep points of `method` ([{}]: none), their keys checked; --sweep wins over the grid's."""
+    if options.sweeps:
+        points, where = sweep_points([options.sweeps]), f"--sweep (method {method})"
+    elif method in (grid.get("sweeps") or {}):
+        where = f"grid {options.grid!r} sweeps.{method}"
+        points = sweep_points(check_sweeps(grid["sweeps"][method], where))
+    else:
+        return [{}]
+    schema = paper_recipe(method, dataset)[1]
+    explicit = set(options.overrides) | ({"epochs"} if options.epochs is not None else set())
+    for point in points:
+        check_keys(point, schema, where)
+        both = sorted(set(point) & explicit)
+        if both:
+            raise LTBenchError(f"{where}: {', '.join(both)} also given by --set/--epochs; sweep it or set it, not both")
+    if options.name is not None and len(points) > 1:
+        raise LTBenchError(f"--name names one configuration, but {where} has {len(points)} points; "
+                           "drop --name (each point is labelled by its values)")
+    return points
 
 
 def plan(options: GridOptions) -> list[Run]:
@@ -151,26 +217,50 @@ def plan(options: GridOptions) -> list[Run]:
         resolve_config(name, datasets[0] if datasets else "synthetic",
                        grid_overrides={**(grid.get("overrides") or {}), **(over or {})})
 
-    def make_run(method: str, dataset: str, imb: float, seed: int, cli: dict[str, Any]) -> Run:
+    def method_layers(method: str, cli: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The grid's and the command line's layers for `method`: a post-hoc method's `epochs`
+        (0 in its recipe) is not the grid's or --epochs' to change (an explicit --set is checked)."""
         grid_over = {**(grid.get("overrides") or {}), **(method_overrides.get(method) or {})}
-        if not METHODS.get(method).trains:  # post-hoc: `epochs` (0 in its recipe) is not the grid's to change
+        if not METHODS.get(method).trains:
             grid_over.pop("epochs", None)
             cli = {k: v for k, v in cli.items() if k != "epochs" or "epochs" in options.overrides}
-        config = resolve_config(method, dataset, imb, seed, grid_overrides=grid_over, overrides=cli)
-        return Run(config, run_dir(options.results_dir, dataset_label(config), imb, method, seed))
+        return grid_over, cli
 
-    runs = [make_run(method, dataset, imb, seed, cli)
-            for dataset in datasets for imb in imb_factors for method in methods for seed in seeds]
+    def make_stage1(method: str, config: dict[str, Any]) -> Run:
+        grid_over, method_cli = method_layers(method, {k: v for k, v in cli.items() if k in STAGE1_SHARED_KEYS})
+        return place_run(resolve_config(method, config["dataset"], config["imb_factor"], config["seed"],
+                                        grid_overrides=grid_over, overrides=method_cli), options)
+
+    for name in grid.get("sweeps") or {}:
+        METHODS.get(name)  # a sweep of an unknown method is a typo, whichever methods run
+    runs = []
+    for dataset in datasets:
+        for imb in imb_factors:
+            for method in methods:
+                grid_over, method_cli = method_layers(method, cli)
+                points = _sweep_points(method, dataset, options, grid)
+                for seed in seeds:
+                    configs: list[dict[str, Any]] = []
+                    for point in points:  # points that resolve alike (e.g. the recipe's value) run once
+                        config = resolve_config(method, dataset, imb, seed, grid_overrides=grid_over,
+                                                overrides={**method_cli, **point})
+                        if config not in configs:
+                            configs.append(config)
+                    runs.extend(place_run(config, options) for config in configs)
     if not runs:
         raise LTBenchError(f"grid {options.grid!r} has no runs (an empty list of datasets, IFs, methods or seeds)")
     seen: dict[Path, Run] = {}
     for run in runs:
         if run.folder in seen:
-            raise LTBenchError(f"duplicate cell {run.label} (listed twice; both would write {run.folder})")
+            other = seen[run.folder]
+            if other.config == run.config:
+                raise LTBenchError(f"duplicate cell {run.label} (listed twice; both would write {run.folder})")
+            raise LTBenchError(
+                f"{run.label}: two configurations would share {run.folder} (they differ in: "
+                f"{_differing_keys(other.config, run.config)}); execution keys ({', '.join(EXECUTION_KEYS)}) "
+                "make no variant of their own, and --name gives one name to one configuration")
         seen[run.folder] = run
-    stage1_cli = {k: v for k, v in cli.items() if k in STAGE1_SHARED_KEYS}
-    return link_stages(runs, options, lambda method, c: make_run(method, c["dataset"], c["imb_factor"], c["seed"],
-                                                                 stage1_cli))
+    return link_stages(runs, options, make_stage1)
 
 
 # What a stage-1 run that the grid trains only for a two-stage method (--train-stage1) takes from
@@ -467,14 +557,15 @@ def summary_table(outcomes: list[Outcome]) -> str:
     def fmt(value):
         return "n/a" if value is None else f"{value:.2f}"
 
-    lines = ["| dataset | IF | method | seed | status | best top-1 | last top-1 | many | medium | few | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | IF | method | seed | status | best top-1 | last top-1 | many | medium | few | seconds "
+             "| variant |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         c, m = o.run.config, o.metrics
         best = m["best"] if m else {}
         lines.append(
             f"| {dataset_label(c)} | {format_imb_factor(c['imb_factor'])} | {c['method']} | {c['seed']} | {o.status} | "
             f"{fmt(best.get('top1'))} | {fmt(m['last']['top1'] if m else None)} | {fmt(best.get('many'))} | "
-            f"{fmt(best.get('medium'))} | {fmt(best.get('few'))} | {o.seconds:.1f} |"
+            f"{fmt(best.get('medium'))} | {fmt(best.get('few'))} | {o.seconds:.1f} | {o.run.variant} |"
         )
     return "\n".join(lines)

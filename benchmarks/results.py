@@ -1,6 +1,8 @@
 """The results store: one folder per run, written atomically, read back by the report.
 
-`results/<dataset>/if<IF>/<method>/seed<S>/` holds
+`results/<dataset>/if<IF>/<method>/seed<S>/` is a run of the method's paper recipe;
+`results/<dataset>/if<IF>/<method>@<variant>/seed<S>/` a run of another configuration, labelled as
+`benchmarks.variants` says (its config.yaml's `variant` entry holds the full mapping). Each holds
 - `config.yaml`   the fully resolved configuration (and the recipe deviations)
 - `metrics.json`  final metrics: best and last epoch (top-1, many/medium/few, per-class, ECE
                   overall and per group), counts, wall time, images/s
@@ -55,8 +57,25 @@ def format_imb_factor(imb_factor: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def run_dir(results_root: Path, dataset_label: str, imb_factor: float, method: str, seed: int) -> Path:
-    return Path(results_root) / dataset_label / f"if{format_imb_factor(imb_factor)}" / method / f"seed{seed}"
+VARIANT_SEPARATOR = "@"
+
+
+def method_folder(method: str, variant: str = "") -> str:
+    """`bccl` for the paper recipe, `bccl@eta=0.0` for a variant (a sibling of the recipe's
+    folder, so the depth of every run folder, and `find_runs`' pattern, stay as they were)."""
+    return f"{method}{VARIANT_SEPARATOR}{variant}" if variant else method
+
+
+def split_method_folder(name: str) -> tuple[str, str]:
+    """`bccl@eta=0.0` -> ("bccl", "eta=0.0"); `bccl` -> ("bccl", "")."""
+    method, _, variant = name.partition(VARIANT_SEPARATOR)
+    return method, variant
+
+
+def run_dir(results_root: Path, dataset_label: str, imb_factor: float, method: str, seed: int,
+            variant: str = "") -> Path:
+    return (Path(results_root) / dataset_label / f"if{format_imb_factor(imb_factor)}"
+            / method_folder(method, variant) / f"seed{seed}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -137,7 +156,8 @@ def read_metrics(folder: Path) -> dict[str, Any] | None:
 
 
 def find_runs(results_root: Path) -> list[Path]:
-    """Every run folder under `results_root` (a folder holding a `status` file)."""
+    """Every run folder under `results_root` (a folder holding a `status` file): the paper
+    recipe's `<method>/seed<S>` and the variants' `<method>@<variant>/seed<S>` alike."""
     root = Path(results_root)
     if not root.exists():
         return []

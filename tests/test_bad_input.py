@@ -15,11 +15,15 @@ import torch
 import yaml
 
 import run_benchmark
+from _folders import planned_folder
 
 CELL = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0"]
 TINY = ["--tiny", "--epochs", "1", "--set", "train_cap_per_class=8", "test_cap_per_class=4", "batch_size=16",
         "--no-progress"]
-FOLDER = Path("digits-tiny") / "if10" / "ce" / "seed0"
+
+
+def folder_of(results: Path, seed: int = 0) -> Path:
+    return planned_folder(CELL[:-1] + [str(seed)] + TINY + ["--results-dir", str(results)])  # CELL ends in its seed
 
 
 def snapshot(folder: Path) -> dict:
@@ -32,7 +36,7 @@ def finished(tmp_path_factory):
     torch.set_num_threads(1)
     results = tmp_path_factory.mktemp("finished") / "results"
     assert run_benchmark.main(CELL + TINY + ["--results-dir", str(results)]) == 0
-    assert (results / FOLDER / "status").read_text().strip() == "done"
+    assert (folder_of(results) / "status").read_text().strip() == "done"
     return results
 
 
@@ -61,7 +65,7 @@ BAD = {
     "negative seed": (CELL + ["--seeds", "-1"], r"seed must be a non-negative integer, got -1"),
     "seed not an integer": (CELL + ["--seeds", "one"], r"argument --seeds: invalid int value: 'one'"),
     "IF not a number": (CELL + ["--imb-factors", "ten"], r"argument --imb-factors: invalid float value: 'ten'"),
-    "duplicate cells": (CELL + ["--seeds", "0", "0"], r"duplicate cell digits IF10 ce seed0"),
+    "duplicate cells": (CELL + ["--seeds", "0", "0"], r"duplicate cell digits IF10 ce@\S+ seed0"),
     "negative lr": (CELL + ["--set", "lr=-0.1"], r"lr must be >= 0, got -0.1"),
     "unknown amp mode": (CELL + ["--set", "amp=fp16"], r"amp must be one of auto, bf16, off; got 'fp16'"),
     "unknown lr_schedule": (CELL + ["--set", "lr_schedule=linear"], r"unknown lr_schedule 'linear'"),
@@ -151,9 +155,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_results_untouched(case, results
 
 def test_checkpoint_of_another_config_is_an_error(results, capsys):
     """A seed-1 folder holding seed 0's checkpoint (no config.yaml): someone's work, not ours."""
-    other = results / "digits-tiny" / "if10" / "ce" / "seed1"
+    other = folder_of(results, seed=1)
     other.mkdir(parents=True)
-    shutil.copy(results / FOLDER / "checkpoint.pt", other / "checkpoint.pt")
+    shutil.copy(folder_of(results) / "checkpoint.pt", other / "checkpoint.pt")
     (other / "status").write_text("running\n")
     before = snapshot(results)
     code, _, err = run_bad(TINY + CELL + ["--seeds", "1"], results, capsys)

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import run_benchmark
+from _folders import planned_folder
 from benchmarks.results import read_status
 
 TINY = ["--datasets", "digits", "--imb-factors", "10", "--no-progress"]
@@ -37,7 +38,7 @@ def test_tiny_run_writes_the_run_folder_and_is_skipped_when_rerun(tmp_path, caps
     args = TINY + ["--methods", "ce", "--tiny", "--epochs", "1", "--results-dir", str(results)]
     code, out, _ = run_cli(args, capsys)
     assert code == 0, out
-    folder = results / "digits-tiny" / "if10" / "ce" / "seed0"
+    folder = planned_folder(args)
     assert read_status(folder) == "done"
     for name in ("config.yaml", "metrics.json", "history.csv", "env.json", "checkpoint.pt"):
         assert (folder / name).exists(), name
@@ -112,10 +113,13 @@ def test_unwritable_results_dir(tmp_path, capsys):
 
 
 def test_finished_run_with_another_config_is_not_overwritten(tmp_path, capsys):
+    """Another configuration under the same --name would share a folder: refused, nothing touched.
+    (Without --name each configuration has a folder of its own: tests/test_variants.py.)"""
     results = tmp_path / "results"
-    args = TINY + ["--methods", "ce", "--tiny", "--epochs", "1", "--results-dir", str(results)]
+    args = TINY + ["--methods", "ce", "--tiny", "--epochs", "1", "--name", "quick", "--results-dir", str(results)]
     assert run_cli(args, capsys)[0] == 0
+    assert read_status(results / "digits-tiny" / "if10" / "ce@quick" / "seed0") == "done"
     before = snapshot(results)
-    code, _, err = run_cli(args[:-4] + ["--epochs", "2", "--results-dir", str(results)], capsys)
-    assert code == 2 and "another configuration (differs in: epochs)" in err
+    code, _, err = run_cli(args[:-2] + ["--epochs", "2", "--results-dir", str(results)], capsys)
+    assert code == 2 and "another configuration (differs in: epochs, variant)" in err
     assert snapshot(results) == before

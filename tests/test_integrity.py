@@ -14,6 +14,7 @@ import torch
 import yaml
 
 import run_benchmark
+from _folders import planned_folder
 from benchmarks.config import resolve_config
 from benchmarks.datasets import DatasetRequest, build_dataset
 from benchmarks.reporting.load import load_run
@@ -33,8 +34,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def folder_of(results):
-    return results / "digits-tiny" / "if10" / "ce" / "seed0"
+def folder_of(results, seed=0, *extra):
+    i = ARGS.index("--seeds")  # list options accumulate: replace ARGS's seed
+    return planned_folder(ARGS[:i + 1] + [str(seed)] + ARGS[i + 2:] + ["--results-dir", str(results), *extra])
 
 
 def metrics_of(folder):
@@ -158,9 +160,9 @@ def test_a_nan_run_fails_with_its_step_and_the_grid_goes_on(tmp_path, capsys, mo
     out, err = capsys.readouterr()
     assert code == 1
     assert "1 of 2 runs failed" in err and "trained 1" in out and "failed 1" in out
-    status = read_status(results / "digits-tiny" / "if10" / "ce" / "seed1")
+    status = read_status(folder_of(results, 1, "--epochs", "1"))
     assert status == "failed: NonFiniteLoss: non-finite loss at epoch 0 step 1"
-    assert read_status(folder_of(results)) == "done"
+    assert read_status(folder_of(results, 0, "--epochs", "1")) == "done"
 
 
 # -- checkpoint contents ---------------------------------------------------------------------------

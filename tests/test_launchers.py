@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks.launchers import LocalParallel, worker_result
 from benchmarks.results import read_status, write_status
+from _folders import planned_folders
 
 CELLS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "1", "--tiny",
          "--epochs", "1", "--set", "train_cap_per_class=8", "test_cap_per_class=4", "batch_size=16", "--no-progress"]
@@ -30,7 +31,7 @@ def cli(capsys, monkeypatch):
 
 
 def cell_folders(results):
-    return [results / "digits-tiny" / "if10" / "ce" / f"seed{s}" for s in (0, 1)]
+    return planned_folders(CELLS + ["--results-dir", str(results)])
 
 
 def metrics(folder):

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from _folders import planned_folder
+
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "--tiny", "--epochs", "4",
         "--set", "train_cap_per_class=12", "test_cap_per_class=5", "batch_size=16", "--no-progress"]
@@ -29,7 +31,7 @@ def start(results: Path) -> subprocess.Popen:
 
 
 def folder(results: Path) -> Path:
-    return results / "digits-tiny" / "if10" / "ce" / "seed0"
+    return planned_folder(ARGS + ["--results-dir", str(results)])
 
 
 def without_timing(path: Path):

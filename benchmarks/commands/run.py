@@ -7,12 +7,16 @@ The same command as `python run_benchmark.py` (a checkout), `ltbench run` (any i
     python run_benchmark.py --grid cifar --data-root data --download
     python run_benchmark.py --grid cifar --tiny   # tiny subsets: a minute-long end-to-end check
     python run_benchmark.py --grid cifar10 --methods bccl --seeds 0 1 2 --set lr=0.15 batch_size=128
+    python run_benchmark.py --grid cifar10 --methods bccl --sweep eta=0,0.05,0.2 --sweep centroids_per_class=1,10
+    python run_benchmark.py --grid bccl-ablation --data-root data   # BCCL's one-at-a-time ablations
     python run_benchmark.py --grid cifar --jobs 4                 # 4 worker processes, GPUs round-robin
     python run_benchmark.py --grid cifar --launcher slurm --slurm-partition gpu --slurm-time 600
     python run_benchmark.py --grid imagenet --data-root /data --split-dir /data/splits/ImageNet_LT
     torchrun --nproc_per_node 4 run_benchmark.py --grid imagenet --data-root /data   # one run on 4 GPUs
     python run_benchmark.py --grid cifar100 --methods bccl --imb-factors 100 --eval-checkpoint ckpt.pth.tar
 
+A run of the paper recipe lives in <dataset>/if<IF>/<method>/seed<S>/, any other configuration
+(--set, --sweep, a grid's overrides or sweeps) in <dataset>/if<IF>/<method>@<variant>/seed<S>/.
 Finished runs are skipped; interrupted ones resume from their checkpoint; a cell another runner is
 training is skipped. Exit status: 0 all good, 1 some runs failed, 2 bad input. See README.md.
 """
@@ -31,6 +35,7 @@ from benchmarks.grid import (
 )
 from benchmarks.logs import LOGGER
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
+from benchmarks.variants import check_variant_name, parse_sweep_arguments
 
 
 def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
@@ -49,6 +54,12 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides, validated like YAML keys (e.g. lr=0.15 batch_size=128); repeatable "
                         "(every --set is kept; a key set twice takes its last value)")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="run one variant per value (values written as for --set); repeat for the cartesian "
+                        "product; replaces the grid file's sweeps. Each variant gets its own folder "
+                        "<method>@<variant>/")
+    p.add_argument("--name", help="label of this configuration's variant folder (<method>@NAME/) instead of "
+                                  "the one derived from its recipe deviations")
     p.add_argument("--data-root", type=Path, default=Path("data"), help="where the datasets live (default: data)")
     p.add_argument("--download", action="store_true", help="download missing datasets (CIFAR) into --data-root")
     p.add_argument("--split-dir", type=Path,
@@ -140,6 +151,20 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
     return (lambda runs: parallel.run(runs, options)), f"on {device.type}, {args.jobs} worker processes"
 
 
+def grid_options(args: argparse.Namespace) -> GridOptions:
+    """The parsed command line as the grid planner's options (bad --set/--sweep/--name raise)."""
+    return GridOptions(
+        grid=args.grid, datasets=args.datasets, methods=args.methods,
+        imb_factors=_integral(args.imb_factors), seeds=args.seeds, epochs=args.epochs, tiny=args.tiny,
+        overrides=parse_set_arguments(args.overrides), data_root=args.data_root, download=args.download,
+        split_dir=args.split_dir,
+        sweeps=parse_sweep_arguments(args.sweep) or None,
+        name=None if args.name is None else check_variant_name(args.name),
+        results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
+        progress=not args.no_progress, log_interval=args.log_interval, train_stage1=args.train_stage1,
+    )
+
+
 @main_guard
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -148,14 +173,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         raise LTBenchError("--unsafe-load applies to --eval-checkpoint only")
     if args.log_interval < 0:
         raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
-    options = GridOptions(
-        grid=args.grid, datasets=args.datasets, methods=args.methods,
-        imb_factors=_integral(args.imb_factors), seeds=args.seeds, epochs=args.epochs, tiny=args.tiny,
-        overrides=parse_set_arguments(args.overrides), data_root=args.data_root, download=args.download,
-        split_dir=args.split_dir,
-        results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
-        progress=not args.no_progress, log_interval=args.log_interval, train_stage1=args.train_stage1,
-    )
+    options = grid_options(args)
     runs = plan(options)
     if args.cell is not None:
         runs = select_cell(runs, args.cell)

@@ -2,7 +2,8 @@
 
 Cells. Finished runs (state `done`) are grouped by (dataset label, IF, method, recipe variant). The
 variant is the run's list of recipe deviations, so seeds trained with different settings are never
-averaged together: each variant is its own row, labelled by its deviations. Runs in any other state
+averaged together: each variant is its own row, labelled by its deviations (a variant named with
+`--name` is labelled "NAME (deviations)", so two named variants are never merged either). Runs in any other state
 are never aggregated; the report lists them separately.
 
 Seed statistics. Over the n seeds of a cell: the mean of the best-epoch top-1 (the figure the
@@ -51,6 +52,7 @@ from benchmarks.paper_numbers import PaperNumber, lookup
 from benchmarks.reporting.load import GROUPS
 from benchmarks.reporting.recipe import format_deviations, recipe_label, run_deviations
 from benchmarks.reporting.stats import mean_ci, seeds_needed
+from benchmarks.variants import is_named, variant_name
 
 REPRODUCED, BELOW, ABOVE = "reproduced", "below", "above"
 NO_PAPER, RECIPE_DIFFERS = "no paper number", "recipe differs"
@@ -87,6 +89,14 @@ def verdict(diff: float, has_paper: bool, differs: bool, tolerance: float) -> st
     return BELOW if diff < 0 else ABOVE
 
 
+def _variant_text(config: dict[str, Any], deviations: dict[str, Any]) -> str:
+    """"lr 0.2≠0.15" (the deviations), "NAME (lr 0.2≠0.15)" for a --name variant, "" on the recipe."""
+    text = "; ".join(format_deviations(deviations))
+    if not is_named(config):
+        return text
+    return f"{variant_name(config)} ({text})" if text else variant_name(config)
+
+
 def label_variants(runs: pd.DataFrame) -> pd.DataFrame:
     """Adds each run's deviations (dict), their label (`variant`, "" on the paper recipe) and a
     note saying why they could not be computed, if so. The plots group runs by the same label."""
@@ -94,7 +104,7 @@ def label_variants(runs: pd.DataFrame) -> pd.DataFrame:
     found = [run_deviations(c, r) for c, r in zip(runs["config"], runs["recorded_deviations"])]
     runs["deviations"] = [d for d, _ in found]
     runs["deviation_note"] = [n for _, n in found]
-    runs["variant"] = ["; ".join(format_deviations(d)) for d, _ in found]
+    runs["variant"] = [_variant_text(c, d) for c, (d, _) in zip(runs["config"], found)]
     return runs
 
 

@@ -5,8 +5,9 @@ damaged run is listed in the report instead of silently vanishing from the avera
 carries the run's scalars (best / last top-1, groups, epochs) and its parsed config; the bulky
 per-class lists and epoch histories are read only by the plots that need them.
 
-The identity of a run (dataset label, IF, method, seed) comes from its folder path, which is what
-the grid runner keys on; the config supplies the real dataset name (`cifar10` for a
+The identity of a run (dataset label, IF, method, variant, seed) comes from its folder path
+(`<method>/seed<S>` for the paper recipe, `<method>@<variant>/seed<S>` for any other configuration),
+which is what the grid runner keys on; the config supplies the real dataset name (`cifar10` for a
 `cifar10-tiny/` folder), the recipe keys and the backbone.
 """
 
@@ -21,7 +22,7 @@ import yaml
 
 from benchmarks.results import (
     DONE, FAILED, RUNNING, RunLock, done_problem, find_runs, format_imb_factor, read_config, read_metrics,
-    read_status,
+    read_status, split_method_folder,
 )
 
 TINY_SUFFIX = "-tiny"
@@ -34,14 +35,16 @@ UNREADABLE = "unreadable"  # config.yaml that does not parse
 
 
 def _identity_from_path(folder: Path) -> dict[str, Any]:
-    """`.../<dataset_label>/if<IF>/<method>/seed<S>` -> its parts (what the folder claims)."""
-    label, if_part, method, seed_part = folder.parts[-4:]
+    """`.../<dataset_label>/if<IF>/<method>[@<variant>]/seed<S>` -> its parts (what the folder claims)."""
+    label, if_part, method_part, seed_part = folder.parts[-4:]
+    method, variant = split_method_folder(method_part)
     imb = if_part[2:]
     seed = seed_part[4:]
     return {
         "dataset_label": label,
         "imb_factor": float(imb) if imb.replace(".", "", 1).isdigit() else np.nan,
         "method": method,
+        "variant_name": variant,
         "seed": int(seed) if seed.isdigit() else -1,
     }
 

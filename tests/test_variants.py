@@ -1,0 +1,252 @@
+"""Variants and sweeps: labels, folders, sweeps on the command line and in grid files, and the
+folders an older version wrote (before variants existed) still skipped, resumed and reported."""
+
+import json
+import re
+
+import pytest
+import torch
+import yaml
+
+import run_benchmark
+from benchmarks import LTBenchError
+from benchmarks.config import resolve_config
+from benchmarks.reporting.aggregate import aggregate, label_variants
+from benchmarks.reporting.load import load_runs
+from benchmarks.results import find_runs, read_status
+from benchmarks.variants import (
+    HASH_LENGTH, MAX_LABEL_LENGTH, check_variant_name, parse_sweep_arguments, sweep_points, variant_label,
+    variant_name, with_variant,
+)
+
+SAFE_FOLDER_NAME = re.compile(r"[A-Za-z0-9._+=,~-]+")
+
+
+def run_cli(args, capsys):
+    code = run_benchmark.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- labels ----------------------------------------------------------------------------------------
+MAPPINGS = [
+    {"eta": 0.0}, {"eta": 0.05}, {"eta": 0.2}, {"eta": 1e-05}, {"eta": -0.5},
+    {"centroids_per_class": 1}, {"centroids_per_class": 10}, {"recluster_once_per_epoch": True},
+    {"recluster_once_per_epoch": False}, {"eta": 0.0, "centroids_per_class": 3},
+    {"lr_steps": [[160, 0.01], [180, 0.0001]]}, {"lr_steps": [[160, 0.01]]}, {"lr_steps": []},
+    {"views": ["autoaug_cutout", "simclr"]}, {"views": ["simclr", "autoaug_cutout"]},
+    {"lr_schedule": "warmup_cosine"}, {"lr_schedule": "a b"}, {"lr_schedule": "a,b=c"}, {"lr_schedule": "a/b"},
+    {f"key_{i:02d}": i for i in range(20)}, {f"key_{i:02d}": i for i in range(21)},
+    {f"key_{i:02d}": i + (i == 19) for i in range(20)},
+]
+
+
+def test_labels_are_sorted_key_value_pairs_stable_across_key_order():
+    assert variant_label({"eta": 0.0}) == "eta=0.0"
+    assert variant_label({"recluster_once_per_epoch": True}) == "recluster_once_per_epoch=true"
+    assert variant_label({"eta": 0.05, "centroids_per_class": 3}) == "centroids_per_class=3,eta=0.05"
+    for mapping in MAPPINGS:
+        reordered = dict(reversed(list(mapping.items())))
+        assert variant_label(reordered) == variant_label(mapping) == variant_label(json.loads(json.dumps(mapping)))
+
+
+def test_labels_are_distinct_for_distinct_mappings_and_safe_as_folder_names():
+    labels = [variant_label(m) for m in MAPPINGS]
+    assert len(set(labels)) == len(MAPPINGS), labels
+    for label in labels:
+        assert SAFE_FOLDER_NAME.fullmatch(label) and label not in (".", "..") and len(label) <= MAX_LABEL_LENGTH
+
+
+def test_long_or_inexact_labels_end_in_a_hash_of_the_full_mapping():
+    long = {f"key_{i:02d}": i for i in range(20)}
+    label = variant_label(long)
+    assert re.fullmatch(rf"(key_\d\d=\d+,)+~[0-9a-f]{{{HASH_LENGTH}}}", label), label
+    assert len(label) <= MAX_LABEL_LENGTH and label.startswith("key_00=0,key_01=1,")
+    assert variant_label({**long, "key_19": 20}) != label  # a change the readable prefix does not show
+    # values that cannot be written exactly in safe characters: their key is kept, the hash tells them apart
+    lists = variant_label({"lr_steps": [[160, 0.01]], "eta": 0.2})
+    assert re.fullmatch(rf"eta=0\.2,lr_steps=~,~[0-9a-f]{{{HASH_LENGTH}}}", lists), lists
+    assert variant_label({"lr_steps": [[150, 0.01]], "eta": 0.2}) != lists
+    with pytest.raises(ValueError):
+        variant_label({})
+
+
+def test_variant_of_a_resolved_config_comes_from_its_recipe_deviations_only():
+    recipe = resolve_config("bccl", "cifar10", 100, 0)
+    assert with_variant(recipe) == recipe and variant_name(recipe) == ""  # no key: old folders compare equal
+    for execution in ({"amp": "off"}, {"pipeline": "reference"}, {"num_workers": 2}):
+        assert variant_name(with_variant(resolve_config("bccl", "cifar10", 100, 0, overrides=execution))) == ""
+    config = with_variant(resolve_config("bccl", "cifar10", 100, 0, overrides={"eta": 0, "amp": "off"}))
+    assert config["variant"] == {"name": "eta=0.0", "deviations": {"eta": 0.0}}
+    assert with_variant(config) == config  # idempotent
+    # the same deviations give the same label on another seed or IF (it names a configuration, not a run)
+    other = with_variant(resolve_config("bccl", "cifar100", 50, 3, overrides={"eta": 0.0}))
+    assert variant_name(other) == "eta=0.0"
+    named = with_variant(resolve_config("bccl", "cifar10", 100, 0, overrides={"eta": 0.0}), name="no-centroids")
+    assert named["variant"] == {"name": "no-centroids", "deviations": {"eta": 0.0}}
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "../x", ".hidden", "with space", "x" * 81, "tilde~1"])
+def test_bad_variant_names_are_refused(name):
+    with pytest.raises(LTBenchError, match="a variant name is"):
+        check_variant_name(name)
+    assert check_variant_name("no-centroids_v2.1") == "no-centroids_v2.1"
+
+
+# -- sweeps ----------------------------------------------------------------------------------------
+def test_sweep_arguments_are_parsed_like_set_values():
+    assert parse_sweep_arguments(["eta=0,0.05,0.2", "recluster_once_per_epoch=true,false"]) == {
+        "eta": [0, 0.05, 0.2], "recluster_once_per_epoch": [True, False]}
+    assert parse_sweep_arguments(["lr_steps=[[160,0.01]],[[100,0.1],[150,0.01]]"]) == {
+        "lr_steps": [[[160, 0.01]], [[100, 0.1], [150, 0.01]]]}
+    for bad in (["eta"], ["=1,2"], ["eta="], ["eta=[1,2"], ["eta=1", "eta=2"]):
+        with pytest.raises(LTBenchError, match="--sweep"):
+            parse_sweep_arguments(bad)
+
+
+def test_sweep_points_are_products_of_each_block_in_order_without_repeats():
+    assert sweep_points([{"a": [1, 2], "b": [True, False]}]) == [
+        {"a": 1, "b": True}, {"a": 1, "b": False}, {"a": 2, "b": True}, {"a": 2, "b": False}]
+    assert sweep_points([{"a": [1, 2]}, {"b": [3]}, {"a": [2]}]) == [{"a": 1}, {"a": 2}, {"b": 3}]
+
+
+def folders_of(out):
+    return [line.split()[-1] for line in out.splitlines()[:-1]]
+
+
+def test_sweep_on_the_command_line_is_a_product_with_a_folder_per_variant(tmp_path, capsys):
+    args = ["--grid", "cifar10", "--methods", "bccl", "--imb-factors", "100", "--seeds", "0", "1",
+            "--sweep", "eta=0,0.1", "--sweep", "recluster_once_per_epoch=false,true", "--dry-run",
+            "--results-dir", str(tmp_path)]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "8 runs" in out
+    root = tmp_path / "cifar10" / "if100"
+    expected = {root / f"bccl{v}" / f"seed{s}" for s in (0, 1) for v in (
+        "@eta=0.0", "@eta=0.0,recluster_once_per_epoch=true", "", "@recluster_once_per_epoch=true")}
+    assert set(map(type(tmp_path), folders_of(out))) == expected  # eta 0.1 is the recipe: its own folder
+    assert not any(tmp_path.iterdir())
+    code, again, _ = run_cli(args, capsys)
+    assert code == 0 and again == out  # the same command, the same folders
+    swapped = args[:9] + ["--sweep", "recluster_once_per_epoch=true,false", "--sweep", "eta=0.1,0.0"] + args[13:]
+    code, other_order, _ = run_cli(swapped, capsys)
+    assert code == 0 and set(folders_of(other_order)) == set(folders_of(out))
+
+
+def test_grid_sweeps_are_per_method_and_the_ablation_grid_is_one_key_at_a_time(tmp_path, capsys):
+    code, out, _ = run_cli(["--grid", "bccl-ablation", "--dry-run", "--results-dir", str(tmp_path)], capsys)
+    assert code == 0 and "48 runs" in out
+    variants = {p.split("/")[-2] for p in folders_of(out)}
+    assert variants == {"bccl", "bccl@eta=0.0", "bccl@eta=0.05", "bccl@eta=0.2", "bccl@centroids_per_class=1",
+                        "bccl@centroids_per_class=3", "bccl@centroids_per_class=10",
+                        "bccl@recluster_once_per_epoch=true"}
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"datasets": ["cifar10"], "imb_factors": [100], "methods": ["ce", "bccl"],
+                                    "seeds": [0], "sweeps": {"bccl": {"eta": [0.0, 0.2]}}}))
+    code, out, _ = run_cli(["--grid", str(grid), "--dry-run", "--results-dir", str(tmp_path)], capsys)
+    assert code == 0 and [p.split("/")[-2] for p in folders_of(out)] == ["ce", "bccl@eta=0.0", "bccl@eta=0.2"]
+    # --sweep replaces the grid's sweeps
+    code, out, _ = run_cli(["--grid", str(grid), "--methods", "bccl", "--sweep", "centroids_per_class=3",
+                            "--dry-run", "--results-dir", str(tmp_path)], capsys)
+    assert code == 0 and [p.split("/")[-2] for p in folders_of(out)] == ["bccl@centroids_per_class=3"]
+
+
+def test_tiny_ablation_grid_plans_eight_variants_of_digits(tmp_path, capsys):
+    code, out, _ = run_cli(["--grid", "bccl-ablation-tiny", "--dry-run", "--results-dir", str(tmp_path)], capsys)
+    assert code == 0 and "8 runs" in out and all("/digits-tiny/if100/bccl@" in p for p in folders_of(out))
+
+
+def bad_grid(tmp_path, sweeps):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"datasets": ["digits"], "imb_factors": [10], "methods": ["ce", "bccl"],
+                                    "seeds": [0], "sweeps": sweeps}))
+    return ["--grid", str(grid)]
+
+
+BAD = {
+    "sweep of an unknown key": (lambda t: ["--methods", "bccl", "--sweep", "etta=0,1"],
+                                r"--sweep \(method bccl\): unknown key 'etta' \(did you mean 'eta'\?\)"),
+    "sweep of a wrong type": (lambda t: ["--methods", "bccl", "--sweep", "eta=0,high"], r"key 'eta' must be float"),
+    "sweep of another method's key": (lambda t: ["--methods", "ce", "--sweep", "eta=0,1"],
+                                      r"--sweep \(method ce\): unknown key 'eta'"),
+    "sweep and --set of one key": (lambda t: ["--methods", "ce", "--sweep", "lr=0.1,0.2", "--set", "lr=0.3"],
+                                   r"lr also given by --set/--epochs"),
+    "sweep of an execution key": (lambda t: ["--methods", "ce", "--sweep", "amp=auto,bf16"],
+                                  r"two configurations would share .*differ in: amp"),
+    "--name with a sweep": (lambda t: ["--methods", "ce", "--sweep", "lr=0.1,0.2", "--name", "x"],
+                            r"--name names one configuration, but --sweep \(method ce\) has 2 points"),
+    "bad --name": (lambda t: ["--methods", "ce", "--name", "a/b"], r"--name 'a/b': a variant name is"),
+    "grid sweeps not a mapping": (lambda t: bad_grid(t, [1]), r"'sweeps' must be a mapping"),
+    "grid sweep without values": (lambda t: bad_grid(t, {"bccl": {"eta": []}}),
+                                  r"sweeps.bccl: eta must list one or more values"),
+    "grid sweep not key: list": (lambda t: bad_grid(t, {"bccl": [{"eta": 0.1}]}),
+                                 r"sweeps.bccl: eta must list one or more values, got 0.1"),
+    "grid sweep of an unknown method": (lambda t: bad_grid(t, {"mixup": {"lr": [0.1]}}), r"unknown method 'mixup'"),
+    "grid sweep of an unknown key": (lambda t: bad_grid(t, {"ce": {"etta": [0.1]}}),
+                                     r"sweeps.ce: unknown key 'etta'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_sweeps_are_one_line_errors_before_anything_is_written(case, tmp_path, capsys):
+    extra, message = BAD[case]
+    results = tmp_path / "results"
+    base = ["--datasets", "digits", "--imb-factors", "10", "--seeds", "0", "--tiny", "--no-progress"]
+    code, _, err = run_cli(base + extra(tmp_path) + ["--results-dir", str(results)], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(message, lines[0]), err
+    assert not results.exists()
+
+
+# -- folders written before variants existed -------------------------------------------------------
+CELL = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--tiny", "--epochs", "1",
+        "--set", "train_cap_per_class=8", "test_cap_per_class=4", "batch_size=16", "--no-progress"]
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_reported(
+        tmp_path, capsys, monkeypatch, one_thread):
+    results = tmp_path / "results"
+    args = CELL + ["--results-dir", str(results)]
+    # The layout before variants: every configuration in <method>/seed<S>/, no `variant` key in its config.
+    with monkeypatch.context() as before_variants:
+        before_variants.setattr("benchmarks.grid.with_variant", lambda config, name=None: config)
+        assert run_cli(args + ["--seeds", "0", "1"], capsys)[0] == 0
+    old = [results / "digits-tiny" / "if10" / "ce" / f"seed{s}" for s in (0, 1)]
+    assert sorted(find_runs(results)) == old
+    assert "variant" not in yaml.safe_load((old[0] / "config.yaml").read_text())
+    # seed 1 interrupted after its last checkpoint (status still running, no metrics yet)
+    (old[1] / "metrics.json").unlink()
+    (old[1] / "status").write_text("running\n")
+    finished = (old[0] / "metrics.json").read_bytes()
+
+    code, out, _ = run_cli(args + ["--seeds", "0", "1", "--dry-run"], capsys)
+    assert code == 0 and str(old[0]) in out and str(old[1]) in out
+    code, out, err = run_cli(args + ["--seeds", "0", "1"], capsys)
+    assert code == 0, out + err
+    assert "trained 1, skipped (done) 1" in out and f"done already, skipped ({old[0]})" in out
+    assert json.loads((old[1] / "env.json").read_text())["resumed_from_epoch"] == 1
+    assert read_status(old[1]) == "done" and (old[0] / "metrics.json").read_bytes() == finished
+    assert sorted(find_runs(results)) == old  # nothing trained again in a variant folder
+
+    # a new seed and another configuration of the same cell: variant folders beside the old ones
+    assert run_cli(args + ["--seeds", "2"], capsys)[0] == 0
+    with_lr = [a for arg in args for a in ([arg, "lr=0.05"] if arg == "batch_size=16" else [arg])]
+    assert run_cli(with_lr + ["--seeds", "0"], capsys)[0] == 0
+    new = sorted(set(find_runs(results)) - set(old))
+    assert [(p.parent.parent, p.name) for p in new] == [(old[0].parent.parent, "seed0"), (old[0].parent.parent, "seed2")]
+    lr, same = (p.parent.name for p in new)
+    assert same.startswith("ce@batch_size=16,epochs=1,") and lr == same.replace("epochs=1,", "epochs=1,lr=0.05,")
+    # the report: old and new folders of one configuration are one variant; the other one its own row
+    runs = load_runs(results)
+    assert list(runs["state"]) == ["done"] * 4 and set(runs["method"]) == {"ce"}
+    summary = aggregate(label_variants(runs), [])
+    assert sorted(zip(summary["n"], summary["seeds"])) == [(1, "0"), (3, "0 1 2")]
+    assert sorted(summary["variant"])[0].startswith("batch_size 16≠128; epochs 1≠200; lr 0.05≠0.1")
