@@ -275,8 +275,8 @@ def link_stages(runs: list[Run], options: GridOptions, make_stage1) -> list[Run]
     """Give every run of a two-stage method its stage-1 run, and order the grid so that each
     stage-1 run comes before the runs that start from it.
 
-    The stage-1 run is the stage-1 method's run folder of the same cell and seed (`run_dir`, the
-    folder of the method's recipe run): the one this grid trains when it lists the method, else
+    The stage-1 run is the stage-1 method's run of the same cell and seed: the one this grid
+    trains when it lists the method there (its only variant, or the one `make_stage1` places), else
     the finished run found there, else, with `--train-stage1`, the run `make_stage1(method,
     config)` resolves (the grid's overrides and method_overrides for that method, and
     `STAGE1_SHARED_KEYS` of the command line), trained first. Otherwise the grid is refused
@@ -284,13 +284,21 @@ def link_stages(runs: list[Run], options: GridOptions, make_stage1) -> list[Run]
     (`STAGE1_MATCHING_KEYS`).
     """
     by_folder = {run.folder: run for run in runs}
+    by_cell: dict[tuple, list[Run]] = {}
+    for run in runs:
+        c = run.config
+        by_cell.setdefault((dataset_label(c), c["imb_factor"], c["method"], c["seed"]), []).append(run)
     added: list[Run] = []
     for run in list(runs):
         needed = METHODS.get(run.config["method"]).stage1
         if needed is None:
             continue
+        c = run.config
+        listed = by_cell.get((dataset_label(c), c["imb_factor"], needed, c["seed"]), [])
         wanted = make_stage1(needed, run.config)
-        if wanted.folder in by_folder:
+        if len(listed) == 1:  # the grid trains the stage-1 method in this cell: that run, whatever its variant
+            run.stage1 = listed[0]
+        elif wanted.folder in by_folder:
             run.stage1 = by_folder[wanted.folder]
         elif done_problem(wanted.folder) is None:
             run.stage1 = Run(read_config(wanted.folder), wanted.folder)
