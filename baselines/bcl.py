@@ -19,6 +19,17 @@ How the release does it (FlamieZhu/Balanced-Contrastive-Learning, `main.py`, `lo
   (class-averaging) with the class counts taken over the 2B views plus one prototype per class,
   minus one for the anchor's own class. See `balanced_contrastive_loss`.
 - LA-CE = CE(logits + log pi, y) on the classification view; evaluation uses the raw logits.
+- BatchNorm groups (`bn_groups`, G): the ImageNet-LT / iNaturalist release wraps the model in
+  nn.DataParallel over 4 GPUs, which scatters the concatenated 3B batch in G contiguous chunks
+  (`Tensor.chunk` sizes); each replica's BatchNorm layers (backbone and projection head) normalise
+  their own chunk, the outputs are gathered in order, and the running statistics that survive are
+  the first replica's (the other replicas' updates are discarded with them). `bn_groups: G` does
+  exactly that in one process: the chunks pass the backbone and head one after the other, the
+  later ones with the BatchNorm momentum at 0 (running statistics untouched). Gradients are those
+  of the gathered loss, as with DataParallel. The prototypes are computed once per step (the
+  release takes the first replica's, `centers[:cls_num]`), so the prototype head's BatchNorm sees
+  all C class vectors. Under torchrun with W ranks, W must divide G and each rank emulates G / W
+  replicas in its share. G = 1 (one BatchNorm batch) is the CIFAR default (no release; one GPU).
 
 Options (configs/methods/bcl.yaml `options:`): `lambda_la`, `mu_bcl`, `temperature`,
 `proj_hidden_dim`, `proj_dim`, and two view options that docs/methods/bcl.md calls optional and that are
@@ -29,9 +40,13 @@ policy chosen by the shared key `autoaugment_policy`) and
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmarks import LTBenchError, distributed
 from benchmarks.config import check_ranges
 from benchmarks.losses import logit_adjusted_ce
 from benchmarks.methods import METHODS, Method
@@ -95,6 +110,24 @@ def balanced_contrastive_loss(
     return (log_denominator - mean_positive_logit).mean()
 
 
+@contextlib.contextmanager
+def running_stats_frozen(*modules: nn.Module):
+    """Inside: the BatchNorm layers of `modules` normalise with their batch statistics (train
+    mode) but leave their running statistics as they are (momentum 0: r = 1 * r + 0 * batch; the
+    batch counter is restored too), as a discarded DataParallel replica's do."""
+    norms = [m for module in modules for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
 @METHODS.register("bcl")
 class BCL(Method):
     """ResNet-32 + cosine classifier + projection head + prototype head, LA-CE + BCL loss."""
@@ -107,7 +140,7 @@ class BCL(Method):
     @classmethod
     def check_config(cls, config):
         check_ranges(config, {"lambda_la": ">= 0", "mu_bcl": ">= 0", "temperature": "> 0",
-                              "proj_hidden_dim": ">= 1", "proj_dim": ">= 1"})
+                              "proj_hidden_dim": ">= 1", "proj_dim": ">= 1", "bn_groups": ">= 1"})
 
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)
@@ -121,6 +154,12 @@ class BCL(Method):
         self.head = projection_head(feat, hidden, out)
         # Same shape as `head`, applied to the (C, feat) class vectors of the classifier.
         self.head_prototype = projection_head(feat, hidden, out)
+        self.bn_groups = int(config["bn_groups"])
+        world = distributed.world_size()
+        if self.bn_groups % world:  # known only at run time (torchrun)
+            raise LTBenchError(f"bcl: bn_groups (DataParallel replicas of the release) must be a multiple of the "
+                               f"{world} processes, got {self.bn_groups}; --set bn_groups={world} gives one per rank")
+        self.local_bn_groups = self.bn_groups // world
 
     def view_names(self) -> tuple[str, ...]:
         if self.config.get("views"):
@@ -133,11 +172,21 @@ class BCL(Method):
         """(C, proj_dim) normalised prototypes: head_prototype(classifier class vectors)."""
         return F.normalize(self.head_prototype(self.classifier.class_weights()).float(), dim=1)
 
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, z) of the concatenated 3B images, each of the `bn_groups` DataParallel chunks
+        normalised by its own BatchNorm statistics (see the module docstring)."""
+        hs, zs = [], []
+        for i, chunk in enumerate(images.chunk(self.local_bn_groups)):
+            with running_stats_frozen(self.backbone, self.head) if i else contextlib.nullcontext():
+                hs.append(self.backbone(chunk))
+                zs.append(self.head(hs[-1]))
+        return torch.cat(hs), F.normalize(torch.cat(zs).float(), dim=1)
+
     def training_step(self, views, labels, epoch, step):
         batch = labels.shape[0]
-        # One forward of all 3B images, as the release does (BatchNorm sees all three views).
-        h = self.backbone(torch.cat(list(views[:3]), dim=0))
-        z = F.normalize(self.head(h).float(), dim=1)
+        # One forward of all 3B images, as the release does (BatchNorm sees all three views, or
+        # each DataParallel replica its chunk of them).
+        h, z = self.features(torch.cat(list(views[:3]), dim=0))
         logits = self.classifier(h[:batch]).float()
         la_ce = logit_adjusted_ce(logits, labels, self.log_prior)
         bcl = balanced_contrastive_loss(z[batch:], labels, self.prototypes(), self.temperature)

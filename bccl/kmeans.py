@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import torch
 
+from benchmarks.precision import islands_enabled
+
 
 class KMeansResult(NamedTuple):
     centroids: torch.Tensor  # (C, K, D)
@@ -75,19 +77,21 @@ def batched_kmeans(
     points: (C, Q, D), of which slots [0, counts[c]) of class c are valid (a `ClassQueues` row).
     init: optional (C, K, D) initial centres (tests use it to pin the start); when given, a centre
     counts as seeded for class c iff its index is < counts[c].
-    Works in float32 whatever the input dtype, also when called under autocast (BCCL re-clusters
-    inside its training step: bf16 matmuls there moved centroids by up to ~0.08 and changed ~10 %
-    of the assignments in a test). The release clusters inside its fp16 autocast block, on fp16
-    queue entries; like the heads and losses (`benchmarks.precision`), ltbench keeps this part in
-    float32, more precise than the release, rather than emulate fp16 with bf16.
+    Precision: BCCL re-clusters inside its training step, so under autocast. The release clusters
+    inside its fp16 autocast block; a fp16 run here does the same (the Lloyd matmuls in fp16, as
+    autocast decides). Under bf16 (the speed option, no release) k-means is one of the float32
+    islands of `benchmarks.precision`: bf16 matmuls moved centroids by up to ~0.08 and changed
+    ~10 % of the assignments in a test. Outside a training step (tests) it runs in float32.
     """
     check_every = 1 if points.device.type == "cpu" else 8
+    if not islands_enabled():  # a fp16 step at the release's precision: inside its autocast, as released
+        return _lloyd(points, counts, k, max_iter, tol, generator, init, check_every)
     with torch.autocast(points.device.type, enabled=False):
         return _lloyd(points.float(), counts, k, max_iter, tol, generator, init, check_every)
 
 
 def _lloyd(points, counts, k, max_iter, tol, generator, init, check_every: int = 1) -> KMeansResult:
-    """`batched_kmeans`' body (float32, autocast off).
+    """`batched_kmeans`' body (float32 with autocast off, or under a fp16 step's autocast).
 
     Reading whether any class is still active synchronises an accelerator, so there it is read
     every `check_every` iterations only: a converged class is frozen (`torch.where`), so the extra

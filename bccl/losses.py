@@ -8,9 +8,9 @@ Formulas are those of docs/methods/bccl.md, restated from the released code:
                            batch count of their class (the "balanced" part of BCCL)
 * `centroid_loss`          mean of a * (1 - 2q) over every anchor x centroid pair
 
-Every term is computed in float32 with autocast disabled (`benchmarks.precision.float32`), because
-training may run under bf16 autocast and exp / log-sum-exp at temperature 0.1 lose too much in
-8 mantissa bits.
+Under bf16 autocast (the speed option) every term is computed in float32 with autocast disabled
+(`benchmarks.precision.float32`): exp / log-sum-exp at temperature 0.1 lose too much in 8
+mantissa bits. Under fp16, BCCL's release precision, they run inside autocast as in the release.
 Nothing loops over samples: each term is a handful of (2B x 2B) or (2B x CK) tensor operations.
 """
 

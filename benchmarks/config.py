@@ -11,7 +11,8 @@ Layers, later wins:
 Layers 1-4 are the *paper recipe*; whatever layers 5-6 change is a deviation, listed by
 `recipe_deviations` and written to the run's metadata. A method's YAML also says, per dataset, how
 its recipe was obtained (`recipe_status:`, `recipe_status()`: read in a release, or reconstructed);
-the report labels reconstructed recipes.
+the report labels reconstructed recipes; and the precision its release trained in
+(`release_precision:`, `release_precision()`, see `benchmarks.precision`).
 
 Every key must exist in layer 1 or in the method's `options:`; every value must have the type of
 the key's default (an int is accepted where a float is expected). Anything else raises
@@ -54,9 +55,14 @@ ADDED_KEYS: dict[str, Any] = {
     "sampler": "instance",
     "sampler_samples_per_class": 1,
     "sampler_epoch": "sampler",
+    "select_on": "test",
     "reweight": "none",
     "reweight_beta": 0.9999,
     "reweight_epoch": 0,
+}
+# The same for keys of one method's `options:` (added only to that method's configs).
+ADDED_OPTIONS: dict[str, dict[str, Any]] = {
+    "bcl": {"bn_groups": 1},  # before bn_groups, BCL normalised the whole 3B batch at once
 }
 
 
@@ -65,7 +71,8 @@ def with_added_keys(config: Any) -> Any:
     old-behaviour value; anything that is not a mapping is returned as it is."""
     if not isinstance(config, dict):
         return config
-    return {**{k: v for k, v in ADDED_KEYS.items() if k not in config}, **config}
+    added = {**ADDED_KEYS, **ADDED_OPTIONS.get(config.get("method"), {})}
+    return {**{k: v for k, v in added.items() if k not in config}, **config}
 
 
 class ProjectYAMLLoader(yaml.SafeLoader):
@@ -192,6 +199,18 @@ def method_file(method: str) -> Path:
 RECIPE_STATUSES = ("release", "reconstructed")
 
 
+def release_precision(method: str) -> str:
+    """The precision the method's release trained in (`release_precision:` of its YAML, default
+    fp32; see `benchmarks.precision`)."""
+    from benchmarks.precision import PRECISIONS
+
+    path = method_file(method)
+    value = load_yaml(path).get("release_precision", "fp32") if path.exists() else "fp32"
+    if value not in PRECISIONS:
+        raise LTBenchError(f"{path}: release_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
 def recipe_status(method: str, dataset: str) -> str:
     """`release` or `reconstructed`: how `method`'s recipe on `dataset` was obtained."""
     path = method_file(method)
@@ -212,7 +231,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     if not path.exists():
         raise LTBenchError(f"method {method!r} has no recipe file {path}")
     method_yaml = load_yaml(path)
-    allowed = {"recipe", "options", "datasets", "recipe_status"}
+    allowed = {"recipe", "options", "datasets", "recipe_status", "release_precision"}
     extra = set(method_yaml) - allowed
     if extra:
         raise LTBenchError(f"{path}: unknown section(s) {sorted(extra)}; accepted: {sorted(allowed)}")
@@ -221,7 +240,8 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     if clash:
         raise LTBenchError(f"{path}: options {sorted(clash)} shadow shared keys; set them under recipe:")
     schema = {**defaults, **options}
-    recipe_status(method, dataset)  # a bad recipe_status value is an error here, not in the report
+    recipe_status(method, dataset)  # bad values are errors here, not in the middle of a run or report
+    release_precision(method)
 
     config = dict(schema)
     dataset_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"
@@ -379,8 +399,15 @@ def _check_names(config: dict[str, Any], where: str) -> None:
         raise LTBenchError(f"unknown linear_init {config['linear_init']!r}; known: {', '.join(LINEAR_INITS)}")
     check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
     from baselines.reweighting import REWEIGHT_RULES
+    from benchmarks.datasets import DATASETS
     from benchmarks.samplers import SAMPLER_EPOCHS, SAMPLERS
 
+    if config["select_on"] not in ("test", "val"):
+        raise LTBenchError(f"select_on must be test or val, got {config['select_on']!r}")
+    if config["select_on"] == "val" and not DATASETS.get(config["dataset"]).has_val_split:
+        raise LTBenchError(f"select_on val: dataset {config['dataset']} has no validation split "
+                           f"(datasets with one: {', '.join(n for n in DATASETS.names() if DATASETS.get(n).has_val_split)}); "
+                           f"use select_on=test")
     if config["sampler"] not in SAMPLERS:
         raise LTBenchError(f"unknown sampler {config['sampler']!r}; known: {', '.join(SAMPLERS)}")
     if config["sampler_epoch"] not in SAMPLER_EPOCHS:

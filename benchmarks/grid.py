@@ -353,8 +353,10 @@ def preflight(runs: list[Run], options: GridOptions) -> None:
     check_locking()  # a platform without flock fails here, not when a cell starts
     for name, imb in sorted({(r.config["dataset"], r.config["imb_factor"]) for r in runs}):
         # with the cell's IF: a dataset with a natural long tail (imagenet_lt, inat2018) refuses other IFs
+        need_val = any(r.config["select_on"] == "val" for r in runs if r.config["dataset"] == name)
         DATASETS.get(name).check(DatasetRequest(imb_factor=imb, data_root=options.data_root,
-                                                download=options.download, split_dir=options.split_dir))
+                                                download=options.download, split_dir=options.split_dir,
+                                                need_val=need_val))
     for run in runs:
         if done_problem(run.folder, run.config) is None:
             continue  # finished with this very config: it will be skipped
@@ -396,6 +398,7 @@ class DataCache:
             imb_factor=config["imb_factor"], data_root=self.options.data_root, download=self.options.download,
             subset_seed=config["subset_seed"], train_cap_per_class=config["train_cap_per_class"],
             test_cap_per_class=config["test_cap_per_class"], split_dir=self.options.split_dir,
+            need_val=config["select_on"] == "val",
         )
         key = (config["dataset"], request)
         if key not in self._cache:
@@ -421,7 +424,7 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
         ex = trainer.ex
         if main:
             atomic_write_json(run.folder / "env.json", environment_record(
-                device, {"pipeline": ex.pipeline, "amp": ex.amp, "channels_last": ex.channels_last,
+                device, {"pipeline": ex.pipeline, "precision": ex.precision, "channels_last": ex.channels_last,
                          "compile": ex.compile, "cudnn_benchmark": ex.cudnn_benchmark,
                          "resumed_from_epoch": trainer.start_epoch, "world_size": distributed.world_size()}))
             if trainer.start_epoch:

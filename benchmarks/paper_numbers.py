@@ -16,8 +16,9 @@ from benchmarks.config import yaml_load
 
 # Package data (pyproject.toml package-data), found the same way in a checkout and an installed wheel.
 PAPER_NUMBERS_FILE = Path(str(resources.files("benchmarks") / "paper_numbers.yaml"))
-FIELDS = {"method", "dataset", "imb_factor", "top1", "many", "medium", "few", "backbone", "epochs", "source", "status"}
-STATUSES = {"release", "paper"}
+FIELDS = {"method", "dataset", "imb_factor", "top1", "many", "medium", "few", "backbone", "epochs", "source", "status",
+          "views"}
+STATUSES = {"release", "paper", "unverified"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,13 @@ class PaperNumber:
     many: float | None = None
     medium: float | None = None
     few: float | None = None
+    views: tuple[str, ...] | str | None = None  # the entry's training views (see paper_numbers.yaml)
+
+    def views_match(self, views) -> bool:
+        """Whether a run with these `views` (its config's list) may be compared with this entry."""
+        if self.views is None:
+            return True
+        return not isinstance(self.views, str) and tuple(views or ()) == self.views
 
 
 def load_paper_numbers(path: Path = PAPER_NUMBERS_FILE) -> list[PaperNumber]:
@@ -47,15 +55,18 @@ def load_paper_numbers(path: Path = PAPER_NUMBERS_FILE) -> list[PaperNumber]:
             raise LTBenchError(f"{path} entry {i}: status must be one of {sorted(STATUSES)}")
         if not isinstance(row.get("top1"), (int, float)) or not row.get("source"):
             raise LTBenchError(f"{path} entry {i}: every number needs top1 and a source")
+        if isinstance(row.get("views"), list):
+            row = {**row, "views": tuple(row["views"])}
         numbers.append(PaperNumber(**row))
     return numbers
 
 
 def lookup(numbers: list[PaperNumber], method: str, dataset: str, imb_factor: float,
-           backbone: str | None = None) -> PaperNumber | None:
-    """The published figure of a cell; with several backbones, the run's backbone's (or the first)."""
+           backbone: str | None = None, views=None) -> PaperNumber | None:
+    """The published figure of a cell; with several backbones, the run's backbone's (or the first).
+    Entries that record their views are candidates only for a run with the same `views`."""
     matches = [n for n in numbers if n.method == method and n.dataset == dataset
-               and float(n.imb_factor) == float(imb_factor)]
+               and float(n.imb_factor) == float(imb_factor) and n.views_match(views)]
     if backbone is not None:
         same = [n for n in matches if n.backbone == backbone]
         matches = same or matches

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import LTBenchError, distributed
+from benchmarks import LTBenchError, distributed, precision
+from benchmarks.config import release_precision
 from benchmarks.datasets import LTData
 from benchmarks.evaluation import EvalOutputs, TestEvaluator, evaluation_metrics
 from benchmarks.loaders import FastLoader, ReferenceLoader
@@ -50,7 +51,9 @@ class Execution:
 
     device: torch.device
     pipeline: str  # reference | fast
-    amp: str  # bf16 | off
+    precision: str  # fp32 | fp16 | bf16: what the training step runs in (benchmarks/precision.py)
+    release_precision: str  # what the method's release trained in
+    fp32_islands: bool  # heads, classifiers, losses and k-means leave autocast
     channels_last: bool
     cudnn_benchmark: bool  # cuDNN picks the fastest kernels for the fixed shapes (CUDA; the releases do too)
     compile: bool
@@ -59,30 +62,41 @@ class Execution:
     def resolve(cls, config: dict[str, Any], device: torch.device) -> "Execution":
         cuda = device.type == "cuda"
         pipeline = config["pipeline"] if config["pipeline"] != "auto" else ("fast" if cuda else "reference")
-        amp = config["amp"] if config["amp"] != "auto" else ("bf16" if cuda else "off")
         memory_format = config["memory_format"]
         if memory_format == "auto":
             memory_format = "channels_last" if cuda else "contiguous"
         for key, value, allowed in (
             ("pipeline", pipeline, ("reference", "fast")),
-            ("amp", amp, ("bf16", "off")),
+            ("amp", config["amp"], precision.AMP_MODES[1:]),
             ("memory_format", memory_format, ("channels_last", "contiguous")),
         ):
-            if value not in allowed:
+            if value not in allowed and value != "auto":
                 raise LTBenchError(f"{key} must be one of auto, {', '.join(allowed)}; got {value!r}")
+        release = release_precision(config["method"])
+        run_precision = precision.resolve_precision(config["amp"], release, device.type)
         return cls(
             device=device,
             pipeline=pipeline,
-            amp=amp,
+            precision=run_precision,
+            release_precision=release,
+            fp32_islands=precision.islands_for(run_precision),
             channels_last=memory_format == "channels_last",
             cudnn_benchmark=cuda,
             compile=bool(config["compile"]) and cuda,
         )
 
     def autocast(self):
-        if self.amp == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """The training step's precision context: autocast and whether float32 islands apply."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(precision.autocast(self.precision, self.device.type))
+        stack.enter_context(precision.islands(self.fp32_islands))
+        return stack
+
+    def record(self) -> dict[str, Any]:
+        """metrics.json's `precision`: what ran, what the release ran, and the TF32 flags."""
+        return {"run": self.precision, "release": self.release_precision, "fp32_islands": self.fp32_islands,
+                "tf32_conv": bool(torch.backends.cudnn.allow_tf32),
+                "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -241,6 +255,7 @@ class Trainer:
                 module.compile()
         self.parameters = self.method.trainable_parameters()
         self.optimizer = self.loader = None  # post-hoc methods (`trains` False) have neither
+        self.scaler = precision.grad_scaler(self.ex.precision, device.type)  # fp16 only; else a no-op
         if self.method.trains:
             self.optimizer = torch.optim.SGD(
                 self.parameters,
@@ -258,6 +273,18 @@ class Trainer:
         self.evaluator = TestEvaluator(data, device, config["eval_batch_size"], config["test_view"],
                                        config["num_workers"], self.ex.channels_last)
         self.test_labels = np.asarray(data.test_labels)
+        # Model selection (`select_on`): the best epoch by test top-1 (the CIFAR releases), or by the
+        # top-1 on the dataset's validation split (BCL's ImageNet-LT release), see `record_epoch`.
+        self.select_on = config["select_on"]
+        self.val_evaluator = None
+        if self.select_on == "val":
+            if data.val_labels is None:
+                raise LTBenchError(f"select_on val: {data.name} has no validation split here (its split file, "
+                                   "e.g. ImageNet_LT_val.txt, next to the training list); use select_on=test")
+            self.val_evaluator = TestEvaluator(data.validation_as_test(), device, config["eval_batch_size"],
+                                               config["test_view"], config["num_workers"], self.ex.channels_last)
+            self.val_labels = np.asarray(data.val_labels)
+        self.best_on_test: dict[str, Any] | None = None  # with select_on val: the best test epoch, labelled so
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.last: dict[str, Any] | None = None
@@ -279,18 +306,19 @@ class Trainer:
         """Everything a resumed run needs to repeat the uninterrupted one, written atomically.
 
         Model, optimiser, method state (queues, centroids, momentum encoders: all in the method's
-        `state_dict`), history, best-so-far, epoch and every RNG state. The RNG states are belt
-        and braces: each epoch reseeds from (seed, epoch) anyway. There is no AMP GradScaler state
-        because AMP here is bf16 autocast only: bf16 has fp32's exponent range, so gradients do
-        not underflow and need no loss scaling (fp16 would, and its scale would belong here).
+        `state_dict`), the fp16 GradScaler's state (its scale and clean-step count; empty when
+        loss scaling is off), history, best-so-far, epoch and every RNG state. The RNG states are
+        belt and braces: each epoch reseeds from (seed, epoch) anyway.
         """
         atomic_torch_save(self.checkpoint_path, {
             "format": CHECKPOINT_FORMAT,
             "epochs_done": epochs_done,
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "history": self.history,
             "best": self.best,
+            "best_on_test": self.best_on_test,
             "best_predictions": self.best_predictions.as_dict() if self.best_predictions else None,
             "train_seconds": self.train_seconds,
             "images_seen": self.images_seen,
@@ -320,11 +348,14 @@ class Trainer:
         try:
             self.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):  # absent in checkpoints of runs without loss scaling
+                self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise LTBenchError(f"{self.checkpoint_path} does not fit this method's state (written by other "
                                f"code?): {str(exc).splitlines()[0]}; delete the run folder") from None
         self.history = state["history"]
         self.best = state["best"]
+        self.best_on_test = state.get("best_on_test")
         # absent from checkpoints written before predictions were kept: then unknown until a
         # later epoch becomes the best
         self.best_predictions = EpochPredictions.from_dict(state.get("best_predictions"))
@@ -364,9 +395,10 @@ class Trainer:
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(self.parameters)  # no-op in one process
-            opt.step()
+            self.scaler.scale(loss).backward()  # fp16: the scaled loss (the release's GradScaler)
+            distributed.average_gradients(self.parameters)  # no-op in one process; an overflow reaches every rank
+            self.scaler.step(opt)  # fp16: unscales, skips the step if a gradient overflowed
+            self.scaler.update()  # fp16: halves the scale after an overflow, doubles it after 2,000 clean steps
             method.after_step(epoch, step)
             for name, value in losses.items():
                 value = value.detach().float()
@@ -415,13 +447,32 @@ class Trainer:
         outputs = self.evaluator.outputs(self.method.eval_logits)
         return evaluation_metrics(outputs, self.test_labels, self.class_counts), outputs
 
-    def record_epoch(self, metrics: dict[str, Any], outputs: EvalOutputs, epoch: int, last_only: bool = False) -> None:
+    def validation_top1(self) -> float | None:
+        """This epoch's top-1 on the validation split (select_on val), else None."""
+        if self.val_evaluator is None:
+            return None
+        outputs = self.val_evaluator.outputs(self.method.eval_logits)
+        return evaluation_metrics(outputs, self.val_labels, self.class_counts)["top1"]
+
+    def record_epoch(self, metrics: dict[str, Any], outputs: EvalOutputs, epoch: int, last_only: bool = False,
+                     val_top1: float | None = None) -> None:
         """The one place where the best and last epochs are chosen, with their per-image predictions:
-        whatever rule selects the best epoch, its predictions travel with it."""
+        whatever rule selects the best epoch, its predictions travel with it.
+
+        select_on test: best = the epoch of the highest test top-1 (the first on ties), as the CIFAR
+        releases select. select_on val: best = the epoch of the highest validation top-1, with that
+        epoch's *test* metrics (the release tests the selected checkpoint once), and `best_on_test`
+        keeps the highest test top-1 besides, labelled as such: it is biased upward."""
         summary = epoch_summary(metrics, epoch)
         kept = EpochPredictions.compact(epoch, outputs.predictions, outputs.confidences, self.data.num_classes)
-        if not last_only and (self.best is None or metrics["top1"] > self.best["top1"]):
-            self.best, self.best_predictions = summary, kept
+        if not last_only:
+            if self.select_on == "val":
+                if self.best is None or val_top1 > self.best["val_top1"]:
+                    self.best, self.best_predictions = {**summary, "val_top1": val_top1}, kept
+                if self.best_on_test is None or metrics["top1"] > self.best_on_test["top1"]:
+                    self.best_on_test = summary
+            elif self.best is None or metrics["top1"] > self.best["top1"]:
+                self.best, self.best_predictions = summary, kept
         self.last, self.last_predictions = summary, kept
 
     def run_posthoc(self) -> dict[str, Any]:
@@ -461,11 +512,14 @@ class Trainer:
             seconds = time.perf_counter() - start
             self.train_seconds += seconds
             metrics, outputs = self.evaluate()
+            val_top1 = self.validation_top1()
             row = {"epoch": epoch, "lr": lr, **losses, "top1": metrics["top1"], "many": metrics["many"],
                    "medium": metrics["medium"], "few": metrics["few"], "train_seconds": seconds,
                    "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan}
+            if val_top1 is not None:
+                row["val_top1"] = val_top1
             self.history.append(row)
-            self.record_epoch(metrics, outputs, epoch)
+            self.record_epoch(metrics, outputs, epoch, val_top1=val_top1)
             if self.writer is not None and self.is_main:
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, (int, float)) and value is not None:
@@ -500,6 +554,12 @@ class Trainer:
         images_per_s = self.images_seen / self.train_seconds if self.train_seconds else None
         record = metrics_record(self.config, self.data, self.best, self.last, self.train_seconds, images_per_s)
         record["deviations"].update(process_deviation(self.method, self.world))
+        record["deviations"].update(precision.precision_deviation(self.ex.precision, self.ex.release_precision))
+        record["selection"] = {"split": self.select_on}
+        if self.select_on == "val":
+            record["selection"]["val_top1"] = self.best["val_top1"]
+            record["best_on_test"] = self.best_on_test
+        record["precision"] = self.ex.record()
         if self.stage1 is not None:
             record["stage1"] = self.stage1
         if self.posthoc is not None:

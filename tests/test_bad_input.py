@@ -67,7 +67,7 @@ BAD = {
     "IF not a number": (CELL + ["--imb-factors", "ten"], r"argument --imb-factors: invalid float value: 'ten'"),
     "duplicate cells": (CELL + ["--seeds", "0", "0"], r"duplicate cell digits IF10 ce@\S+ seed0"),
     "negative lr": (CELL + ["--set", "lr=-0.1"], r"lr must be >= 0, got -0.1"),
-    "unknown amp mode": (CELL + ["--set", "amp=fp16"], r"amp must be one of auto, bf16, off; got 'fp16'"),
+    "unknown amp mode": (CELL + ["--set", "amp=fp8"], r"amp must be one of auto, off, fp32, fp16, bf16; got 'fp8'"),
     "unknown lr_schedule": (CELL + ["--set", "lr_schedule=linear"], r"unknown lr_schedule 'linear'"),
     "malformed lr_steps": (CELL + ["--set", "lr_steps=[5]"], r"lr_steps must be a list of \[epoch, factor\] pairs"),
     "unknown classifier": (CELL + ["--set", "classifier=mlp"], r"unknown classifier 'mlp'"),

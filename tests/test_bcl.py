@@ -275,3 +275,50 @@ def test_step_feeds_the_contrastive_views_through_one_joint_forward():
     assert torch.allclose(out["loss"], 2.0 * la_ce + 0.6 * expected, atol=1e-5)
     assert not torch.allclose(expected, wrong_views, atol=1e-4)
     assert not torch.allclose(expected, head_on_2b, atol=1e-4)
+
+
+def test_large_dataset_recipes_follow_the_release_readme_commands():
+    from benchmarks.config import resolve_config
+
+    inat = resolve_config("bcl", "inat2018", 500)
+    assert (inat["lr"], inat["weight_decay"], inat["epochs"]) == (0.2, 1.0e-4, 100)  # README's iNat command
+    imagenet = resolve_config("bcl", "imagenet_lt", 256)
+    assert (imagenet["lr"], imagenet["weight_decay"], imagenet["epochs"]) == (0.1, 5.0e-4, 90)
+    assert imagenet["bn_groups"] == inat["bn_groups"] == 4  # DataParallel over 4 GPUs
+    assert resolve_config("bcl", "cifar100")["bn_groups"] == 1
+
+
+def test_bn_groups_normalise_contiguous_chunks_and_keep_the_first_chunks_running_stats():
+    """bn_groups 4 = nn.DataParallel over 4 replicas: every chunk of the 3B batch is normalised on
+    its own statistics, the outputs are in order, and only the first chunk updates the running
+    statistics (the other replicas' updates are discarded)."""
+    import copy
+
+    torch.manual_seed(0)
+    grouped = make_bcl(bn_groups=4)
+    plain = copy.deepcopy(grouped)
+    plain.bn_groups = plain.local_bn_groups = 1
+    images = torch.randn(12, 3, 32, 32)
+    h, z = grouped.features(images)
+    reference = copy.deepcopy(plain)
+    chunks = [reference.features(c) for c in images.chunk(4)]
+    assert torch.allclose(h, torch.cat([c[0] for c in chunks]), atol=1e-5)
+    assert torch.allclose(z, torch.cat([c[1] for c in chunks]), atol=1e-5)
+    first = copy.deepcopy(plain)
+    first.features(images[:3])  # what replica 0 alone does to the running statistics
+    for a, b in zip(grouped.buffers(), first.buffers()):
+        assert torch.equal(a, b)
+    whole_h, _ = plain.features(images)
+    assert not torch.allclose(whole_h, h, atol=1e-3)  # one BatchNorm batch computes something else
+
+
+def test_configs_written_before_bn_groups_and_select_on_still_match_todays():
+    """Results folders of the code before these keys existed resume and report: their configs
+    are completed with the old behaviour (one BN batch, best test epoch), only for BCL's option."""
+    from benchmarks.config import with_added_keys
+
+    for method in ("bcl", "ce"):
+        today = resolve_config(method, "cifar100")
+        written = {k: v for k, v in today.items() if k not in ("bn_groups", "select_on")}
+        assert with_added_keys(written) == today
+    assert "bn_groups" not in with_added_keys({"method": "ce"})

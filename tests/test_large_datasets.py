@@ -222,3 +222,58 @@ def test_cli_trains_on_the_tiny_tree_with_split_dir(tmp_path, capsys):
     config = yaml.safe_load((folder / "config.yaml").read_text())
     assert config["views"] == ["rrc224_jitter"] and config["test_view"] == "test224"
     assert json.loads((folder / "env.json").read_text())["pipeline"] == "reference"
+
+
+# -- model selection on the validation split (select_on: val) ---------------------------------
+
+def _val_split(data_root):
+    """ImageNet_LT_val.txt next to the training list: 2 fresh images per class."""
+    root = data_root / "imagenet_lt"
+    lines = []
+    for cls in range(3):
+        for i in range(2):
+            rel = f"val/n0000{cls}/img_valsplit_{cls}_{i}.png"
+            write_image(root / rel, 60 * cls + 40, seed=7000 + 10 * cls + i)
+            lines.append(f"{rel} {cls}")
+    (root / "ImageNet_LT_val.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_select_on_val_chooses_the_best_validation_epoch_and_reports_its_test_accuracy(tmp_path):
+    """BCL's ImageNet-LT release keeps the epoch best on ImageNet_LT_val and tests it once: `best`
+    is that epoch with its *test* metrics, `best_on_test` the (biased) best test epoch besides."""
+    import pandas as pd
+    import torch
+
+    from benchmarks.training import Trainer
+
+    register_tiny_backbone()
+    make_imagenet_lt_tree(tmp_path)
+    with pytest.raises(LTBenchError, match="validation"):  # asked for, but no ImageNet_LT_val.txt yet
+        DATASETS.get("imagenet_lt").check(request(tmp_path, need_val=True))
+    _val_split(tmp_path)
+    DATASETS.get("imagenet_lt").check(request(tmp_path, need_val=True))
+    data = build_dataset("imagenet_lt", request(tmp_path, need_val=True))
+    assert np.bincount(data.val_labels).tolist() == [2, 2, 2] and isinstance(data.val_images, FileImages)
+    assert resolve_config("bcl", "imagenet_lt", 256)["select_on"] == "val"  # the release's selection
+    assert resolve_config("bcl", "cifar100")["select_on"] == "test"  # the CIFAR releases select on test
+    with pytest.raises(LTBenchError, match="no validation split"):
+        resolve_config("ce", "cifar10", overrides={"select_on": "val"})
+
+    config = resolve_config("ce", "imagenet_lt", 256, 0, overrides={
+        "backbone": "tiny_cnn", "batch_size": 4, "num_workers": 0, "eval_batch_size": 8, "epochs": 3,
+        "select_on": "val"})
+    trainer = Trainer(config, data, tmp_path / "run", torch.device("cpu"), progress=False)
+    metrics = trainer.run()
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    chosen = int(np.argmax(history["val_top1"].to_numpy()))  # the first maximum, as `>` keeps it
+    assert metrics["best"]["epoch"] == chosen and metrics["best"]["top1"] == pytest.approx(history["top1"][chosen])
+    assert metrics["selection"] == {"split": "val", "val_top1": pytest.approx(history["val_top1"][chosen])}
+    assert metrics["best_on_test"]["epoch"] == int(np.argmax(history["top1"].to_numpy()))
+
+    # The rule on a sequence where the two choices differ (test top-1, validation top-1 per epoch).
+    test_metrics, outputs = trainer.evaluate()
+    trainer.best = trainer.best_on_test = None
+    for epoch, (test, val) in enumerate([(50.0, 60.0), (70.0, 55.0), (60.0, 80.0), (65.0, 80.0)]):
+        trainer.record_epoch({**test_metrics, "top1": test}, outputs, epoch, val_top1=val)
+    assert (trainer.best["epoch"], trainer.best["top1"], trainer.best["val_top1"]) == (2, 60.0, 80.0)
+    assert (trainer.best_on_test["epoch"], trainer.best_on_test["top1"]) == (1, 70.0)

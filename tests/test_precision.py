@@ -72,3 +72,90 @@ def test_recipes_pick_the_released_classifier_init_and_batching():
         weight = build_method(cfg, 10, torch.tensor([100] * 10)).classifier.weight
         assert (weight.abs().max() <= bound).item() == default_init, (method_name, dataset)
     assert resolve_config("bccl")["drop_last"] is True
+
+
+# ----------------------------------------------------------------------------- release precision, fp16 loss scaling
+
+def test_amp_resolves_to_the_release_precision_on_cuda_and_fp32_on_cpu():
+    from benchmarks.config import release_precision
+    from benchmarks.precision import resolve_precision
+
+    assert release_precision("bccl") == "fp16"
+    assert [release_precision(m) for m in ("bcl", "paco", "ce")] == ["fp32"] * 3
+    assert resolve_precision("auto", "fp16", "cuda") == "fp16"
+    assert resolve_precision("auto", "fp16", "cpu") == "fp32"
+    assert resolve_precision("auto", "fp32", "cuda") == "fp32"
+    assert resolve_precision("bf16", "fp32", "cuda") == "bf16"  # the speed option
+    assert resolve_precision("off", "fp16", "cuda") == "fp32"
+
+
+def test_fp16_step_runs_heads_under_autocast_like_the_release_and_bf16_keeps_float32_islands():
+    from benchmarks.precision import islands
+
+    torch.manual_seed(0)
+    module, h = CosineClassifier(64, 10), torch.randn(8, 64)
+    with islands(False), torch.autocast("cpu", dtype=torch.float16):
+        assert module(h).dtype == torch.float16  # what the BCCL release's autocast block computes
+    with islands(True), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert module(h).dtype == torch.float32
+
+
+def _fp16_trainer(tmp_path, monkeypatch, epochs=2):
+    """A CE run with amp fp16 on the CPU: loss scaling on. fp16 convolutions on a CPU take minutes
+    (no fast kernels), so the step's autocast is left out: the loss-scaling logic is what is
+    tested here (what autocast computes is tested above)."""
+    import contextlib
+
+    from benchmarks.config import resolve_config
+    from benchmarks.datasets import DatasetRequest, build_dataset
+    from benchmarks.training import Execution, Trainer
+
+    monkeypatch.setattr(Execution, "autocast", lambda self: contextlib.nullcontext())
+    data = build_dataset("synthetic", DatasetRequest(imb_factor=10, train_cap_per_class=4, test_cap_per_class=2))
+    config = resolve_config("ce", "synthetic", 10, 0, overrides={
+        "epochs": epochs, "batch_size": 64, "warmup_epochs": 0, "pipeline": "reference", "amp": "fp16"})
+    return Trainer(config, data, tmp_path, torch.device("cpu"), progress=False)
+
+
+def test_fp16_loss_scaling_skips_an_overflowing_step_and_halves_the_scale(tmp_path, monkeypatch):
+    """A fake overflow: the loss times 1e35 is finite, but scaled by 65,536 it is not, so every
+    gradient is inf/NaN. The GradScaler must skip that step (parameters unchanged) and halve the
+    scale; the next, clean step must update the parameters and keep the scale."""
+    torch.set_num_threads(1)
+    trainer = _fp16_trainer(tmp_path, monkeypatch)
+    assert len(trainer.loader) == 1 and trainer.scaler.is_enabled()
+    step = trainer.method.training_step
+    trainer.method.training_step = lambda *a: {"loss": step(*a)["loss"] * 1e35}
+    before = [p.detach().clone() for p in trainer.parameters]
+    trainer.train_epoch(0)
+    assert all(torch.equal(b, p) for b, p in zip(before, trainer.parameters))  # step skipped
+    assert trainer.scaler.get_scale() == 65536.0 / 2
+    trainer.method.training_step = step
+    trainer.train_epoch(1)
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.parameters))  # a real step
+    assert trainer.scaler.get_scale() == 32768.0  # grows only after 2,000 clean steps
+    trainer.save_checkpoint(2)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["scaler"]["scale"] == 32768.0  # the scale is resumed, not reset
+    resumed = _fp16_trainer(tmp_path, monkeypatch)
+    assert resumed.load_checkpoint() and resumed.scaler.get_scale() == 32768.0
+
+
+def test_precision_is_recorded_per_method_with_a_deviation_where_it_differs(tmp_path, monkeypatch):
+    """On this CPU `amp: auto` trains in fp32: CE matches its release, BCCL (fp16 release) records
+    the deviation; a fp16 BCCL run records none."""
+    from benchmarks.config import resolve_config
+    from benchmarks.precision import precision_deviation
+    from benchmarks.training import Execution
+
+    cpu = torch.device("cpu")
+    for method, amp, run, deviation in (("ce", "auto", "fp32", None), ("bccl", "auto", "fp32", "fp16"),
+                                        ("bccl", "fp16", "fp16", None), ("paco", "bf16", "bf16", "fp32")):
+        ex = Execution.resolve(resolve_config(method, overrides={"amp": amp}), cpu)
+        assert ex.precision == run and ex.fp32_islands == (run == "bf16")
+        record = ex.record()
+        assert record["run"] == run and "tf32_conv" in record
+        expected = {} if deviation is None else {"precision": {"paper": deviation, "run": run}}
+        assert precision_deviation(ex.precision, ex.release_precision) == expected
+    metrics = _fp16_trainer(tmp_path / "fp16", monkeypatch, epochs=1).run()
+    assert metrics["precision"]["run"] == "fp16" and metrics["deviations"]["precision"] == {"paper": "fp32", "run": "fp16"}

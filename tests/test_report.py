@@ -52,7 +52,7 @@ def class_counts(num_classes: int, imb_factor: float, n_max: int) -> list[int]:
 
 def write_run(root: Path, config: dict, status: str = "done", best: float | None = None,
               last: float | None = None, label: str | None = None, record_deviations: bool = True,
-              history_epochs: int | None = None) -> Path:
+              history_epochs: int | None = None, extra_metrics: dict | None = None) -> Path:
     """One run folder as the grid runner leaves it (metrics only when `best` is given)."""
     label = label or config["dataset"]
     folder = run_dir(root, label, config["imb_factor"], config["method"], config["seed"])
@@ -82,6 +82,8 @@ def write_run(root: Path, config: dict, status: str = "done", best: float | None
         }
         if record_deviations:
             metrics["deviations"] = recipe_deviations(config)
+        for key, value in (extra_metrics or {}).items():
+            metrics[key] = {**metrics.get(key, {}), **value}
         atomic_write_json(folder / "metrics.json", metrics)
     write_csv(folder / "history.csv", [
         {"epoch": e, "lr": 0.1, "loss": 2.0 / (e + 1), "loss_ce": 2.0 / (e + 1),
@@ -119,6 +121,9 @@ def results(tmp_path_factory) -> Path:
     write_run(root, resolve_config("paco", "cifar100", 100, 0, overrides={"epochs": 200}), best=50.0)
     write_run(root, resolve_config("ce", "cifar100", 100, 0, overrides={"lr": 0.2}), best=40.0,
               record_deviations=False)
+    # BCCL trained on a CPU: fp32 where its release trains fp16 (what the trainer records)
+    write_run(root, resolve_config("bccl", "cifar100", 100, 0), best=52.5, extra_metrics={
+        "precision": {"run": "fp32", "release": "fp16"}, "deviations": {"precision": {"paper": "fp16", "run": "fp32"}}})
     tiny = resolve_config("ce", "cifar10", 100, 0,
                           overrides={"train_cap_per_class": 20, "test_cap_per_class": 10, "epochs": 2})
     write_run(root, tiny, best=30.0, label="cifar10-tiny")
@@ -191,6 +196,17 @@ def test_failed_and_running_runs_are_listed_not_aggregated(report, summary):
     unfinished = report[1].split("## Unfinished and failed runs")[1].split("##")[0]
     assert "RuntimeError: boom" in unfinished and "running" in unfinished and "3/200" in unfinished
     assert "rerun the grid to resume" in unfinished
+
+
+def test_precision_is_reported_per_method_and_a_precision_deviation_is_recipe_differs(report, summary):
+    bccl = row(summary, "cifar100", "bccl")
+    assert bccl["precision"] == "fp32" and bccl["verdict"] == "recipe differs"
+    assert bccl["differences"] == "precision fp32≠fp16"
+    assert pd.isna(row(summary, "cifar10", "bcl")["precision"])  # an older run that recorded none
+    cell = report[1].split("## cifar100, IF 100")[1].split("##")[0]
+    assert "| precision |" in next(line for line in cell.splitlines() if line.startswith("| method "))
+    bccl_line = next(line for line in cell.splitlines() if line.startswith("| bccl "))
+    assert "| fp32 |" in bccl_line and "precision fp32≠fp16" in bccl_line
 
 
 def test_reconstructed_recipes_are_labelled_not_matched(report, summary):
@@ -280,7 +296,7 @@ def test_paper_numbers_file_is_complete():
     assert len(cifar) - len(first) == 8 and ("focal", "cifar10", 100) not in cifar  # unchecked: left out
     assert cifar[("ldam_drw", "cifar10", 100)] == 77.03 and cifar[("logit_adjust", "cifar100", 100)] == 44.06
     assert cifar[("balanced_softmax", "cifar10", 200)] == 79.8
-    assert all(n.status in ("release", "paper") and n.source for n in numbers)
+    assert all(n.status in ("release", "paper", "unverified") and n.source for n in numbers)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -294,7 +310,7 @@ def test_stdout_has_every_table(report):
     assert "85.00 ± 1.41 (n=2)" in stdout and "60.00 (n=1)" in stdout
     assert "BCCL official README [release]" in stdout  # every paper number with its source and status
     assert "paco: no published figure for cifar10 IF 100" in stdout
-    assert "(paper 65.2)" in stdout  # CE's published many-shot accuracy next to the run's
+    assert "(paper 65.2)" not in stdout  # CE's CIFAR-100 split had no traceable source: dropped
 
 
 def test_every_format_written_and_parseable(report):
@@ -414,3 +430,22 @@ def test_usage_errors_are_one_line(capsys):
         assert report_cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_selection_on_the_validation_split_is_labelled_with_best_on_test_beside(tmp_path):
+    """A BCL ImageNet-LT run selected on ImageNet_LT_val: its best top-1 is the selected epoch's test
+    accuracy, the report says which split chose it and shows the best test epoch as 'best on test';
+    a CIFAR run says 'test' (the releases' own selection)."""
+    root = tmp_path / "r"
+    write_run(root, resolve_config("bcl", "imagenet_lt", 256, 0), best=55.5, extra_metrics={
+        "selection": {"split": "val", "val_top1": 54.0}, "best_on_test": {"epoch": 80, "top1": 56.25}})
+    write_run(root, resolve_config("bccl", "cifar10", 100, 0), best=85.0)
+    report = build_report(root, tmp_path / "out", formats=["md", "csv"], plots=False)
+    bcl = report.summary[report.summary["method"] == "bcl"].iloc[0]
+    assert bcl["selected_on"] == "val" and bcl["best_top1_mean"] == 55.5 and bcl["best_on_test_mean"] == 56.25
+    text = (tmp_path / "out" / "report.md").read_text()
+    cell = text.split("## imagenet_lt, IF 256")[1].split("##")[0]
+    assert "val (best on test: 56.25)" in cell
+    cifar = text.split("## cifar10, IF 100")[1].split("##")[0]
+    assert "| test |" in next(line for line in cifar.splitlines() if line.startswith("| bccl "))
+    assert "select_on: test" in text  # the report says the CIFAR releases select on the test set

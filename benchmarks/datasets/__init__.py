@@ -16,6 +16,7 @@ modules below registers them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +48,7 @@ class DatasetRequest:
     train_cap_per_class: int = 0
     test_cap_per_class: int = 0
     split_dir: Path | None = None  # file-list datasets: where the split files are (None: their default)
+    need_val: bool = False  # a run selects its best epoch on the validation split: it must exist
 
 
 @dataclass
@@ -60,6 +62,8 @@ class LTData:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     info: dict[str, Any] = field(default_factory=dict)
+    val_images: Any = None  # a validation split for model selection (select_on: val), if the dataset has one
+    val_labels: np.ndarray | None = None
 
     @property
     def file_based(self) -> bool:
@@ -76,12 +80,18 @@ class LTData:
         tr = cap_per_class(self.train_labels, train_cap)
         te = cap_per_class(self.test_labels, test_cap)
         info = dict(self.info, train_cap_per_class=train_cap, test_cap_per_class=test_cap)
+        val = cap_per_class(self.val_labels, test_cap) if self.val_labels is not None else None
         return LTData(
             self.name, self.num_classes,
             self.train_images[tr], self.train_labels[tr],
             self.test_images[te], self.test_labels[te],
             self.mean, self.std, info,
+            None if val is None else self.val_images[val], None if val is None else self.val_labels[val],
         )
+
+    def validation_as_test(self) -> "LTData":
+        """The same data with the validation split in the test slots (what an evaluator reads)."""
+        return dataclasses.replace(self, test_images=self.val_images, test_labels=self.val_labels)
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class DatasetEntry:
 
     build: Callable[[DatasetRequest], LTData]
     check: Callable[[DatasetRequest], None] = lambda request: None
+    has_val_split: bool = False  # provides LTData.val_* (select_on: val), when its split file exists
 
 
 DATASETS: Registry[DatasetEntry] = Registry(

@@ -143,6 +143,7 @@ class FileListDataset:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str                  # where the split files come from (for error messages)
+    val_files: tuple[str, ...] = ()  # a validation split for model selection (select_on: val), optional
 
     def image_root(self, request: DatasetRequest) -> Path:
         return Path(request.data_root) / self.name
@@ -176,6 +177,12 @@ class FileListDataset:
             )
         self.find(request, self.train_files, "training")
         self.find(request, self.test_files, self.test_split)
+        if request.need_val:
+            self.find(request, self.val_files or ("(none)",), "validation (select_on: val)")
+
+    def val_file(self, request: DatasetRequest) -> Path | None:
+        folder = self.split_dir(request)
+        return next((folder / n for n in self.val_files if (folder / n).is_file()), None)
 
     def build(self, request: DatasetRequest) -> LTData:
         self.check(request)
@@ -184,12 +191,15 @@ class FileListDataset:
         test_file = self.find(request, self.test_files, self.test_split)
         train_paths, train_labels = read_split(train_file)
         test_paths, test_labels = read_split(test_file)
+        val_file = self.val_file(request)
+        val_paths, val_labels = read_split(val_file) if val_file is not None else ([], None)
         num_classes = int(train_labels.max()) + 1
-        if test_labels.max() >= num_classes:
-            raise LTBenchError(
-                f"{test_file} has label {int(test_labels.max())}, but the training list {train_file} "
-                f"only has labels 0..{num_classes - 1}"
-            )
+        for file, labels in ((test_file, test_labels), (val_file, val_labels)):
+            if labels is not None and labels.max() >= num_classes:
+                raise LTBenchError(
+                    f"{file} has label {int(labels.max())}, but the training list {train_file} "
+                    f"only has labels 0..{num_classes - 1}"
+                )
         counts = np.bincount(train_labels, minlength=num_classes)
         if (counts == 0).any():
             empty = np.where(counts == 0)[0]
@@ -197,7 +207,9 @@ class FileListDataset:
                 f"{train_file}: {len(empty)} of the classes 0..{num_classes - 1} have no training image "
                 f"(e.g. {', '.join(map(str, empty[:5]))}); labels must be 0..C-1"
             )
-        for file, paths in ((train_file, train_paths), (test_file, test_paths)):
+        for file, paths in ((train_file, train_paths), (test_file, test_paths), (val_file, val_paths)):
+            if not paths:
+                continue
             first = root / paths[0]
             if not first.is_file():  # one probe per list: a wrong root fails here, not mid-epoch
                 raise LTBenchError(f"{file} lists {paths[0]}, but {first} does not exist; is --data-root right?")
@@ -210,11 +222,14 @@ class FileListDataset:
             test_labels=test_labels,
             mean=self.mean,
             std=self.std,
+            val_images=FileImages([str(root / p) for p in val_paths]) if val_file is not None else None,
+            val_labels=val_labels,
             info={
                 "protocol": f"natural long tail, published split files ({self.name})",
                 "train_split_file": str(train_file),
                 "test_split_file": str(test_file),
                 "test_split": self.test_split,
+                "val_split_file": str(val_file) if val_file is not None else None,
                 "image_root": str(root),
                 "published_classes": self.classes,
                 "imb_factor_measured": float(counts.max() / counts.min()),
@@ -226,6 +241,7 @@ class FileListDataset:
 IMAGENET_LT = FileListDataset(
     name="imagenet_lt", imb_factor=256, classes=1000,
     train_files=("ImageNet_LT_train.txt",), test_files=("ImageNet_LT_test.txt",), test_split="test",
+    val_files=("ImageNet_LT_val.txt",),  # 20,000 images (20 per class), OLTR's validation split
     mean=IMAGENET_MEAN, std=IMAGENET_STD,
     source="The ImageNet-LT split files (ImageNet_LT_train.txt, ImageNet_LT_test.txt) are published with the "
            "OLTR benchmark (Liu et al., CVPR 2019) and shipped by the BCL/PaCo/BCCL releases; the images are "
@@ -244,4 +260,5 @@ INAT2018 = FileListDataset(
 FILE_LIST_DATASETS = {d.name: d for d in (IMAGENET_LT, INAT2018)}
 
 for _spec in FILE_LIST_DATASETS.values():
-    DATASETS.register(_spec.name)(DatasetEntry(build=_spec.build, check=_spec.check))
+    DATASETS.register(_spec.name)(DatasetEntry(build=_spec.build, check=_spec.check,
+                                               has_val_split=bool(_spec.val_files)))

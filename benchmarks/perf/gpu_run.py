@@ -2,12 +2,17 @@
 
 All on synthetic data shaped like CIFAR-10-LT IF100 (12,406 training images with the real class
 counts, 10,000 test images), with the fast pipeline (uint8 data and every view on the device),
-bf16 autocast and channels-last, evaluating on the test set after every epoch like a real run.
+channels-last, each method at its release precision (`amp: auto`: BCCL fp16 autocast with loss
+scaling, the others float32 with PyTorch's default TF32 convolutions; `--amp` changes it for
+parts 2 and 3), evaluating on the test set after every epoch like a real run.
 
 1. Per-method epoch time: each method alone for `--grid-epochs` epochs (wall time of the run
    divided by its epochs, first-epoch warm-up included), and from it the time the whole CIFAR
    grid (2 datasets x 3 IFs x 4 methods at their recipe epochs, PaCo 400, the others 200) takes
    with the runs back to back, scaled to each cell's training-set size.
+1b. Precision: the same run of each method again under bf16 autocast (the speed option, a recorded
+   deviation): epoch time and best top-1 against part 1's release-precision run, one run each way
+   (the top-1 of a few epochs on synthetic data says whether training broke, not which is better).
 2. Concurrent runs: N subprocesses at once (N in `--concurrent`), methods round-robin, each
    training `--grid-epochs` epochs. Speed-up = the work done (sum over runs of epochs x that
    method's solo epoch time from part 1) / the window from the first run's training start to
@@ -57,17 +62,17 @@ RECIPE_EPOCHS = {"bccl": 200, "ce": 200, "bcl": 200, "paco": 400}
 MEAN_TRAIN_IMAGES = (12406 + 13996 + 20431 + 10847 + 12608 + 19573) / 6
 
 
-def config_for(method: str, epochs: int, device: torch.device, cap: int, compile_: bool) -> dict:
+def config_for(method: str, epochs: int, cap: int, compile_: bool, amp: str = "auto") -> dict:
     return resolve_config(method, "synthetic", 100, 0, overrides={
-        "epochs": epochs, "pipeline": "fast", "amp": "bf16" if device.type == "cuda" else "off",
+        "epochs": epochs, "pipeline": "fast", "amp": amp,
         "train_cap_per_class": cap, "test_cap_per_class": cap, "compile": compile_,
     })
 
 
-def single_run(method: str, epochs: int, device: torch.device, cap: int, compile_: bool) -> dict:
+def single_run(method: str, epochs: int, device: torch.device, cap: int, compile_: bool, amp: str = "auto") -> dict:
     """One run; `run_start` / `run_end` are wall-clock stamps around the training loop itself."""
     data = build_dataset("synthetic", DatasetRequest(imb_factor=100, train_cap_per_class=cap, test_cap_per_class=cap))
-    config = config_for(method, epochs, device, cap, compile_)
+    config = config_for(method, epochs, cap, compile_, amp)
     with tempfile.TemporaryDirectory() as folder:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -82,6 +87,7 @@ def single_run(method: str, epochs: int, device: torch.device, cap: int, compile
         wall = time.perf_counter() - start
     return {
         "method": method, "epochs": epochs, "train_images": len(data.train_labels),
+        "precision": metrics["precision"]["run"], "loss_scale": trainer.scaler.get_scale() if trainer.scaler.is_enabled() else None,
         "wall_s": wall, "run_s": run_end - run_start, "run_start": run_start, "run_end": run_end,
         "train_s": metrics["train_seconds"], "train_images_per_s": metrics["train_images_per_s"],
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
@@ -89,7 +95,7 @@ def single_run(method: str, epochs: int, device: torch.device, cap: int, compile
     }
 
 
-def concurrent_runs(n: int, epochs: int, device: str, cap: int, compile_: bool) -> dict:
+def concurrent_runs(n: int, epochs: int, device: str, cap: int, compile_: bool, amp: str = "auto") -> dict:
     """n worker subprocesses at once, methods round-robin, CPU threads shared out; a failed
     worker is reported (its stderr tail) and the others are stopped."""
     methods = list(GRID_CELLS)
@@ -99,7 +105,7 @@ def concurrent_runs(n: int, epochs: int, device: str, cap: int, compile_: bool) 
     try:
         for i in range(n):
             cmd = [sys.executable, __file__, "--worker", methods[i % len(methods)], "--epochs", str(epochs),
-                   "--device", device, "--cap", str(cap)] + (["--compile"] if compile_ else [])
+                   "--device", device, "--cap", str(cap), "--amp", amp] + (["--compile"] if compile_ else [])
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                           preexec_fn=_die_with_parent()))
         results = []
@@ -137,6 +143,8 @@ def main() -> None:
     p.add_argument("--concurrent", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--cap", type=int, default=0, help="images per class cap (0 = full CIFAR-10-LT shape)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    p.add_argument("--amp", default="auto", help="precision of parts 2 and 3 (auto: each method's release precision)")
+    p.add_argument("--skip-precision", action="store_true", help="leave out part 1b (the bf16 runs)")
     p.add_argument("--budget-s", type=float, default=450.0,
                    help="wall seconds for the whole script; part 3 trains fewer epochs (and projects) if needed")
     p.add_argument("--json", type=Path, help="write every figure here as soon as it is measured")
@@ -145,7 +153,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     if args.worker:  # one run inside a concurrency measurement
-        print(json.dumps(single_run(args.worker, args.epochs, device, args.cap, args.compile)))
+        print(json.dumps(single_run(args.worker, args.epochs, device, args.cap, args.compile, args.amp)))
         return
 
     started = time.perf_counter()
@@ -166,8 +174,8 @@ def main() -> None:
         solo[method] = m
         per_epoch[method] = m["run_s"] / m["epochs"]
         memory = f"{m['peak_memory_gib']:.2f} GiB" if m["peak_memory_gib"] is not None else "n/a"
-        print(f"{method:5s} {per_epoch[method]:.3f} s/epoch (train + eval), {m['train_images_per_s']:.0f} train "
-              f"images/s, peak memory {memory}, process {m['wall_s']:.1f} s")
+        print(f"{method:5s} {per_epoch[method]:.3f} s/epoch (train + eval) in {m['precision']}, "
+              f"{m['train_images_per_s']:.0f} train images/s, peak memory {memory}, process {m['wall_s']:.1f} s")
         record["solo"] = solo
         save()
     train_images = solo["bccl"]["train_images"]
@@ -176,12 +184,26 @@ def main() -> None:
     print(f"projected CIFAR grid, runs back to back: {minutes:.1f} min")
     save()
 
+    if not args.skip_precision:
+        print(f"\n## 1b. Release precision vs bf16 ({args.grid_epochs} epochs each, one run each way)")
+        print("| method | release: precision, s/epoch, best top-1, final loss scale | bf16: s/epoch, best top-1 | bf16 speed-up |")
+        print("|---|---|---|---|")
+        record["bf16"] = {}
+        for method in GRID_CELLS:
+            b = single_run(method, args.grid_epochs, device, args.cap, args.compile, "bf16")
+            record["bf16"][method] = b
+            save()
+            r, b_epoch = solo[method], b["run_s"] / b["epochs"]
+            scale = "—" if r["loss_scale"] is None else f"{r['loss_scale']:.0f}"
+            print(f"| {method} | {r['precision']}, {per_epoch[method]:.3f}, {r['best_top1']:.2f}, {scale} | "
+                  f"{b_epoch:.3f}, {b['best_top1']:.2f} | {per_epoch[method] / b_epoch:.2f}x |")
+
     print(f"\n## 2. Concurrent runs ({args.grid_epochs} epochs each, methods round-robin)")
     print("| runs at once | window s | speed-up (work / window) | projected grid min | per run: method, train images/s, peak GiB |")
     print("|---|---|---|---|---|")
     record["concurrent"] = []
     for n in args.concurrent:
-        c = concurrent_runs(n, args.grid_epochs, args.device, args.cap, args.compile)
+        c = concurrent_runs(n, args.grid_epochs, args.device, args.cap, args.compile, args.amp)
         record["concurrent"].append(c)
         save()
         if "failed" in c:
@@ -201,7 +223,7 @@ def main() -> None:
     left = args.budget_s - (time.perf_counter() - started)
     fits = int(left / (per_epoch["bccl"] * 1.15)) - 1  # part 1's BCCL epoch, with a margin
     epochs = max(1, min(args.epochs, fits))
-    r = single_run("bccl", epochs, device, args.cap, args.compile)
+    r = single_run("bccl", epochs, device, args.cap, args.compile, args.amp)
     record["bccl_run"] = r
     projected = r["wall_s"] + (args.epochs - epochs) * r["run_s"] / epochs
     record["bccl_run"]["projected_wall_s"] = projected

@@ -77,6 +77,13 @@ def paper_mismatch(entry: PaperNumber | None, epochs: Any, backbone: Any) -> dic
             if run is not None and run == run and paper != run}
 
 
+def format_views(views) -> str:
+    """A paper entry's views for the report ("" when the entry does not record them)."""
+    if views is None:
+        return ""
+    return views if isinstance(views, str) else ", ".join(views)
+
+
 def verdict(diff: float, has_paper: bool, differs: bool, tolerance: float) -> str:
     """The rules of the module docstring, on one cell."""
     if differs:
@@ -133,6 +140,10 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         imb_factor=("imb_factor", "first"),
         epochs=("epochs", "first"),
         backbone=("backbone", "first"),
+        views=("views", "first"),
+        selected_on=("selected_on", "first"),
+        best_on_test_mean=("best_on_test_top1", "mean"),
+        precision=("precision", lambda s: "/".join(sorted({str(x) for x in s if x}))),
         tiny=("tiny", "any"),
         deviations=("deviations", "first"),
         deviation_note=("deviation_note", "first"),
@@ -140,7 +151,8 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
 
     rows = []
     for cell in stats.to_dict("records"):
-        entry = lookup(numbers, cell["method"], cell["dataset"], cell["imb_factor"], cell["backbone"])
+        entry = lookup(numbers, cell["method"], cell["dataset"], cell["imb_factor"], cell["backbone"],
+                       cell.get("views"))
         mismatch = {k: v for k, v in paper_mismatch(entry, cell["epochs"], cell["backbone"]).items()
                     if cell["deviations"].get(k, {}).get("paper") != v["paper"]}
         differences = format_deviations(cell["deviations"]) + format_deviations(mismatch, " (published recipe)")
@@ -154,6 +166,7 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
                for g in GROUPS},
             "paper_epochs": entry.epochs if entry else np.nan,
             "paper_backbone": entry.backbone if entry else "",
+            "paper_views": format_views(entry.views) if entry else "",
             "paper_source": entry.source if entry else "",
             "paper_status": entry.status if entry else "",
             "diff": diff,
@@ -186,5 +199,6 @@ SUMMARY_COLUMNS = [
     "last_top1_std", "best_epoch_mean", *[f"{g}_mean" for g in GROUPS], "best_ece_mean", "last_ece_mean",
     "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
     "diff", "paper_in_ci", "seeds_for_1pt", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
+    "paper_views", "precision", "selected_on", "best_on_test_mean",
     "tiny", "differences", "recipe_label", "deviation_note", "variant",
 ]

@@ -109,8 +109,12 @@ def load_run(folder: Path) -> dict[str, Any]:
         or config.get("test_cap_per_class", 0) > 0,
         epochs=config.get("epochs", (metrics or {}).get("epochs", np.nan)),
         backbone=config.get("backbone"),
+        views=tuple(config.get("views") or ()),  # matched against a paper entry's views
         config=config,
         recorded_deviations=(metrics or {}).get("deviations"),
+        precision=((metrics or {}).get("precision") or {}).get("run", ""),
+        selected_on=((metrics or {}).get("selection") or {}).get("split", "test"),  # the split that chose "best"
+        best_on_test_top1=((metrics or {}).get("best_on_test") or {}).get("top1", np.nan),  # what the step ran in ("": older runs)
         train_seconds=(metrics or {}).get("train_seconds", np.nan),
         images_per_s=(metrics or {}).get("train_images_per_s", np.nan),
         **_group_values((metrics or {}).get("best"), "best"),

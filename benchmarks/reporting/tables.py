@@ -116,6 +116,9 @@ def results_table(cell: pd.DataFrame) -> pd.DataFrame:
             "ECE best/last": fmt_ece(r.best_ece_mean, r.last_ece_mean),
             **groups,
             "epochs run/paper": f"{fmt_int(r.epochs)}/{fmt_int(r.paper_epochs)}",
+            "precision": r.precision or NA,
+            "best epoch chosen on": (f"val (best on test: {fmt(r.best_on_test_mean)})"
+                                     if r.selected_on == "val" else "test"),
             "recipe differences": "; ".join(x for x in (r.differences, r.recipe_label) if x) or "—",
         })
     return pd.DataFrame(rows)
@@ -129,7 +132,8 @@ def source_notes(cell: pd.DataFrame) -> list[str]:
         if r.paper_source:
             groups = "/".join(fmt_paper(getattr(r, f"paper_{g}")) for g in GROUPS)
             split = "" if groups == "—/—/—" else f", many/medium/few {groups}"
-            notes.append(f"{r.method}: {fmt_paper(r.paper_top1)}{split}, {r.paper_backbone}, "
+            views = f", views {r.paper_views}" if getattr(r, "paper_views", "") else ""  # entries that record them
+            notes.append(f"{r.method}: {fmt_paper(r.paper_top1)}{split}, {r.paper_backbone}{views}, "
                          f"{fmt_int(r.paper_epochs)} epochs — {r.paper_source} [{r.paper_status}]")
         else:
             notes.append(f"{r.method}: no published figure for {r.dataset} IF {r.if_label}")
@@ -224,7 +228,14 @@ def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame,
             f"'{NO_PAPER}' when no figure was published. Many/medium/few: best epoch, paper's in parentheses. "
             f"'{RECONSTRUCTED}': no release gives that method's recipe on that dataset (it is marked "
             "`reconstructed` in configs/methods/<method>.yaml, recipe_status); the comparison tests a reading "
-            "of the paper, not a released configuration.",
+            "of the paper, not a released configuration. Precision: what the training step ran in (fp32, fp16 with "
+            "loss scaling, bf16); one other than the method's release precision is the deviation 'precision'.",
+            "Model selection: 'best' is the epoch chosen on the split in 'best epoch chosen on'. The CIFAR "
+            "releases pick the best test-set epoch, and so does ltbench by default (select_on: test): the "
+            "published CIFAR figures are such maxima, biased upward by the choice. Where a release selects on a "
+            "validation split (BCL on ImageNet-LT: ImageNet_LT_val.txt), the run does too (select_on: val) and "
+            "its best top-1 is the test accuracy of the selected epoch; the best test-set epoch's top-1 is shown "
+            "beside it as 'best on test'.",
             "Statistics: 95% CI = Student-t interval of the best top-1 over seeds (n/a with one seed); 'paper in "
             "CI' = whether the paper's top-1 lies inside it; 'seeds for 1 pt' = seeds needed to resolve a 1-point "
             "difference from the paper number at the observed seed std (two-sided t-test, alpha 0.05, power 0.8). "

@@ -18,6 +18,9 @@ dataset's mean/std, which `LTData` carries):
 - `rrc224_randaug_stack`: RRC(224, (0.08, 1)) - Flip - ColorJitter(0.4, 0.4, 0.4, 0) (p 1) -
   Grayscale p 0.2 - Gaussian blur p 0.5 - RandAugment. PaCo's ResNeXt-50 query view
   (`randnclsstack`).
+- `bcl_randstack224`: RRC(224, (0.08, 1)) - Flip - ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8 -
+  Grayscale p 0.2 - RandAugment: BCL's `augmentation_randnclsstack` (its `--cl_views sim-rand` /
+  `randstack-randstack` contrastive views; no blur, unlike PaCo's stacked view).
 - `paco_sim224`: RRC(224, (0.08, 1)) - ColorJitter(0.4, 0.4, 0.4, 0) (p 1) - Grayscale p 0.2 -
   Gaussian blur p 0.5 - Flip. PaCo's key view (`augmentation_sim`; its flip comes last).
 
@@ -48,7 +51,8 @@ from benchmarks import LTBenchError
 from benchmarks.views.reference import PILGaussianBlur
 
 LARGE_VIEW_NAMES = (
-    "test224", "rrc224_flip", "rrc224_jitter", "simclr224", "rrc224_randaug", "rrc224_randaug_stack", "paco_sim224",
+    "test224", "rrc224_flip", "rrc224_jitter", "simclr224", "rrc224_randaug", "rrc224_randaug_stack", "bcl_randstack224",
+    "paco_sim224",
 )
 TEST_RESIZE, CROP = 256, 224
 RRC_SCALE = (0.08, 1.0)  # torchvision's default, which every large-dataset release keeps
@@ -157,6 +161,7 @@ def _pil_steps(name: str) -> list:
         "rrc224_randaug": lambda: [rrc, flip, _jitter(0.0, 1.0), TimmRandAugment()],
         "rrc224_randaug_stack": lambda: [rrc, flip, _jitter(0.0, 1.0), T.RandomGrayscale(p=0.2), blur,
                                          TimmRandAugment()],
+        "bcl_randstack224": lambda: [rrc, flip, _jitter(0.1, 0.8), T.RandomGrayscale(p=0.2), TimmRandAugment()],
         "paco_sim224": lambda: [rrc, _jitter(0.0, 1.0), T.RandomGrayscale(p=0.2), blur, flip],
     }[name]()
 
