@@ -49,6 +49,12 @@ class Method(nn.Module):
     # False for post-hoc methods: no optimiser step; the run is one evaluation (its recipe's
     # `epochs` is 0), after `fit_posthoc`.
     trains: ClassVar[bool] = True
+    # Under torchrun the method is wrapped in DistributedDataParallel, which all-reduces each
+    # gradient bucket as backward fills it. By default DDP expects every trainable parameter to
+    # get a gradient in every step; a method whose `training_step` leaves some out of the loss
+    # (in some steps or always) sets this, and DDP then searches the autograd graph after each
+    # forward for the unused ones (a cost on every step, hence off unless needed).
+    find_unused_parameters: ClassVar[bool] = False
     # Whether the method's loss takes per-class weights (`class_weights`); a run of a method that
     # does not must keep `reweight: none` (checked at plan time).
     takes_class_weights: ClassVar[bool] = False
@@ -140,6 +146,14 @@ class Method(nn.Module):
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits used for evaluation (the module is in eval mode)."""
         raise NotImplementedError
+
+    def forward(
+        self, views: list[torch.Tensor], labels: torch.Tensor, epoch: int, step: int
+    ) -> dict[str, torch.Tensor]:
+        """The training step: what DistributedDataParallel calls under torchrun
+        (`benchmarks.distributed.wrap_training_step`), as the PaCo release's DDP-wrapped MoCo
+        model does one training step in its `forward`. Subclasses implement `training_step`."""
+        return self.training_step(views, labels, epoch, step)
 
     # Optional hooks ---------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:

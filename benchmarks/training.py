@@ -9,9 +9,10 @@ CUDA) from (seed, epoch). An epoch's randomness (shuffling, augmentation, k-mean
 is therefore a function of the seed, the epoch and the state at the epoch's start, which is
 exactly what the end-of-epoch checkpoint holds, so a resumed run repeats the uninterrupted one.
 
-Several processes (torchrun): each rank trains on its share of every global batch, gradients are
-averaged after `backward`, and only rank 0 writes files; see `benchmarks.distributed` for the
-choices (gradients, BatchNorm, queues, evaluation).
+Several processes (torchrun): each rank trains on its share of every global batch, the method is
+wrapped in DistributedDataParallel (its `forward` is the training step; gradients are averaged
+during `backward`), and only rank 0 writes files; see `benchmarks.distributed` for the choices
+(gradients, BatchNorm, queues, evaluation).
 """
 
 from __future__ import annotations
@@ -253,6 +254,10 @@ class Trainer:
         if self.ex.compile:
             for module in self.method.children():
                 module.compile()
+        # the method itself in one process; under torchrun DDP around the method (built last:
+        # it hooks the parameters as they are now). self.method stays the unwrapped module, so
+        # checkpoints and evaluation never see the wrapper.
+        self.train_step = distributed.wrap_training_step(self.method, device) if self.method.trains else None
         self.parameters = self.method.trainable_parameters()
         self.optimizer = self.loader = None  # post-hoc methods (`trains` False) have neither
         self.scaler = precision.grad_scaler(self.ex.precision, device.type)  # fp16 only; else a no-op
@@ -389,14 +394,15 @@ class Trainer:
             if self.ex.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             with self.ex.autocast():
-                losses = method.training_step(views, labels, epoch, step)
+                losses = self.train_step(views, labels, epoch, step)
             loss = losses["loss"]
             # Record the first non-finite step without synchronising the device every step.
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()  # fp16: the scaled loss (the release's GradScaler)
-            distributed.average_gradients(self.parameters)  # no-op in one process; an overflow reaches every rank
+            # fp16: the scaled loss (the release's GradScaler); under torchrun DDP averages the
+            # gradients across ranks during backward, so an overflow on one rank reaches every rank
+            self.scaler.scale(loss).backward()
             self.scaler.step(opt)  # fp16: unscales, skips the step if a gradient overflowed
             self.scaler.update()  # fp16: halves the scale after an overflow, doubles it after 2,000 clean steps
             method.after_step(epoch, step)
