@@ -12,6 +12,13 @@ Accepted formats (detected from the keys; `module.` prefixes of DataParallel/DDP
   prototype head) and `fc.weight`: for the cosine classifier ("NormedLinear") of shape
   (in_features, classes), the layout `CosineClassifier` keeps; a linear `fc` has (classes,
   in_features) and a bias. Mapped to `backbone.*`, `head.*`, `head_prototype.*`, `classifier.*`.
+- **LDAM-DRW release** (kaidic/LDAM-DRW `cifar_train.py`, `save_checkpoint` in `utils.py`):
+  `{"epoch": epochs done, "arch", "state_dict", "best_acc1", "optimizer"}`, the state dict of its
+  `models/resnet_cifar.py` ResNet-32 (`conv1`, `bn1`, `layer1.0.conv1`, ...; the option-A
+  shortcuts hold no weights) with the classifier `linear.*`: an nn.Linear (weight (classes, 64)
+  and bias) for CE / focal runs, or its NormedLinear (weight (64, classes), no scale in the module)
+  for `--loss_type LDAM`, i.e. the cosine classifier here (the scale does not change the argmax).
+  Mapped to `backbone.*` and `classifier.*`.
 - **PaCo release** (MoCo builder): `encoder_q.*` (its `fc.0/1/3` is the MLP head), `encoder_k.*`,
   `linear.*`, `queue`, `queue_l`, `queue_ptr`; mapped to `backbone.*`, `head.*`, `key_backbone.*`,
   `key_head.*`, `classifier.*`, `queue`, `queue_labels`, `queue_ptr`; `linear_k.*` (a momentum
@@ -57,7 +64,7 @@ import torch
 from benchmarks import LTBenchError
 from benchmarks.config import with_added_keys
 
-FORMATS = ("ltbench", "bccl/bcl-release", "paco-release")
+FORMATS = ("ltbench", "bccl/bcl-release", "paco-release", "ldam-drw-release")
 
 
 def _strip_module(state: dict[str, Any]) -> dict[str, Any]:
@@ -104,9 +111,13 @@ def to_method_state(obj: Any) -> tuple[str, dict[str, torch.Tensor], int | None,
                 ("encoder.", "backbone."), ("head_fc.", "head_prototype."), ("head.", "head."), ("fc.", "classifier."),
             ])
             return "bccl/bcl-release", mapped, epochs_done, dropped
+        if any(k.startswith("linear.") for k in state) and any(k.startswith("layer1.") for k in state):
+            mapped, dropped = _rename(state, [("linear.", "classifier."), ("", "backbone.")])
+            return "ldam-drw-release", mapped, epochs_done, dropped
         raise LTBenchError(
-            "unknown checkpoint format: its state_dict has neither encoder.* (BCCL/BCL release) nor "
-            f"encoder_q.* (PaCo release) keys; first keys: {', '.join(list(state)[:5])}"
+            "unknown checkpoint format: its state_dict has neither encoder.* (BCCL/BCL release), "
+            "encoder_q.* (PaCo release) nor layer1.* with linear.* (LDAM-DRW release) keys; first keys: "
+            f"{', '.join(list(state)[:5])}"
         )
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = _strip_module(obj)
@@ -114,7 +125,8 @@ def to_method_state(obj: Any) -> tuple[str, dict[str, torch.Tensor], int | None,
             return "ltbench", state, None, []
     raise LTBenchError(
         f"unknown checkpoint format (top-level keys: {', '.join(map(str, list(obj)[:8]))}); known: ltbench's "
-        "checkpoint.pt, a release dict with 'state_dict' (BCCL/BCL: encoder.*, head.*, fc.weight; PaCo: encoder_q.*)"
+        "checkpoint.pt, a release dict with 'state_dict' (BCCL/BCL: encoder.*, head.*, fc.weight; PaCo: encoder_q.*; "
+        "LDAM-DRW: conv1.*, layer1.*, linear.*)"
     )
 
 

@@ -54,6 +54,7 @@ EXECUTION_KEYS = ("pipeline", "amp", "memory_format", "compile", "num_workers", 
 ADDED_KEYS: dict[str, Any] = {
     "sampler": "instance",
     "sampler_samples_per_class": 1,
+    "sampler_epoch": "sampler",
     "select_on": "test",
     "reweight": "none",
     "reweight_beta": 0.9999,
@@ -357,7 +358,12 @@ def validate_config(config: dict[str, Any]) -> None:
     for key, value in config.items():
         if _non_finite(value):
             raise LTBenchError(f"{key} must be finite, got {value!r} {where}")
-    check_ranges(config, SHARED_RANGES, where)
+    method = METHODS.get(config["method"])
+    if not method.trains and config["epochs"] != 0:
+        raise LTBenchError(f"{config['method']} is post-hoc and trains nothing: epochs must be 0, got "
+                           f"{config['epochs']} {where}")
+    check_ranges(config, SHARED_RANGES if method.trains else {k: v for k, v in SHARED_RANGES.items() if k != "epochs"},
+                 where)
     steps = config["lr_steps"]
     if not (isinstance(steps, list) and all(
             isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -368,7 +374,6 @@ def validate_config(config: dict[str, Any]) -> None:
             raise LTBenchError(f"lr_steps: each [epoch, factor] needs epoch >= 0 and factor > 0, got "
                                f"{[epoch, factor]!r} {where}")
     _check_names(config, where)
-    method = METHODS.get(config["method"])
     if config["reweight"] != "none" and not method.takes_class_weights:
         raise LTBenchError(f"method {config['method']} takes no per-class loss weights: reweight must be none, "
                            f"got {config['reweight']!r}")
@@ -395,7 +400,7 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
     from baselines.reweighting import REWEIGHT_RULES
     from benchmarks.datasets import DATASETS
-    from benchmarks.samplers import SAMPLERS
+    from benchmarks.samplers import SAMPLER_EPOCHS, SAMPLERS
 
     if config["select_on"] not in ("test", "val"):
         raise LTBenchError(f"select_on must be test or val, got {config['select_on']!r}")
@@ -405,6 +410,8 @@ def _check_names(config: dict[str, Any], where: str) -> None:
                            f"use select_on=test")
     if config["sampler"] not in SAMPLERS:
         raise LTBenchError(f"unknown sampler {config['sampler']!r}; known: {', '.join(SAMPLERS)}")
+    if config["sampler_epoch"] not in SAMPLER_EPOCHS:
+        raise LTBenchError(f"unknown sampler_epoch {config['sampler_epoch']!r}; known: {', '.join(SAMPLER_EPOCHS)}")
     if config["reweight"] not in REWEIGHT_RULES:
         raise LTBenchError(f"unknown reweight {config['reweight']!r}; known: {', '.join(REWEIGHT_RULES)}")
 

@@ -12,17 +12,32 @@ split (the design choices, each one what the releases do or the closest faithful
   permutation, identical on all ranks (a generator seeded from (seed, epoch)); global batch i is
   its slice i, and rank r trains on the r-th part of it, so the images of a global step are those
   of the one-process run with that permutation (`ShardedBatches` in `benchmarks.loaders`).
-- **Gradients averaged explicitly**, not by wrapping in DistributedDataParallel: a method is an
-  `nn.Module` whose `training_step` runs several sub-networks (two encoders, heads, prototypes)
-  rather than one `forward`, which DDP's hooks assume. After `backward`, the gradients of all
-  trainable parameters are all-reduced (one flat buffer) and divided by the world size: the
-  gradient of the mean of the ranks' losses, i.e. of the global-batch loss when each rank's
-  loss is a mean over its equal share.
+- **DistributedDataParallel**, the standard way: a method's `forward` is its training step
+  (`Method.forward`), as the PaCo release's MoCo model does its whole step in `forward`, so DDP
+  wraps the method itself (`wrap_training_step`) and all-reduces each bucket of gradients while
+  backward is still computing the rest (communication overlaps the backward on several GPUs).
+  DDP divides by the world size: the gradient of the mean of the ranks' losses, i.e. of the
+  global-batch loss when each rank's loss is a mean over its equal share. Only the trainable
+  parameters take part (PaCo's momentum key encoder needs no gradient and is not reduced);
+  `find_unused_parameters` only for a method that declares it needs it
+  (`Method.find_unused_parameters`; none does today). The hooks that run outside `forward`
+  (`on_epoch_start`, `after_step`: momentum updates after the optimiser step) run on the method
+  itself, identically on every rank. The wrapper holds no state of its own: checkpoints save
+  the method's `state_dict` (no `module.` prefix), so they load in one process and under
+  torchrun alike, and one process never builds a wrapper (it calls the method itself).
+  `benchmarks/perf/ddp_step.py` keeps the hand-written alternative this replaced (all-reduce of
+  one flat buffer after backward, then divide) to compare the two, equal losses and gradients
+  and the step time (`benchmarks/perf/RESULTS.md`).
 - **BatchNorm** is per rank (statistics of the rank's share), as in the releases that ran on
   several GPUs (PaCo's DDP, BCL's and Decoupling's DataParallel), unless the config says
   `sync_bn: true` (BCCL, whose release trained on one GPU: BN over the whole batch), which
-  converts every BatchNorm to SyncBatchNorm (CUDA only). Running statistics are rank 0's, as
-  DDP's `broadcast_buffers` makes them: they are broadcast before every evaluation.
+  converts every BatchNorm to SyncBatchNorm (CUDA only). Running statistics are rank 0's: they
+  are broadcast before every evaluation (`broadcast_batchnorm_buffers_`). DDP's own broadcast of
+  buffers before each forward is off (`forward_sync_buffers=False`; `broadcast_buffers=False` on
+  torch versions without it): by default it would send every buffer of rank 0 before every
+  forward, queues included (BCCL's ImageNet-LT queues: 800 MB a step), and training is the same
+  without it: rank 0's buffers only ever receive rank 0's values either way, and in training
+  mode BatchNorm normalises with batch statistics, never reading the running ones.
 - **Queues** (PaCo's key queue, BCCL's per-class queues) receive the projections of all ranks,
   gathered in rank order (`Method.gather`), as the releases' `concat_all_gather` does, so they are
   identical everywhere; state computed with rank-dependent randomness (BCCL's k-means) is
@@ -40,7 +55,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -119,6 +134,37 @@ def main_first(fn: Callable[[], Any]) -> Any:
     return fn()
 
 
+def wrap_training_step(method: nn.Module, device: torch.device) -> nn.Module:
+    """What the training loop calls each step: the method itself in one process (its `forward`
+    is `training_step`); under torchrun, DistributedDataParallel around the method.
+
+    Built after everything that changes the parameters' device, layout or type (`.to`,
+    channels_last, SyncBatchNorm, compile): DDP registers its gradient hooks and buckets on the
+    parameters as they are at construction. Its parameter broadcast from rank 0 repeats what
+    `broadcast_module_` already did (which also sends the buffers: queues, initial key encoders;
+    only newer torch's DDP sends them at construction too).
+    """
+    if world_size() == 1:
+        return method
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    # No buffer broadcast before each forward (BN statistics are broadcast before evaluation; see
+    # the module docstring). Newer torch (2.14 here) renamed the switch and deprecates the old name.
+    no_forward_buffer_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+        else {"broadcast_buffers": False}
+    )
+    return DistributedDataParallel(
+        method,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=bool(getattr(method, "find_unused_parameters", False)),
+        **no_forward_buffer_sync,
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # Collectives (each the identity in one process)
 # ----------------------------------------------------------------------------------------------
@@ -192,31 +238,9 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
 
 
 @torch.no_grad()
-def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
-    """All-reduce the gradients (those that exist) in one flat buffer per dtype and divide by W.
-
-    Every rank runs the same code path, so the same parameters have gradients everywhere.
-    """
-    world = world_size()
-    if world == 1:
-        return
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for param in parameters:
-        if param.grad is not None:
-            by_dtype.setdefault(param.grad.dtype, []).append(param.grad)
-    for grads in by_dtype.values():
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat.div_(world)
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset: offset + g.numel()].view_as(g))
-            offset += g.numel()
-
-
-@torch.no_grad()
 def broadcast_module_(module: nn.Module, src: int = 0) -> None:
-    """Every parameter and buffer of `module` from rank `src` (the start of a run, as DDP does)."""
+    """Every parameter and buffer of `module` from rank `src`: the start of a run (DDP's own
+    initial broadcast, `wrap_training_step`, covers the buffers only on newer torch)."""
     if world_size() == 1:
         return
     for tensor in list(module.parameters()) + list(module.buffers()):
@@ -225,7 +249,8 @@ def broadcast_module_(module: nn.Module, src: int = 0) -> None:
 
 @torch.no_grad()
 def broadcast_batchnorm_buffers_(module: nn.Module, src: int = 0) -> None:
-    """BatchNorm running statistics from rank `src`: DDP's `broadcast_buffers`, before evaluating.
+    """BatchNorm running statistics from rank `src`, before evaluating (see the module docstring
+    for why DDP's per-forward `broadcast_buffers` is off).
 
     Only BN buffers: the methods' other buffers (queues, centroids) are kept identical by
     construction and can be large (BCCL's ImageNet queues: 800 MB).

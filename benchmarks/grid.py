@@ -109,6 +109,7 @@ class GridOptions:
     device: str = "auto"
     tensorboard: bool = False
     progress: bool = True
+    train_stage1: bool = False  # --train-stage1: train a missing stage-1 run that the grid does not list
     log_interval: int = 0  # a train.log / console line every N steps within an epoch (0: per epoch only)
 
 
@@ -116,6 +117,7 @@ class GridOptions:
 class Run:
     config: dict[str, Any]
     folder: Path
+    stage1: "Run | None" = None  # two-stage methods: the run whose final checkpoint this one starts from
 
     @property
     def variant(self) -> str:
@@ -218,19 +220,33 @@ def plan(options: GridOptions) -> list[Run]:
         resolve_config(name, datasets[0] if datasets else "synthetic",
                        grid_overrides={**(grid.get("overrides") or {}), **(over or {})})
 
+    def method_layers(method: str, cli: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The grid's and the command line's layers for `method`: a post-hoc method's `epochs`
+        (0 in its recipe) is not the grid's or --epochs' to change (an explicit --set is checked)."""
+        grid_over = {**(grid.get("overrides") or {}), **(method_overrides.get(method) or {})}
+        if not METHODS.get(method).trains:
+            grid_over.pop("epochs", None)
+            cli = {k: v for k, v in cli.items() if k != "epochs" or "epochs" in options.overrides}
+        return grid_over, cli
+
+    def make_stage1(method: str, config: dict[str, Any]) -> Run:
+        grid_over, method_cli = method_layers(method, {k: v for k, v in cli.items() if k in STAGE1_SHARED_KEYS})
+        return place_run(resolve_config(method, config["dataset"], config["imb_factor"], config["seed"],
+                                        grid_overrides=grid_over, overrides=method_cli), options)
+
     for name in grid.get("sweeps") or {}:
         METHODS.get(name)  # a sweep of an unknown method is a typo, whichever methods run
     runs = []
     for dataset in datasets:
         for imb in imb_factors:
             for method in methods:
-                grid_over = {**(grid.get("overrides") or {}), **(method_overrides.get(method) or {})}
+                grid_over, method_cli = method_layers(method, cli)
                 points = _sweep_points(method, dataset, options, grid)
                 for seed in seeds:
                     configs: list[dict[str, Any]] = []
                     for point in points:  # points that resolve alike (e.g. the recipe's value) run once
                         config = resolve_config(method, dataset, imb, seed, grid_overrides=grid_over,
-                                                overrides={**cli, **point})
+                                                overrides={**method_cli, **point})
                         if config not in configs:
                             configs.append(config)
                     runs.extend(place_run(config, options) for config in configs)
@@ -247,7 +263,77 @@ def plan(options: GridOptions) -> list[Run]:
                 f"{_differing_keys(other.config, run.config)}); execution keys ({', '.join(EXECUTION_KEYS)}) "
                 "make no variant of their own, and --name gives one name to one configuration")
         seen[run.folder] = run
-    return runs
+    return link_stages(runs, options, make_stage1)
+
+
+# What a stage-1 run that the grid trains only for a two-stage method (--train-stage1) takes from
+# the command line (--set, --tiny, --epochs): the same data (subset and caps), execution settings
+# and epochs; other --set keys change the stage-2 run only, and the stage-1 keeps its own recipe.
+STAGE1_SHARED_KEYS = ("epochs", "subset_seed", "train_cap_per_class", "test_cap_per_class", *EXECUTION_KEYS)
+# What a stage-2 run must share with the run it starts from: the same training images and network.
+STAGE1_MATCHING_KEYS = ("subset_seed", "train_cap_per_class", "test_cap_per_class", "backbone")
+
+
+def link_stages(runs: list[Run], options: GridOptions, make_stage1) -> list[Run]:
+    """Give every run of a two-stage method its stage-1 run, and order the grid so that each
+    stage-1 run comes before the runs that start from it.
+
+    The stage-1 run is the stage-1 method's run of the same cell and seed: the one this grid
+    trains when it lists the method there (its only variant, or the one `make_stage1` places), else
+    the finished run found there, else, with `--train-stage1`, the run `make_stage1(method,
+    config)` resolves (the grid's overrides and method_overrides for that method, and
+    `STAGE1_SHARED_KEYS` of the command line), trained first. Otherwise the grid is refused
+    before anything is written. Both runs must train on the same images with the same backbone
+    (`STAGE1_MATCHING_KEYS`).
+    """
+    by_folder = {run.folder: run for run in runs}
+    by_cell: dict[tuple, list[Run]] = {}
+    for run in runs:
+        c = run.config
+        by_cell.setdefault((dataset_label(c), c["imb_factor"], c["method"], c["seed"]), []).append(run)
+    added: list[Run] = []
+    for run in list(runs):
+        needed = METHODS.get(run.config["method"]).stage1
+        if needed is None:
+            continue
+        c = run.config
+        listed = by_cell.get((dataset_label(c), c["imb_factor"], needed, c["seed"]), [])
+        wanted = make_stage1(needed, run.config)
+        if len(listed) == 1:  # the grid trains the stage-1 method in this cell: that run, whatever its variant
+            run.stage1 = listed[0]
+        elif wanted.folder in by_folder:
+            run.stage1 = by_folder[wanted.folder]
+        elif done_problem(wanted.folder) is None:
+            run.stage1 = Run(read_config(wanted.folder), wanted.folder)
+        elif options.train_stage1:
+            by_folder[wanted.folder] = run.stage1 = wanted
+            added.append(wanted)
+        else:
+            status = read_status(wanted.folder)
+            state = "does not exist" if status is None else f"is not finished (status {status!r})"
+            raise LTBenchError(
+                f"{run.label} starts from the finished {needed} run of its cell, but {wanted.folder} {state}; "
+                f"add {needed} to --methods, or pass --train-stage1 to train it first")
+        differing = [k for k in STAGE1_MATCHING_KEYS if run.stage1.config.get(k) != run.config[k]]
+        if differing:
+            raise LTBenchError(
+                f"{run.label} would start from {run.stage1.folder}, trained with another "
+                + ", ".join(f"{k} ({run.stage1.config.get(k)!r}, this run {run.config[k]!r})" for k in differing)
+                + "; use the same data and backbone for both stages")
+    return sorted(runs + added, key=stage_depth)  # stable: the grid's order within each stage
+
+
+def stage_depth(run: Run) -> int:
+    """0 for a run that starts from nothing, 1 for one that starts from a stage-1 run, ..."""
+    return 0 if run.stage1 is None else 1 + stage_depth(run.stage1)
+
+
+def stage1_problem(run: Run) -> str | None:
+    """Why `run` cannot start now (its stage-1 run is not a finished run), or None."""
+    if run.stage1 is None:
+        return None
+    problem = done_problem(run.stage1.folder, run.stage1.config)
+    return None if problem is None else f"its stage-1 run {run.stage1.label} is not finished ({problem})"
 
 
 def _bad_name(kind: str, name: Any) -> None:
@@ -316,8 +402,10 @@ def preflight(runs: list[Run], options: GridOptions, cache: "DataCache | None" =
 
     built: set[str] = set()
     for run in pending:
-        problem = loader_problem(run.config, len(cache.get(run.config).train_labels), distributed.world_size())
-        if problem is not None:
+        trains = METHODS.get(run.config["method"]).trains  # post-hoc methods have no training batches
+        problem = trains and loader_problem(run.config, len(cache.get(run.config).train_labels),
+                                            distributed.world_size())
+        if problem:
             raise LTBenchError(f"{run.label}: {problem}")
         key = yaml.safe_dump({k: v for k, v in run.config.items() if k != "seed"}, sort_keys=True)
         if key not in built:
@@ -372,7 +460,8 @@ def execute_run(run: Run, data: LTData, device: torch.device, options: GridOptio
     trainer = None
     try:
         trainer = Trainer(run.config, data, run.folder, device, tensorboard=options.tensorboard,
-                          progress=options.progress, log_interval=options.log_interval)
+                          progress=options.progress, log_interval=options.log_interval,
+                          stage1=run.stage1.folder if run.stage1 else None)
         distributed.main_first(trainer.load_checkpoint)  # rank 0 may delete a corrupt one first
         if main:
             run.folder.mkdir(parents=True, exist_ok=True)
@@ -464,6 +553,9 @@ def run_cell(run: Run, options: GridOptions, device: torch.device, cache: DataCa
     """Train one cell under its lock: skipped when finished, or when another live runner has it."""
     from benchmarks import distributed
 
+    if not finished(run) and stage1_problem(run) is not None:  # its stage-1 run failed or was never trained
+        log(f"{prefix}{run.label}: not started: {stage1_problem(run)}")
+        return Outcome(run, f"{FAILED}: not started: {stage1_problem(run)}")
     if distributed.world_size() > 1:
         return run_cell_distributed(run, options, device, cache, log, prefix)
     if finished(run, log, prefix):

@@ -228,14 +228,18 @@ class LocalParallel:
         gpus = visible_gpus(self.device)
         outcomes, todo = _split_finished(runs, log)
         pending = deque(todo)
+        index = {run.folder: i for i, run in enumerate(runs)}
         free = list(range(self.jobs))
         running: dict[subprocess.Popen, tuple[int, int, "Run", Path, Path, float]] = {}
         preexec = _die_with_parent()
         tmp = Path(tempfile.mkdtemp(prefix="ltbench-workers-"))
         try:
             while pending or running:
-                while pending and free:
-                    i, run = pending.popleft()
+                while free:
+                    ready = _next_ready(pending, outcomes, index, log, len(runs))
+                    if ready is None:
+                        break
+                    i, run = ready
                     slot = free.pop(0)
                     env, device, where = self.worker_env(slot, gpus)
                     outcome_path = tmp / f"outcome-{i}.json"
@@ -266,6 +270,30 @@ class LocalParallel:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return [outcomes[i] for i in range(len(runs))]
+
+
+def _next_ready(pending: deque, outcomes: dict[int, "Outcome"], index: dict[Path, int], log: Callable,
+                total: int) -> tuple[int, "Run"] | None:
+    """Take the first pending cell that may start now: one whose stage-1 run (two-stage methods)
+    is not a cell of this grid, or has finished in it. A cell whose stage-1 cell failed becomes a
+    failed outcome without a worker; one whose stage-1 cell is still pending or running waits."""
+    from benchmarks.grid import SKIPPED_DONE, Outcome, stage1_problem
+
+    for entry in list(pending):
+        i, run = entry
+        k = index.get(run.stage1.folder) if run.stage1 is not None else None
+        if k is not None and k not in outcomes:
+            continue  # its stage-1 cell has not finished yet
+        if k is not None and outcomes[k].status not in (DONE, SKIPPED_DONE) or \
+                k is None and stage1_problem(run) is not None:
+            pending.remove(entry)
+            reason = f"not started: {stage1_problem(run)}"
+            log(f"[{i + 1}/{total}] {run.label}: {reason}")
+            outcomes[i] = Outcome(run, f"{FAILED}: {reason}")
+            continue
+        pending.remove(entry)
+        return entry
+    return None
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float = 30.0) -> None:
@@ -365,33 +393,69 @@ class Slurm:
         return executor
 
     def run(self, runs: list["Run"], options: "GridOptions", log: Callable = LOGGER.info) -> list["Outcome"]:
-        from benchmarks.grid import Outcome, log_outcome
+        """Submit the unfinished cells in stages (`grid.stage_depth`): the cells that start from
+        nothing as one job array, then each cell of a two-stage method as a job that SLURM holds
+        until its stage-1 cell's job has ended (`--dependency=afterany:<job>`; the worker then
+        checks that the stage-1 run finished, and fails the cell saying so if not, instead of a
+        job pending forever). submitit's local executor has no dependencies: there each stage
+        is submitted when the previous one has ended."""
+        from benchmarks.grid import stage_depth
 
         outcomes, todo = _split_finished(runs, log)
-        if todo:
-            executor = self.executor()
-            cwd = os.getcwd()
-            try:
-                with executor.batch():
-                    jobs = [executor.submit(CellJob(self.argv, cwd, str(run.folder.resolve()), run.label))
-                            for _, run in todo]
-            except Exception as exc:  # sbatch refused (partition, limits): nothing was submitted
-                raise LTBenchError(f"SLURM submission failed: {str(exc).strip().splitlines()[-1]}") from None
-            for (i, run), job in zip(todo, jobs):
-                log(f"[{i + 1}/{len(runs)}] {run.label} -> slurm job {job.job_id} ({run.folder})")
-            for (i, run), job in zip(todo, jobs):
-                if not self.options.wait:
-                    outcomes[i] = Outcome(run, f"{SUBMITTED} (slurm job {job.job_id})")
-                    continue
-                start = time.perf_counter()
-                try:
-                    result = job.result()
-                    outcome = _outcome(run, result["status"], result["seconds"])
-                except Exception as exc:  # the job itself failed: timeout without requeue, node failure
-                    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-                    outcome = Outcome(run, f"{FAILED}: slurm job {job.job_id}: {lines[-1] if lines else exc!r}",
-                                      None, time.perf_counter() - start)
-                log(f"[{i + 1}/{len(runs)}] {run.label}: slurm job {job.job_id} {outcome.status.split(':')[0]}")
-                log_outcome(outcome, log)
-                outcomes[i] = outcome
+        jobs: dict[int, Any] = {}  # index in runs -> submitted job
+        job_of_folder: dict[Path, Any] = {}
+        cwd = os.getcwd()
+        for depth in sorted({stage_depth(run) for _, run in todo}):
+            wave = [(i, run) for i, run in todo if stage_depth(run) == depth]
+            if self.options.cluster == "local" and jobs:
+                self._collect(runs, jobs, outcomes, log)  # no dependencies there: wait for the earlier stages
+            after = {i: job_of_folder.get(run.stage1.folder) if run.stage1 is not None else None for i, run in wave}
+            free = [(i, run) for i, run in wave if after[i] is None or self.options.cluster == "local"]
+            held = [(i, run) for i, run in wave if (i, run) not in free]
+            submitted = self._submit(free, cwd) if free else []
+            submitted += [self._submit([(i, run)], cwd, after_job=after[i].job_id)[0] for i, run in held]
+            for (i, run), job in zip(free + held, submitted):
+                jobs[i] = job
+                job_of_folder[run.folder] = job
+                wait = f", after job {after[i].job_id}" if after[i] is not None and (i, run) in held else ""
+                log(f"[{i + 1}/{len(runs)}] {run.label} -> slurm job {job.job_id} ({run.folder}{wait})")
+        if self.options.wait:
+            self._collect(runs, jobs, outcomes, log)
+        else:
+            from benchmarks.grid import Outcome
+
+            for i, job in jobs.items():
+                outcomes.setdefault(i, Outcome(runs[i], f"{SUBMITTED} (slurm job {job.job_id})"))
         return [outcomes[i] for i in range(len(runs))]
+
+    def _submit(self, cells: list[tuple[int, "Run"]], cwd: str, after_job: str | None = None) -> list[Any]:
+        """Submit `cells` (one job array), held until job `after_job` has ended when given."""
+        executor = self.executor()
+        if after_job is not None:
+            executor.update_parameters(slurm_dependency=f"afterany:{after_job}")
+        try:
+            with executor.batch():
+                return [executor.submit(CellJob(self.argv, cwd, str(run.folder.resolve()), run.label))
+                        for _, run in cells]
+        except Exception as exc:  # sbatch refused (partition, limits, dependency)
+            raise LTBenchError(f"SLURM submission failed: {str(exc).strip().splitlines()[-1]}") from None
+
+    def _collect(self, runs: list["Run"], jobs: dict[int, Any], outcomes: dict[int, "Outcome"], log: Callable) -> None:
+        """Wait for every job not yet collected and record its cell's outcome."""
+        from benchmarks.grid import Outcome, log_outcome
+
+        for i, job in jobs.items():
+            if i in outcomes:
+                continue
+            run = runs[i]
+            start = time.perf_counter()
+            try:
+                result = job.result()
+                outcome = _outcome(run, result["status"], result["seconds"])
+            except Exception as exc:  # the job itself failed: timeout without requeue, node failure
+                lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+                outcome = Outcome(run, f"{FAILED}: slurm job {job.job_id}: {lines[-1] if lines else exc!r}",
+                                  None, time.perf_counter() - start)
+            log(f"[{i + 1}/{len(runs)}] {run.label}: slurm job {job.job_id} {outcome.status.split(':')[0]}")
+            log_outcome(outcome, log)
+            outcomes[i] = outcome

@@ -75,10 +75,11 @@ class ShardedBatches:
             yield chunk[self.rank * share: (self.rank + 1) * share].tolist()
 
 
-def epoch_sampler(labels, sampler: str, samples_per_class: int) -> EpochSampler | None:
+def epoch_sampler(labels, sampler: str, samples_per_class: int, epoch: str = "sampler") -> EpochSampler | None:
     """The recipe's sampler over the training labels; None for `instance`, whose permutation the
-    loaders draw as they always did (so runs written before samplers existed repeat exactly)."""
-    return None if sampler == "instance" else EpochSampler(sampler, labels, samples_per_class)
+    loaders draw as they always did (so runs written before samplers existed repeat exactly).
+    `epoch` (`sampler_epoch`): the sampler's own epoch length, or the dataset's."""
+    return None if sampler == "instance" else EpochSampler(sampler, labels, samples_per_class, epoch)
 
 
 class _ViewDataset(Dataset):
@@ -100,7 +101,7 @@ class ReferenceLoader:
     def __init__(self, images, labels, view_names: Sequence[str], mean, std, batch_size: int,
                  drop_last: bool, device: torch.device, num_workers: int = 0,
                  shard: tuple[int, int] = (0, 1), seed: int = 0, sampler: str = "instance",
-                 samples_per_class: int = 1):
+                 samples_per_class: int = 1, sampler_epoch: str = "sampler"):
         from benchmarks.views.large import view_transform
 
         transforms = [view_transform(name, mean, std) for name in view_names]
@@ -108,7 +109,7 @@ class ReferenceLoader:
         dataset = _ViewDataset(images, labels, transforms)
         common = dict(num_workers=num_workers, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
         self.sharded = None
-        drawn = epoch_sampler(labels, sampler, samples_per_class)
+        drawn = epoch_sampler(labels, sampler, samples_per_class, sampler_epoch)
         if shard[1] > 1:
             self.sharded = ShardedBatches(len(labels), batch_size, drop_last, shard[0], shard[1], seed, drawn)
             self.loader = DataLoader(dataset, batch_sampler=self.sharded, **common)
@@ -152,7 +153,8 @@ class FastLoader:
     def __init__(self, images, labels, view_names: Sequence[str], mean, std, batch_size: int,
                  drop_last: bool, device: torch.device, shard: tuple[int, int] = (0, 1), seed: int = 0,
                  memory_format: torch.memory_format = torch.contiguous_format,
-                 block_images: int = VIEW_BLOCK_IMAGES, sampler: str = "instance", samples_per_class: int = 1):
+                 block_images: int = VIEW_BLOCK_IMAGES, sampler: str = "instance", samples_per_class: int = 1,
+                 sampler_epoch: str = "sampler"):
         from benchmarks.views import FastView
 
         # (N, H, W, 3) uint8 -> (N, 3, H, W) uint8 on the device: 3 KB an image.
@@ -163,7 +165,7 @@ class FastLoader:
         self.drop_last = drop_last
         self.memory_format = memory_format
         self.batches_per_block = max(1, block_images // batch_size)
-        self.drawn = epoch_sampler(labels, sampler, samples_per_class)
+        self.drawn = epoch_sampler(labels, sampler, samples_per_class, sampler_epoch)
         self.sharded = ShardedBatches(len(labels), batch_size, drop_last, shard[0], shard[1], seed, self.drawn) \
             if shard[1] > 1 else None
 

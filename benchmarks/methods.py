@@ -42,6 +42,19 @@ class Method(nn.Module):
     # batch (and its BatchNorm too, unless sync_bn), so a run with another number of processes
     # computes something else and records the deviation `processes` (`training.process_deviation`).
     release_processes: ClassVar[dict[str, int]] = {}
+    # Two-stage methods: the registry name of the method whose finished run of the same cell
+    # (dataset, IF, seed, at its recipe) this one starts from; the grid trains that run first
+    # (`benchmarks.grid`), and the Trainer hands its checkpoint to `load_stage1`.
+    stage1: ClassVar[str | None] = None
+    # False for post-hoc methods: no optimiser step; the run is one evaluation (its recipe's
+    # `epochs` is 0), after `fit_posthoc`.
+    trains: ClassVar[bool] = True
+    # Under torchrun the method is wrapped in DistributedDataParallel, which all-reduces each
+    # gradient bucket as backward fills it. By default DDP expects every trainable parameter to
+    # get a gradient in every step; a method whose `training_step` leaves some out of the loss
+    # (in some steps or always) sets this, and DDP then searches the autograd graph after each
+    # forward for the unused ones (a cost on every step, hence off unless needed).
+    find_unused_parameters: ClassVar[bool] = False
     # Whether the method's loss takes per-class weights (`class_weights`); a run of a method that
     # does not must keep `reweight: none` (checked at plan time).
     takes_class_weights: ClassVar[bool] = False
@@ -134,6 +147,14 @@ class Method(nn.Module):
         """Logits used for evaluation (the module is in eval mode)."""
         raise NotImplementedError
 
+    def forward(
+        self, views: list[torch.Tensor], labels: torch.Tensor, epoch: int, step: int
+    ) -> dict[str, torch.Tensor]:
+        """The training step: what DistributedDataParallel calls under torchrun
+        (`benchmarks.distributed.wrap_training_step`), as the PaCo release's DDP-wrapped MoCo
+        model does one training step in its `forward`. Subclasses implement `training_step`."""
+        return self.training_step(views, labels, epoch, step)
+
     # Optional hooks ---------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
         """Called before the first step of every epoch."""
@@ -141,9 +162,40 @@ class Method(nn.Module):
     def after_step(self, epoch: int, step: int) -> None:
         """Called after each optimiser step (momentum encoders update here)."""
 
+    def load_stage1(self, state: dict[str, torch.Tensor]) -> None:
+        """Two-stage methods: take what this method starts from out of the stage-1 method's
+        `state_dict` (its run's final checkpoint). Called once on the fresh method, before the
+        optimiser is built, so that what it freezes (requires_grad False) stays out of it."""
+        raise NotImplementedError(f"{self.name} names stage1 {self.stage1!r} but does not load it")
+
+    def fit_posthoc(self, evaluate) -> dict[str, Any]:
+        """Post-hoc methods (`trains` False): choose whatever the method chooses on data, before
+        the one evaluation. `evaluate()` returns the test-set metrics of the current
+        `eval_logits`; a method that selects a hyper-parameter with it must say so (named
+        deviation). Returns what to record in metrics.json `posthoc` (e.g. the chosen value and
+        the split it was chosen on)."""
+        return {}
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser updates: every parameter that requires a gradient."""
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def load_stage1_module(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, freeze: bool) -> None:
+    """Load the keys `prefix*` of a stage-1 `state_dict` into `module`, strictly (every key, every
+    shape: a stage-2 run must start from exactly the stage-1 weights), and freeze its parameters
+    (requires_grad False, so they stay out of the optimiser) when `freeze`. Buffers (BatchNorm
+    running statistics) are not parameters: whether they move is the module's train/eval mode."""
+    from benchmarks import LTBenchError
+
+    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(own, strict=True)
+    except RuntimeError as exc:
+        raise LTBenchError(f"the stage-1 checkpoint's {prefix}* do not fit: {' '.join(str(exc).split())[:400]}") from None
+    if freeze:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
 
 
 def build_method(config: dict[str, Any], num_classes: int, class_counts: torch.Tensor) -> Method:

@@ -38,6 +38,9 @@ from torch.utils.data import Sampler
 from benchmarks import LTBenchError
 
 SAMPLERS = ("instance", "class_balanced", "sqrt")
+# How long an epoch of an EpochSampler is: its own length, or the dataset's (its first N draws:
+# Decoupling's classifier stage, whose epoch stops after int(N / batch_size) steps).
+SAMPLER_EPOCHS = ("sampler", "dataset")
 
 
 def check_sampler(name: str, samples_per_class: int) -> None:
@@ -75,15 +78,15 @@ class EpochSampler(Sampler):
     """The sampler `name` over `labels`, as a torch `Sampler` (the reference DataLoader's) and as
     `order(generator)` (the fast loader's and the sharded batches')."""
 
-    def __init__(self, name: str, labels, samples_per_class: int = 1):
+    def __init__(self, name: str, labels, samples_per_class: int = 1, epoch: str = "sampler"):
         check_sampler(name, samples_per_class)
         self.name = name
         self.labels = torch.as_tensor(labels, dtype=torch.long).cpu()
         self.samples_per_class = samples_per_class
-        self.length = epoch_length(name, self.labels)
+        self.length = epoch_length(name, self.labels) if epoch == "sampler" else len(self.labels)
 
     def order(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        return epoch_order(self.name, self.labels, generator, self.samples_per_class)
+        return epoch_order(self.name, self.labels, generator, self.samples_per_class)[: self.length]
 
     def __len__(self) -> int:
         return self.length

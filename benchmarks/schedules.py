@@ -6,6 +6,9 @@
   last `lr_steps` entry [epoch, factor] with e >= epoch (e.g. x0.01 from 160, x0.0001 from 180).
 - `cosine` (Decoupling's CE baseline: torch's CosineAnnealingLR to 0, stepped per epoch, no
   warmup; `warmup_epochs` is ignored): lr * 0.5 * (1 + cos(pi * e / E)).
+- `cosine_stepped_first` (Decoupling's classifier stage, `run_networks.py`: CosineAnnealingLR to
+  `eta_min` 0, its `step()` called at the start of every epoch, before training; no warmup):
+  epoch e trains at lr * 0.5 * (1 + cos(pi * (e + 1) / E)), so the last epoch runs at lr 0.
 - `paco_step` (PaCo release): lr * (e + 1) / W for e <= W (so epoch W itself runs at
   lr * (W + 1) / W, as released), then as `warmup_step`; W = 0 means no warmup (the release
   would divide by zero).
@@ -45,6 +48,10 @@ def cosine(epoch: int, cfg: dict[str, Any]) -> float:
     return cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg["epochs"]))
 
 
+def cosine_stepped_first(epoch: int, cfg: dict[str, Any]) -> float:
+    return cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * (epoch + 1) / cfg["epochs"]))
+
+
 def paco_step(epoch: int, cfg: dict[str, Any]) -> float:
     lr, warmup = cfg["lr"], cfg["warmup_epochs"]
     if 0 < warmup and epoch <= warmup:
@@ -57,6 +64,7 @@ SCHEDULES: dict[str, Callable[[int, dict[str, Any]], float]] = {
     "warmup_step": warmup_step,
     "paco_step": paco_step,
     "cosine": cosine,
+    "cosine_stepped_first": cosine_stepped_first,
 }
 
 

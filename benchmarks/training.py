@@ -9,15 +9,17 @@ CUDA) from (seed, epoch). An epoch's randomness (shuffling, augmentation, k-mean
 is therefore a function of the seed, the epoch and the state at the epoch's start, which is
 exactly what the end-of-epoch checkpoint holds, so a resumed run repeats the uninterrupted one.
 
-Several processes (torchrun): each rank trains on its share of every global batch, gradients are
-averaged after `backward`, and only rank 0 writes files; see `benchmarks.distributed` for the
-choices (gradients, BatchNorm, queues, evaluation).
+Several processes (torchrun): each rank trains on its share of every global batch, the method is
+wrapped in DistributedDataParallel (its `forward` is the training step; gradients are averaged
+during `backward`), and only rank 0 writes files; see `benchmarks.distributed` for the choices
+(gradients, BatchNorm, queues, evaluation).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import random
 import time
@@ -228,6 +230,7 @@ def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execut
         mean=data.mean, std=data.std, batch_size=config["batch_size"] // world,
         drop_last=config["drop_last"], device=ex.device, shard=(distributed.rank(), world), seed=config["seed"],
         sampler=config["sampler"], samples_per_class=config["sampler_samples_per_class"],
+        sampler_epoch=config["sampler_epoch"],
     )
     if ex.pipeline == "fast":
         memory_format = torch.channels_last if ex.channels_last else torch.contiguous_format
@@ -265,7 +268,8 @@ class Trainer:
     """Trains one run and writes its checkpoint, history and metrics into `folder`."""
 
     def __init__(self, config: dict[str, Any], data: LTData, folder: Path, device: torch.device,
-                 tensorboard: bool = False, progress: bool = True, log_interval: int = 0):
+                 tensorboard: bool = False, progress: bool = True, log_interval: int = 0,
+                 stage1: Path | None = None):
         self.config = config
         self.data = data
         self.folder = Path(folder)
@@ -283,6 +287,8 @@ class Trainer:
 
         seed_epoch(config["seed"], -1)
         self.method = build_method(config, data.num_classes, torch.as_tensor(self.class_counts))
+        self.stage1 = load_stage1(self.method, stage1)  # before the optimiser: what it freezes stays out
+        self.posthoc: dict[str, Any] | None = None
         if self.world > 1 and config["sync_bn"]:
             self.method = distributed.convert_sync_batchnorm(self.method, device)
         self.method.to(device)
@@ -294,18 +300,27 @@ class Trainer:
         if self.ex.compile:
             for module in self.method.children():
                 module.compile()
+        # the method itself in one process; under torchrun DDP around the method (built last:
+        # it hooks the parameters as they are now). self.method stays the unwrapped module, so
+        # checkpoints and evaluation never see the wrapper.
+        self.train_step = distributed.wrap_training_step(self.method, device) if self.method.trains else None
         self.parameters = self.method.trainable_parameters()
-        self.optimizer = torch.optim.SGD(
-            self.parameters,
-            lr=config["lr"],
-            momentum=config["momentum"],
-            weight_decay=config["weight_decay"],
-            nesterov=config["nesterov"],
-        )
+        self.optimizer = self.loader = None  # post-hoc methods (`trains` False) have neither
         self.scaler = precision.grad_scaler(self.ex.precision, device.type)  # fp16 only; else a no-op
-        self.loader = make_loader(data, self.method, config, self.ex)
-        if len(self.loader) == 0:  # loader_problem's arithmetic, as the loader itself counts
-            raise LTBenchError(f"{len(data.train_labels)} training images give no batch of {config['batch_size']}")
+        if self.method.trains:
+            self.optimizer = torch.optim.SGD(
+                self.parameters,
+                lr=config["lr"],
+                momentum=config["momentum"],
+                weight_decay=config["weight_decay"],
+                nesterov=config["nesterov"],
+            )
+            self.loader = make_loader(data, self.method, config, self.ex)
+        if self.loader is not None and len(self.loader) == 0:
+            raise LTBenchError(
+                f"{len(data.train_labels)} training images give no batch of {config['batch_size']} "
+                f"(drop_last={config['drop_last']}); lower batch_size"
+            )
         self.evaluator = TestEvaluator(data, device, config["eval_batch_size"], config["test_view"],
                                        config["num_workers"], self.ex.channels_last)
         self.test_labels = np.asarray(data.test_labels)
@@ -365,6 +380,7 @@ class Trainer:
             "config": self.config,
             "rng": rng_states(self.ex.device),
             "threads": self.threads,
+            "stage1": self.stage1,
         })
 
     def load_checkpoint(self) -> bool:
@@ -385,6 +401,10 @@ class Trainer:
         if state["config"] != self.config:
             raise LTBenchError(f"{self.checkpoint_path} was written by another configuration; "
                                "delete the run folder or use another --results-dir")
+        if self.stage1 is not None and (state.get("stage1") or {}).get("checkpoint_sha256") != \
+                self.stage1["checkpoint_sha256"]:
+            raise LTBenchError(f"{self.checkpoint_path} was trained from another stage-1 checkpoint than "
+                               f"{self.stage1['folder']}'s (sha256 differs); delete this run folder to start again")
         try:
             self.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -447,14 +467,15 @@ class Trainer:
             if self.ex.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             with self.ex.autocast():
-                losses = method.training_step(views, labels, epoch, step)
+                losses = self.train_step(views, labels, epoch, step)
             loss = losses["loss"]
             # Record the first non-finite step without synchronising the device every step.
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()  # fp16: the scaled loss (the release's GradScaler)
-            distributed.average_gradients(self.parameters)  # no-op in one process; an overflow reaches every rank
+            # fp16: the scaled loss (the release's GradScaler); under torchrun DDP averages the
+            # gradients across ranks during backward, so an overflow on one rank reaches every rank
+            self.scaler.scale(loss).backward()
             self.scaler.step(opt)  # fp16: unscales, skips the step if a gradient overflowed
             self.scaler.update()  # fp16: halves the scale after an overflow, doubles it after 2,000 clean steps
             method.after_step(epoch, step)
@@ -533,7 +554,22 @@ class Trainer:
                 self.best, self.best_predictions = summary, kept
         self.last, self.last_predictions = summary, kept
 
+    def run_posthoc(self) -> dict[str, Any]:
+        """A method that trains nothing: its own choices (`fit_posthoc`), then one evaluation."""
+        start = time.perf_counter()
+        self.posthoc = self.method.fit_posthoc(lambda: self.evaluate()[0])
+        metrics, outputs = self.evaluate()
+        self.record_epoch(metrics, outputs, 0)
+        self.history = [{"epoch": 0, "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
+                         "few": metrics["few"], "posthoc_seconds": time.perf_counter() - start}]
+        if self.is_main:
+            write_csv(self.folder / "history.csv", self.history)
+            write_predictions(self.folder, self.test_labels, {"best": self.best_predictions, "last": self.last_predictions})
+        return self.final_metrics()
+
     def run(self) -> dict[str, Any]:
+        if not self.method.trains:
+            return self.run_posthoc()
         epochs = self.config["epochs"]
         bar = range(self.start_epoch, epochs)
         if self.progress:
@@ -606,7 +642,51 @@ class Trainer:
             record["selection"]["val_top1"] = self.best["val_top1"]
             record["best_on_test"] = self.best_on_test
         record["precision"] = self.ex.record()
+        if self.stage1 is not None:
+            record["stage1"] = self.stage1
+        if self.posthoc is not None:
+            record["posthoc"] = self.posthoc
         return record
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
+    """Hand a two-stage method its stage-1 run's final checkpoint; returns what metrics.json records
+    of it (`stage1`: method, folder, checkpoint, its sha256, epochs), or None for other methods.
+
+    The stage-1 run must be finished (`benchmarks.grid` orders and checks that before a stage-2
+    run starts; this is the last line of defence for a worker started by hand). Its checkpoint is
+    only looked at, never deleted or rewritten, even when it is unreadable.
+    """
+    if method.stage1 is None:
+        return None
+    from benchmarks.results import done_problem
+
+    if folder is None:
+        raise LTBenchError(f"{method.name} starts from a finished {method.stage1} run, and none was given")
+    folder = Path(folder)
+    problem = done_problem(folder)
+    if problem is not None:
+        raise LTBenchError(f"{method.name}: the stage-1 run {folder} is not finished ({problem})")
+    path = folder / "checkpoint.pt"
+    digest = file_sha256(path) if path.exists() else None
+    state = read_checkpoint(path, map_location=None)  # just look: another run's file
+    if state is None:
+        raise LTBenchError(f"{method.name}: the stage-1 checkpoint {path} is missing or unreadable; "
+                           "delete that run folder to train it again")
+    if state["config"]["method"] != method.stage1 or state["epochs_done"] != state["config"]["epochs"]:
+        raise LTBenchError(f"{method.name}: {path} is not a finished {method.stage1} run "
+                           f"({state['config']['method']}, {state['epochs_done']} of {state['config']['epochs']} epochs)")
+    method.load_stage1(state["method"])
+    return {"method": method.stage1, "folder": str(folder.resolve()), "checkpoint": path.name,
+            "checkpoint_sha256": digest, "epochs_done": int(state["epochs_done"])}
 
 
 def process_deviation(method: Method, world: int) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import run_benchmark
+from _folders import planned_folder
 from _tiny_data import TEST_COUNTS, make_imagenet_lt_tree, register_tiny_backbone
 from benchmarks import LTBenchError
 from benchmarks.checkpoint_eval import load_for_evaluation, to_method_state
@@ -158,6 +159,55 @@ def test_eval_checkpoint_needs_one_cell(tmp_path, capsys):
     code = run_benchmark.main(["--grid", "smoke", "--eval-checkpoint", str(tmp_path / "x.pt"),
                                "--results-dir", str(tmp_path)])
     assert code == 2 and "evaluates one cell" in capsys.readouterr().err
+
+
+class LDAMReleaseResNet32(nn.Module):
+    """kaidic/LDAM-DRW `models/resnet_cifar.py` ResNet_s names: conv1, bn1, layer1-3 (option-A
+    shortcuts without weights), `linear` (nn.Linear, or NormedLinear (64, classes) with use_norm)."""
+
+    def __init__(self, num_classes, use_norm):
+        super().__init__()
+        trunk = resnet32()
+        self.conv1, self.bn1 = trunk.conv1, trunk.bn1
+        self.layer1, self.layer2, self.layer3 = trunk.layer1, trunk.layer2, trunk.layer3
+        self.linear = ReleaseNormedLinear(64, num_classes) if use_norm else nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(F.avg_pool2d(out, out.size()[3]).flatten(1))
+
+
+@pytest.mark.parametrize("use_norm", [False, True])
+def test_ldam_drw_release_checkpoint(tmp_path, capsys, use_norm):
+    torch.manual_seed(1)
+    release = LDAMReleaseResNet32(10, use_norm)
+    randomise_bn(release)
+    state = release.state_dict()
+    for key, shape in (("conv1.weight", (16, 3, 3, 3)), ("layer2.0.conv1.weight", (32, 16, 3, 3)),
+                       ("layer3.4.bn2.running_var", (64,)), ("linear.weight", (64, 10) if use_norm else (10, 64))):
+        assert tuple(state[key].shape) == shape, key
+    assert ("linear.bias" in state) is not use_norm
+    path = tmp_path / "ckpt.pth.tar"
+    # cifar_train.py: save_checkpoint(args, {'epoch': epoch + 1, 'arch', 'state_dict', 'best_acc1', 'optimizer'}),
+    # the model wrapped in DataParallel (module. prefix)
+    torch.save({"epoch": 200, "arch": "resnet32", "state_dict": {f"module.{k}": v for k, v in state.items()},
+                "best_acc1": torch.tensor(70.36), "optimizer": {"state": {}, "param_groups": []}}, path)
+    results = tmp_path / "results"
+    args = ["--grid", "smoke", "--datasets", "digits", "--methods", "ce", "--imb-factors", "100", "--no-progress",
+            "--set", "test_cap_per_class=20"] + (["classifier=cosine"] if use_norm else []) + \
+        ["--results-dir", str(results), "--eval-checkpoint", str(path)]
+    assert run_benchmark.main(args) == 0
+    assert "ldam-drw-release" in capsys.readouterr().out
+    cell_folder = planned_folder(args[:-2]).parent  # the (variant) folder beside whose seeds it is evaluated
+    metrics = json.loads((cell_folder / "eval-ckpt" / "metrics.json").read_text())
+    assert metrics["checkpoint"]["format"] == "ldam-drw-release" and metrics["last"]["epoch"] == 199
+    assert metrics["checkpoint"]["method_keys_not_in_checkpoint"] == ["class_counts"]
+    data = build_dataset("digits", DatasetRequest(imb_factor=100, test_cap_per_class=20))
+    release.eval()
+    with torch.no_grad():
+        preds = release(normalised_tensor(data.test_images, data.mean, data.std, torch.device("cpu"))).argmax(1)
+    assert metrics["last"]["top1"] == pytest.approx(100.0 * (preds.numpy() == data.test_labels).mean())
 
 
 def test_release_types_load_weights_only_and_anything_else_needs_unsafe_load(tmp_path, capsys):

@@ -56,6 +56,7 @@ def test_resume_from_checkpoint_repeats_the_uninterrupted_run(tmp_path):
     (tmp_path / "cut" / "predictions.npz").unlink()
     shutil.copytree(tmp_path / "cut", tmp_path / "old")
     resumed = Trainer(config, data, tmp_path / "cut", torch.device("cpu"), progress=False)
+    assert resumed.train_step is resumed.method  # one process: no DDP wrapper
     assert resumed.load_checkpoint() and resumed.start_epoch == 1
     assert resumed.best_predictions.epoch == 0  # the best epoch's predictions survive the resume
     again = resumed.run()

@@ -31,7 +31,7 @@ from benchmarks import LTBenchError
 from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
 from benchmarks.grid import (
-    DataCache, GridOptions, count_outcomes, grid_names, plan, preflight, run_grid, summary_table,
+    DataCache, GridOptions, count_outcomes, finished, grid_names, plan, preflight, run_grid, summary_table,
 )
 from benchmarks.logs import LOGGER
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
@@ -75,7 +75,12 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go (default: results)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files into each run folder")
-    p.add_argument("--dry-run", action="store_true", help="list every run and its folder, then stop")
+    p.add_argument("--train-stage1", action="store_true",
+                   help="two-stage methods (crt, lws, tau_norm, la_posthoc): train the stage-1 run they start from "
+                        "(ce of the same cell and seed) when it is missing and not in --methods; without it such a "
+                        "grid is refused")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every run and its folder (and the stage-1 run a two-stage run waits for), then stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines go to the console instead)")
     p.add_argument("--log-interval", type=int, default=0, metavar="N",
                    help="also log a line every N training steps (loss, images/s) to the console and the run's "
@@ -158,7 +163,7 @@ def grid_options(args: argparse.Namespace) -> GridOptions:
         sweeps=parse_sweep_arguments(args.sweep) or None,
         name=None if args.name is None else check_variant_name(args.name),
         results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
-        progress=not args.no_progress, log_interval=args.log_interval,
+        progress=not args.no_progress, log_interval=args.log_interval, train_stage1=args.train_stage1,
     )
 
 
@@ -177,6 +182,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.dry_run:
         for run in runs:
             print(f"{run.label:45s} {run.folder}")
+            if run.stage1 is not None:
+                state = "finished" if finished(run.stage1) else "trained first, in this grid"
+                print(f"{'':45s}   after stage 1 {run.stage1.label} ({state}): {run.stage1.folder}")
         print(f"{len(runs)} runs")
         return 0
     if args.eval_checkpoint is not None:

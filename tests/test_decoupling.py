@@ -1,0 +1,126 @@
+"""Decoupling's trained classifier stages on a finished `ce` run: cRT and LWS load the stage-1
+weights (equal), freeze what the release freezes (parameters; BatchNorm statistics keep moving
+unless the named deviation), resume exactly, and refuse a stage-1 checkpoint that changed; the
+release's cosine schedule stepped before each epoch, by hand."""
+
+import math
+
+import pytest
+import torch
+
+from benchmarks import LTBenchError
+from benchmarks.config import resolve_config
+from benchmarks.datasets import DatasetRequest, build_dataset
+from benchmarks.results import DONE, atomic_write_yaml, write_status
+from benchmarks.schedules import learning_rate
+from benchmarks.training import Trainer, write_metrics
+
+CPU = torch.device("cpu")
+SMALL = {"batch_size": 16, "pipeline": "reference", "train_cap_per_class": 12, "test_cap_per_class": 4}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_dataset("synthetic", DatasetRequest(imb_factor=10, train_cap_per_class=12, test_cap_per_class=4))
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory, data):
+    """A finished one-epoch `ce` run folder, as the grid leaves it."""
+    torch.set_num_threads(2)
+    folder = tmp_path_factory.mktemp("ce") / "seed0"
+    config = resolve_config("ce", "synthetic", 10, 0, overrides={**SMALL, "epochs": 1, "warmup_epochs": 1})
+    metrics = Trainer(config, data, folder, CPU, progress=False).run()
+    atomic_write_yaml(folder / "config.yaml", config)
+    write_metrics(folder, metrics)
+    write_status(folder, DONE)
+    return folder, torch.load(folder / "checkpoint.pt", weights_only=False)["method"]
+
+
+def stage2(method, data, folder, stage1_folder, **overrides):
+    config = resolve_config(method, "synthetic", 10, 0, overrides={**SMALL, "epochs": 2, **overrides})
+    return Trainer(config, data, folder, CPU, progress=False, stage1=stage1_folder)
+
+
+def backbone_params(state):
+    return {k: v for k, v in state.items() if k.startswith("backbone.") and "running" not in k
+            and "num_batches" not in k}
+
+
+def test_crt_loads_and_freezes_the_stage1_backbone_and_retrains_a_new_classifier(tmp_path, data, stage1):
+    folder, ce = stage1
+    trainer = stage2("crt", data, tmp_path / "crt", folder)
+    method = trainer.method
+    assert all(torch.equal(method.state_dict()[k], v) for k, v in ce.items() if k.startswith("backbone."))
+    assert not torch.equal(method.classifier.weight, ce["classifier.weight"])  # re-initialised, as released
+    assert not any(p.requires_grad for p in method.backbone.parameters())
+    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == \
+        {id(p) for p in method.classifier.parameters()}
+    metrics = trainer.run()
+    after = method.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in backbone_params(ce).items())  # frozen
+    assert not torch.equal(after["backbone.bn1.running_mean"], ce["backbone.bn1.running_mean"])  # release: BN moves
+    assert not torch.equal(after["classifier.weight"], trainer.method.classifier.weight.new_zeros(1))
+    assert metrics["stage1"]["folder"] == str(folder.resolve())
+
+    kept = stage2("crt", data, tmp_path / "crt-bn", folder, freeze_backbone_bn=True)
+    kept_metrics = kept.run()
+    assert torch.equal(kept.method.state_dict()["backbone.bn1.running_mean"], ce["backbone.bn1.running_mean"])
+    assert kept_metrics["deviations"]["freeze_backbone_bn"] == {"paper": False, "run": True}
+
+
+def test_lws_learns_only_the_class_scales_on_the_frozen_stage1_classifier(tmp_path, data, stage1):
+    folder, ce = stage1
+    trainer = stage2("lws", data, tmp_path / "lws", folder)
+    method = trainer.method
+    for key in ("classifier.weight", "classifier.bias", "backbone.layer3.4.conv2.weight"):
+        assert torch.equal(method.state_dict()[key], ce[key])
+    assert torch.equal(method.scales, torch.ones(10))
+    assert [p for g in trainer.optimizer.param_groups for p in g["params"]] == [method.scales]
+    h = torch.randn(3, 64)
+    with torch.no_grad():
+        method.scales.copy_(torch.arange(1.0, 11.0))
+        expected = (h @ ce["classifier.weight"].t() + ce["classifier.bias"]) * torch.arange(1.0, 11.0)
+        assert torch.allclose(method.logits(h), expected, atol=1e-5)
+        method.scales.fill_(1.0)
+    trainer.run()
+    assert not torch.equal(method.scales.detach(), torch.ones(10))
+    for key in ("classifier.weight", "classifier.bias"):
+        assert torch.equal(method.state_dict()[key], ce[key])
+
+
+def test_a_stage2_run_resumes_exactly_and_refuses_a_changed_stage1_checkpoint(tmp_path, data, stage1, monkeypatch):
+    folder, _ = stage1
+    full = stage2("crt", data, tmp_path / "full", folder).run()
+
+    cut = stage2("crt", data, tmp_path / "cut", folder)
+    original = Trainer.train_epoch
+
+    def stop_at_epoch_1(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # killed after epoch 0's checkpoint
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stop_at_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        cut.run()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = stage2("crt", data, tmp_path / "cut", folder)
+    assert resumed.load_checkpoint() and resumed.start_epoch == 1
+    again = resumed.run()
+    assert again["best"] == full["best"] and again["last"] == full["last"]
+    assert again["stage1"] == full["stage1"]
+
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    state["stage1"] = dict(state["stage1"], checkpoint_sha256="0" * 64)
+    torch.save(state, tmp_path / "cut" / "checkpoint.pt")
+    with pytest.raises(LTBenchError, match="another stage-1 checkpoint"):
+        stage2("crt", data, tmp_path / "cut", folder).load_checkpoint()
+
+
+def test_cosine_stepped_first_against_hand_worked_values():
+    config = {"lr_schedule": "cosine_stepped_first", "lr": 0.2, "epochs": 10}
+    # CosineAnnealingLR(T_max=10, eta_min=0) stepped before each epoch: epoch e trains at step e + 1
+    assert learning_rate(0, config) == pytest.approx(0.1 * (1 + math.cos(math.pi / 10)))  # 0.19511
+    assert learning_rate(4, config) == pytest.approx(0.1)
+    assert learning_rate(9, config) == pytest.approx(0.0, abs=1e-12)
