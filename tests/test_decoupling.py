@@ -28,7 +28,8 @@ def data():
 def stage1(tmp_path_factory, data):
     """A finished one-epoch `ce` run folder, as the grid leaves it."""
     torch.set_num_threads(2)
-    folder = tmp_path_factory.mktemp("ce") / "seed0"
+    folder = tmp_path_factory.mktemp("stage1") / "ce" / "seed0"  # a run folder names its method and seed
+    folder.mkdir(parents=True)
     config = resolve_config("ce", "synthetic", 10, 0, overrides={**SMALL, "epochs": 1, "warmup_epochs": 1})
     metrics = Trainer(config, data, folder, CPU, progress=False).run()
     atomic_write_yaml(folder / "config.yaml", config)
