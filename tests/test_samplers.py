@@ -196,7 +196,10 @@ def test_folders_written_before_samplers_read_as_instance_sampling(tmp_path):
     assert old != config
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert read_config(tmp_path) == config
-    torch.save({**{k: 0 for k in CHECKPOINT_KEYS}, "config": old}, tmp_path / "checkpoint.pt")
+    entries = {"epochs_done": 0, "method": {}, "optimizer": {}, "history": [], "best": None, "train_seconds": 0.0,
+               "images_seen": 0}  # typed as a resumable checkpoint's (read_checkpoint checks the types)
+    assert set(entries) | {"config"} == set(CHECKPOINT_KEYS)
+    torch.save({**entries, "config": old}, tmp_path / "checkpoint.pt")
     assert read_checkpoint(tmp_path / "checkpoint.pt", map_location=None)["config"] == config
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "sampler": "sqrt"}))
     assert read_config(tmp_path)["sampler"] == "sqrt"  # a written value is never replaced
