@@ -384,36 +384,26 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     """The keys that name something: each must name a thing that exists."""
     import torch
 
+    from baselines.reweighting import REWEIGHT_RULES
+    from benchmarks.datasets import DATASETS
     from benchmarks.models import BACKBONES
+    from benchmarks.samplers import SAMPLER_EPOCHS, SAMPLERS
     from benchmarks.schedules import learning_rate
     from benchmarks.training import Execution
     from benchmarks.views.large import check_views_config
 
     learning_rate(0, config)  # unknown lr_schedule
     Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, memory_format
-    if config["backbone"] not in BACKBONES:
-        raise LTBenchError(f"unknown backbone {config['backbone']!r}; known: {', '.join(BACKBONES)}")
-    if config["classifier"] not in CLASSIFIERS:
-        raise LTBenchError(f"unknown classifier {config['classifier']!r}; known: {', '.join(CLASSIFIERS)}")
-    if config["linear_init"] not in LINEAR_INITS:
-        raise LTBenchError(f"unknown linear_init {config['linear_init']!r}; known: {', '.join(LINEAR_INITS)}")
     check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
-    from baselines.reweighting import REWEIGHT_RULES
-    from benchmarks.datasets import DATASETS
-    from benchmarks.samplers import SAMPLER_EPOCHS, SAMPLERS
-
-    if config["select_on"] not in ("test", "val"):
-        raise LTBenchError(f"select_on must be test or val, got {config['select_on']!r}")
+    for key, choices in (("backbone", BACKBONES), ("classifier", CLASSIFIERS), ("linear_init", LINEAR_INITS),
+                         ("select_on", ("test", "val")), ("sampler", SAMPLERS), ("sampler_epoch", SAMPLER_EPOCHS),
+                         ("reweight", REWEIGHT_RULES)):
+        if config[key] not in choices:
+            raise LTBenchError(f"unknown {key} {config[key]!r}; known: {', '.join(choices)} {where}")
     if config["select_on"] == "val" and not DATASETS.get(config["dataset"]).has_val_split:
         raise LTBenchError(f"select_on val: dataset {config['dataset']} has no validation split "
                            f"(datasets with one: {', '.join(n for n in DATASETS.names() if DATASETS.get(n).has_val_split)}); "
                            f"use select_on=test")
-    if config["sampler"] not in SAMPLERS:
-        raise LTBenchError(f"unknown sampler {config['sampler']!r}; known: {', '.join(SAMPLERS)}")
-    if config["sampler_epoch"] not in SAMPLER_EPOCHS:
-        raise LTBenchError(f"unknown sampler_epoch {config['sampler_epoch']!r}; known: {', '.join(SAMPLER_EPOCHS)}")
-    if config["reweight"] not in REWEIGHT_RULES:
-        raise LTBenchError(f"unknown reweight {config['reweight']!r}; known: {', '.join(REWEIGHT_RULES)}")
 
 
 def recipe_deviations(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

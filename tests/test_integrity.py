@@ -26,12 +26,7 @@ ARGS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--see
 TIMING = ("train_seconds", "train_images_per_s")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def folder_of(results, seed=0, *extra):

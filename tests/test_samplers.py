@@ -21,13 +21,7 @@ LABELS = torch.repeat_interleave(torch.arange(len(COUNTS)), torch.tensor(COUNTS)
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny tensor operations: threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def draws(name: str, epochs: int, k: int = 1) -> torch.Tensor:

@@ -21,13 +21,7 @@ from benchmarks.losses import logit_adjusted_ce
 from benchmarks.methods import build_method
 from benchmarks.training import Trainer
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: more threads only add contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 NEW_METHODS = ("ce_drw", "ldam_drw", "focal", "cb_focal", "balanced_softmax", "logit_adjust")

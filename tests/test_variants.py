@@ -5,7 +5,6 @@ import json
 import re
 
 import pytest
-import torch
 import yaml
 
 import run_benchmark
@@ -203,12 +202,6 @@ CELL = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--tin
         "--set", "train_cap_per_class=8", "test_cap_per_class=4", "batch_size=16", "--no-progress"]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_reported(

@@ -504,9 +504,17 @@ def test_without_numba_the_torch_path_gives_the_same_views(name, monkeypatch, ca
     with_numba = fv.render_view(name, x, params, "grouped")
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
     monkeypatch.setattr(fv, "_NUMBA", None)
-    with caplog.at_level("WARNING", logger="ltbench"):
-        without = fv.render_view(name, x, params, "grouped")
-        fv.render_view(name, x, params, "grouped")
+    from benchmarks.logs import LOGGER
+
+    # caplog listens at the root; the commands' console setup (run by earlier tests) stops LOGGER propagating
+    monkeypatch.setattr(LOGGER, "propagate", False)
+    LOGGER.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="ltbench"):
+            without = fv.render_view(name, x, params, "grouped")
+            fv.render_view(name, x, params, "grouped")
+    finally:
+        LOGGER.removeHandler(caplog.handler)
     assert torch.equal(with_numba, without)
     notes = [r.getMessage() for r in caplog.records if "numba is not installed" in r.getMessage()]
     assert len(notes) == 1 and "ltbench[fast-cpu]" in notes[0]
