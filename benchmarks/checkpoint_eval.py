@@ -52,7 +52,6 @@ anything else is refused with the names it needs; `--unsafe-load` unpickles it f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -174,14 +173,6 @@ def _checkpoint_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def evaluation_folder(cell_folder: Path, path: Path, sha256: str) -> Path:
     """Where the evaluation of checkpoint `path` goes in a cell's folder: `eval-<name>`, unless that
     holds the evaluation of another file (another SHA-256, or an older record without one), then
@@ -292,7 +283,7 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
     seed_epoch(config["seed"], -1)
     method = build_method(config, data.num_classes, torch.as_tensor(data.class_counts))
     not_in_checkpoint = load_for_evaluation(method, state, f"{path} ({fmt} format)")
-    from benchmarks.results import check_writable_dir
+    from benchmarks.results import check_writable_dir, file_sha256
 
     # once the file is known to load (a refused file writes nothing), before the long evaluation
     check_writable_dir(Path(options.results_dir), "results dir")

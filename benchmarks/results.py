@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import math
@@ -91,6 +92,16 @@ def _file_mode() -> int:
     """The mode `open(path, "w")` would give a new file: 0o666 less the umask. mkstemp's own 0600
     would hide results from the rest of a group on shared storage."""
     return 0o666 & ~_umask()
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks: what a stage-2 run and an evaluated checkpoint
+    record of the checkpoint they read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

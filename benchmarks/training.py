@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import random
 import time
@@ -38,7 +37,7 @@ from benchmarks.loaders import FastLoader, ReferenceLoader
 from benchmarks.logs import FILE_ONLY, LOGGER
 from benchmarks.methods import Method, build_method
 from benchmarks.predictions import EpochPredictions, write_predictions
-from benchmarks.results import atomic_torch_save, atomic_write_json, write_csv
+from benchmarks.results import atomic_torch_save, atomic_write_json, file_sha256, write_csv
 from benchmarks.schedules import learning_rate
 
 
@@ -647,14 +646,6 @@ class Trainer:
         if self.posthoc is not None:
             record["posthoc"] = self.posthoc
         return record
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
