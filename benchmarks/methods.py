@@ -95,6 +95,17 @@ class Method(nn.Module):
             self._class_weights_of_epoch = cached
         return cached[1]
 
+    def classifier_weight_norms(self) -> list[float] | None:
+        """The L2 norm of each class's classifier vector at the end of training (metrics.json
+        `classifier_weight_norms`): the diagnostic of Decoupling (Kang et al. 2020), where the norms
+        follow the class counts under instance sampling and re-balancing flattens them. None for a
+        method without a `classifier` exposing `class_weights()` (num_classes x features)."""
+        classifier = getattr(self, "classifier", None)
+        if classifier is None or not hasattr(classifier, "class_weights"):
+            return None
+        with torch.no_grad():
+            return [float(v) for v in classifier.class_weights().detach().float().norm(dim=1).cpu()]
+
     def view_names(self) -> tuple[str, ...]:
         """The views this run needs: the config's `views` when set (the methods' recipes set the
         release's 224-pixel views per large dataset there), else the method's CIFAR views (a

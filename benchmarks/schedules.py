@@ -73,3 +73,40 @@ def learning_rate(epoch: int, cfg: dict[str, Any]) -> float:
     if name not in SCHEDULES:
         raise LTBenchError(f"unknown lr_schedule {name!r}; known: {', '.join(SCHEDULES)}")
     return SCHEDULES[name](epoch, cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compressing a recipe's schedule to fewer epochs (the CPU track, configs/grids/fmnist-study.yaml)
+# ----------------------------------------------------------------------------------------------
+
+# Recipe keys counted in epochs besides `epochs` and the epochs of `lr_steps`: every phase boundary
+# of the releases' schedules (warmups, DRW's switch, BCCL's re-clustering period).
+EPOCH_KEYS = ("warmup_epochs", "reweight_epoch", "recluster_interval")
+
+
+def scale_epoch(value: int, factor: float) -> int:
+    """One epoch count scaled by `factor`, rounded half up, and at least 1 where it was positive
+    (so that no phase of the release's schedule vanishes)."""
+    return 0 if value <= 0 else max(1, math.floor(value * factor + 0.5))
+
+
+def compress_schedule(recipe: dict[str, Any], epochs: int | None = None, factor: float | None = None) -> dict[str, Any]:
+    """The overrides that compress `recipe` (a resolved config) to `epochs` epochs, every phase
+    boundary scaled by the same factor epochs / recipe["epochs"] (`scale_epoch`); or, for a stage-2
+    recipe, by its stage 1's `factor` (its length keeps the release's ratio to stage 1, at least 2
+    epochs: one epoch of a cosine stepped first would train at lr 0). Only the keys that change
+    are returned. One policy for every method, so that no method's schedule is tuned by hand."""
+    if (epochs is None) == (factor is None):
+        raise ValueError("give either epochs (a single-stage or stage-1 recipe) or factor (stage 2)")
+    if factor is None:
+        factor = epochs / recipe["epochs"]
+    else:
+        epochs = max(2, scale_epoch(recipe["epochs"], factor))
+    out: dict[str, Any] = {"epochs": epochs}
+    for key in EPOCH_KEYS:
+        if key in recipe and scale_epoch(recipe[key], factor) != recipe[key]:
+            out[key] = scale_epoch(recipe[key], factor)
+    steps = [[scale_epoch(e, factor), f] for e, f in recipe.get("lr_steps") or []]
+    if recipe.get("lr_schedule") in ("warmup_step", "paco_step") and steps != recipe.get("lr_steps"):
+        out["lr_steps"] = steps
+    return {k: v for k, v in out.items() if recipe.get(k) != v}

@@ -557,10 +557,12 @@ class Trainer:
         """A method that trains nothing: its own choices (`fit_posthoc`), then one evaluation."""
         start = time.perf_counter()
         self.posthoc = self.method.fit_posthoc(lambda: self.evaluate()[0])
+        eval_start = time.perf_counter()
         metrics, outputs = self.evaluate()
         self.record_epoch(metrics, outputs, 0)
         self.history = [{"epoch": 0, "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
-                         "few": metrics["few"], "posthoc_seconds": time.perf_counter() - start}]
+                         "few": metrics["few"], "posthoc_seconds": time.perf_counter() - start,
+                         "eval_seconds": time.perf_counter() - eval_start}]
         if self.is_main:
             write_csv(self.folder / "history.csv", self.history)
             write_predictions(self.folder, self.test_labels, {"best": self.best_predictions, "last": self.last_predictions})
@@ -589,11 +591,14 @@ class Trainer:
                 torch.cuda.synchronize(self.ex.device)
             seconds = time.perf_counter() - start
             self.train_seconds += seconds
+            eval_start = time.perf_counter()
             metrics, outputs = self.evaluate()
             val_top1 = self.validation_top1()
+            eval_seconds = time.perf_counter() - eval_start
             row = {"epoch": epoch, "lr": lr, **losses, "top1": metrics["top1"], "many": metrics["many"],
                    "medium": metrics["medium"], "few": metrics["few"], "train_seconds": seconds,
-                   "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan}
+                   "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan,
+                   "eval_seconds": eval_seconds}
             if val_top1 is not None:
                 row["val_top1"] = val_top1
             self.history.append(row)
@@ -631,6 +636,20 @@ class Trainer:
                     f"{row['train_seconds']:.1f} s, {row['images_per_s']:.0f} images/s",
                     extra=FILE_ONLY if self.progress else None)
 
+    def cost_record(self) -> dict[str, Any]:
+        """What the run cost beside `train_seconds`: `eval_seconds` (every evaluation of the test
+        and validation splits, summed over the history, so a resumed run counts the epochs before
+        the resume too; None when a row of an older run lacks it), `peak_memory_mb` (this process's
+        peak: resident set size on a CPU, the allocator's max allocated on CUDA; a resumed run
+        reports the peak of its last process) and the `device` it trained on."""
+        evals = [row.get("eval_seconds") for row in self.history]
+        known = [float(v) for v in evals if isinstance(v, (int, float)) and not math.isnan(float(v))]
+        return {
+            "eval_seconds": sum(known) if evals and len(known) == len(evals) else None,
+            "peak_memory_mb": peak_memory_mb(self.ex.device),
+            "device": str(self.ex.device),
+        }
+
     def final_metrics(self) -> dict[str, Any]:
         images_per_s = self.images_seen / self.train_seconds if self.train_seconds else None
         record = metrics_record(self.config, self.data, self.best, self.last, self.train_seconds, images_per_s)
@@ -641,11 +660,25 @@ class Trainer:
             record["selection"]["val_top1"] = self.best["val_top1"]
             record["best_on_test"] = self.best_on_test
         record["precision"] = self.ex.record()
+        record.update(self.cost_record())
+        record["classifier_weight_norms"] = self.method.classifier_weight_norms()
         if self.stage1 is not None:
             record["stage1"] = self.stage1
         if self.posthoc is not None:
             record["posthoc"] = self.posthoc
         return record
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process in MiB: max allocated by PyTorch's CUDA allocator on a GPU,
+    the resident set's high-water mark (getrusage, KiB on Linux) on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # macOS reports bytes
 
 
 def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:

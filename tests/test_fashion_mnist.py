@@ -101,3 +101,26 @@ def test_fmnist_grid_plans_every_cell_with_the_lt_protocol_ifs():
     assert {r.config["imb_factor"] for r in runs} == {100, 50, 10}
     assert {r.config["dataset"] for r in runs} == {"fashion_mnist"}
     assert all(r.config["backbone"] == "resnet32" and r.config["epochs"] == 20 for r in runs)
+
+
+def test_native_28_variant_keeps_the_pixels_unpadded_with_their_own_constants(tmp_path):
+    from benchmarks.datasets.fashion_mnist import FMNIST28_MEAN, FMNIST28_STD
+
+    train_x, train_y, test_x, _ = write_fmnist(tmp_path / "fm")
+    padded = build_dataset("fashion_mnist", DatasetRequest(imb_factor=10, data_root=tmp_path / "fm"))
+    native = build_dataset("fashion_mnist28", DatasetRequest(imb_factor=10, data_root=tmp_path / "fm"))
+    assert native.train_images.shape == (sum(native.class_counts), 28, 28, 3)
+    # the same LT subset in the same order, only without the 2-pixel border
+    assert np.array_equal(native.train_labels, padded.train_labels)
+    assert np.array_equal(native.train_images, padded.train_images[:, 2:30, 2:30])
+    assert np.array_equal(native.test_images[..., 0], test_x)
+    assert native.mean == FMNIST28_MEAN and native.std == FMNIST28_STD
+
+
+@pytest.mark.skipif(not (REAL / "train-images-idx3-ubyte.gz").exists(), reason="Debian's dataset-fashion-mnist not installed")
+def test_native_constants_are_those_of_the_real_training_set():
+    from benchmarks.datasets.fashion_mnist import FMNIST28_MEAN, FMNIST28_STD, _read, to_rgb
+
+    train_x = _read(DatasetRequest(imb_factor=1, data_root=REAL))[0]
+    mean, std = normalisation_constants(to_rgb(train_x))
+    assert (round(mean, 4), round(std, 4)) == (FMNIST28_MEAN[0], FMNIST28_STD[0])

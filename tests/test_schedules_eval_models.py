@@ -74,6 +74,20 @@ def test_resnet32_parameter_count():
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 64)
 
 
+def test_resnet20_and_resnet8_are_the_6n_plus_2_family_members():
+    from benchmarks.models import build_backbone
+
+    # ResNet-6n+2 with n blocks per stage: n = 3 (20 layers) and n = 1 (8 layers)
+    for name, blocks, layers in (("resnet20", 3, 20), ("resnet8", 1, 8)):
+        model = build_backbone(name)
+        assert [len(s) for s in (model.layer1, model.layer2, model.layer3)] == [blocks] * 3
+        convs = sum(1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert convs + 1 == layers  # + the classifier
+        assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 64)
+    expected20 = 464 + 3 * 4672 + 13952 + 2 * 18560 + 55552 + 2 * 73984
+    assert sum(p.numel() for p in build_backbone("resnet20").parameters()) == expected20
+
+
 def test_option_a_shortcut_has_no_parameters_and_zero_pads():
     block = resnet32().layer2[0]
     assert sum(p.numel() for p in block.shortcut.parameters()) == 0

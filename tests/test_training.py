@@ -39,6 +39,26 @@ def test_short_ce_run_beats_chance_by_a_clear_margin(tmp_path):
     assert len(run.labels) == len(data.test_labels) == len(run.epochs["best"].predictions)
     assert 100 * run.correct("best").mean() == pytest.approx(metrics["best"]["top1"])
     assert 100 * run.correct("last").mean() == pytest.approx(metrics["last"]["top1"])
+    # cost: evaluation time summed over the history's rows, the process's peak memory, the device
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert metrics["eval_seconds"] == pytest.approx(sum(float(r["eval_seconds"]) for r in rows))
+    assert metrics["eval_seconds"] > 0 and metrics["device"] == "cpu"
+    assert 50 < metrics["peak_memory_mb"] < 64 * 1024  # a python process with torch: tens of MB at least
+    # the classifier's per-class weight norms at the end of training
+    weight = trainer.method.classifier.weight.detach()
+    assert metrics["classifier_weight_norms"] == pytest.approx(weight.norm(dim=1).tolist())
+    assert len(metrics["classifier_weight_norms"]) == 10
+
+
+def test_weight_norms_of_a_cosine_classifier_are_its_class_columns():
+    from benchmarks.methods import build_method
+
+    config = resolve_config("ldam_drw", "synthetic", 10, 0)
+    method = build_method(config, 10, torch.arange(10, 0, -1))
+    w = method.classifier.weight.detach()  # (features, classes): one column per class
+    assert method.classifier_weight_norms() == pytest.approx(w.norm(dim=0).tolist())
 
 
 def test_resume_from_checkpoint_repeats_the_uninterrupted_run(tmp_path):

@@ -44,6 +44,10 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 PAD = 2  # 28 + 2 * 2 = 32
 FMNIST_MEAN = (0.2190, 0.2190, 0.2190)  # all 60,000 training images padded to 32x32, in [0, 1]
 FMNIST_STD = (0.3318, 0.3318, 0.3318)
+# `fashion_mnist28`: the same images at their native 28x28 (no padding), for the CPU track, where
+# the padded border is 23 % of every convolution's work; constants of the unpadded training set.
+FMNIST28_MEAN = (0.2860, 0.2860, 0.2860)
+FMNIST28_STD = (0.3530, 0.3530, 0.3530)
 
 _HOW = (
     "expected torchvision's layout <data-root>/FashionMNIST/raw/ (pass --download to fetch it) "
@@ -117,7 +121,12 @@ def _read(request: DatasetRequest) -> tuple[np.ndarray, ...]:
 def to_rgb32(images_28: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, 32, 32, 3) uint8: 2 zero pixels on each side, grey in R = G = B."""
     padded = np.pad(images_28, ((0, 0), (PAD, PAD), (PAD, PAD)), mode="constant", constant_values=0)
-    return np.repeat(padded[..., None], 3, axis=-1)
+    return to_rgb(padded)
+
+
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, H, W, 3) uint8, grey in R = G = B."""
+    return np.repeat(images[..., None], 3, axis=-1)
 
 
 def normalisation_constants(images_rgb32: np.ndarray) -> tuple[float, float]:
@@ -132,21 +141,28 @@ def _check(request: DatasetRequest) -> None:
     _read(request)
 
 
-def _build(request: DatasetRequest) -> LTData:
+def _build(request: DatasetRequest, native: bool = False) -> LTData:
     train_x, train_y, test_x, test_y = _read(request)
     idx, counts = long_tailed_subset(train_y, 10, request.imb_factor, seed=request.subset_seed)
+    pixels = to_rgb if native else to_rgb32
     return LTData(
-        name="fashion_mnist",
+        name="fashion_mnist28" if native else "fashion_mnist",
         num_classes=10,
-        train_images=to_rgb32(train_x[idx]),
+        train_images=pixels(train_x[idx]),
         train_labels=train_y[idx],
-        test_images=to_rgb32(test_x),
+        test_images=pixels(test_x),
         test_labels=test_y,
-        mean=FMNIST_MEAN,
-        std=FMNIST_STD,
+        mean=FMNIST28_MEAN if native else FMNIST_MEAN,
+        std=FMNIST28_STD if native else FMNIST_STD,
         info={"protocol": "LDAM-DRW", "n_max": len(train_y) // 10, "class_counts": counts,
-              "pixels": "28x28 grey zero-padded by 2 to 32x32, repeated to 3 channels"},
+              "pixels": "28x28 grey repeated to 3 channels (native size)" if native
+              else "28x28 grey zero-padded by 2 to 32x32, repeated to 3 channels"},
     )
 
 
+def _build_native(request: DatasetRequest) -> LTData:
+    return _build(request, native=True)
+
+
 DATASETS.register("fashion_mnist")(DatasetEntry(build=_build, check=_check))
+DATASETS.register("fashion_mnist28")(DatasetEntry(build=_build_native, check=_check))
