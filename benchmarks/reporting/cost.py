@@ -88,4 +88,4 @@ def cost_text(row) -> str:
     device = getattr(row, "device", "") or "n/a"
     return (f"train {train}; eval {_seconds(getattr(row, 'eval_seconds_mean', np.nan))}; "
             f"{'n/a' if _missing(speed) else f'{speed:.0f}'} img/s; "
-            f"peak {'n/a' if _missing(memory) else f'{memory:.0f}'} MB; {device}")
+            f"peak {'n/a' if _missing(memory) else f'{memory:.0f} MB'}; {device}")
