@@ -261,3 +261,14 @@ def test_without_plots_the_analyses_still_write_their_tables(tree, tmp_path):
     build_report(tree, tmp_path, formats=("md", "csv"), plots=False)
     assert (tmp_path / "shift.csv").exists() and not (tmp_path / "plots").exists()
     assert "## Test-distribution shift — cifar10, IF 100" in (tmp_path / "report.md").read_text()
+
+
+def test_hand_edited_class_counts_are_na_not_a_crash(tmp_path):
+    root = tmp_path / "results"
+    folder = write_run(root, resolve_config("ce", "cifar10", 100, 0), best=70.0)
+    labels = np.arange(10)
+    write_predictions(folder, labels, {"best": EpochPredictions.compact(0, labels, np.ones(10), 10)})
+    edit_metrics(folder, class_counts=["many"] * 10, classifier_weight_norms=[1.0] * 10)
+    report = build_report(root, tmp_path / "out")
+    assert report.shift.empty and "n/a: no run of this cell records per-class" in report.markdown
+    assert run_confusion(folder) is None and weight_norms(folder) is None

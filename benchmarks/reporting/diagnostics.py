@@ -40,6 +40,15 @@ def _metrics(folder: Path) -> dict:
     return metrics if isinstance(metrics, dict) else {}
 
 
+def _counts(metrics: dict) -> list | None:
+    """metrics.json's class_counts when it is a non-empty list of non-negative numbers."""
+    counts = metrics.get("class_counts")
+    if not isinstance(counts, list) or not counts or not all(
+            isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) and n >= 0 for n in counts):
+        return None
+    return counts
+
+
 def class_order(counts) -> np.ndarray:
     """Class indices from the most to the fewest training images (ties by class index)."""
     return np.argsort(count_ranks(counts), kind="stable")
@@ -65,8 +74,8 @@ def run_confusion(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(matrix ordered by count, the class index of each row) of a run's best epoch, or None when
     the run has no best-epoch predictions, more than `MAX_CONFUSION_CLASSES` classes, or records
     that disagree (a damaged predictions.npz, labels beyond the class count)."""
-    counts = _metrics(folder).get("class_counts")
-    if not isinstance(counts, list) or not counts or len(counts) > MAX_CONFUSION_CLASSES:
+    counts = _counts(_metrics(folder))
+    if counts is None or len(counts) > MAX_CONFUSION_CLASSES:
         return None
     try:
         kept = read_predictions(folder)
@@ -86,8 +95,8 @@ def weight_norms(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(training counts, classifier weight norms) of a run, or None when metrics.json has no
     usable `classifier_weight_norms` (absent, not one positive finite number per class)."""
     metrics = _metrics(folder)
-    norms, counts = metrics.get("classifier_weight_norms"), metrics.get("class_counts")
-    if not isinstance(norms, list) or not isinstance(counts, list) or len(norms) != len(counts) or not norms:
+    norms, counts = metrics.get("classifier_weight_norms"), _counts(metrics)
+    if not isinstance(norms, list) or counts is None or len(norms) != len(counts):
         return None
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
                for v in norms):

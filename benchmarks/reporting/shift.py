@@ -82,10 +82,13 @@ def shifted_accuracy(accuracy, counts, distribution: str, test_imb_factor: float
 
 def run_shift_rows(per_class: pd.DataFrame) -> list[dict]:
     """The family for one run's per-class frame (`load.load_per_class`); [] when it has none."""
-    if per_class.empty or per_class["accuracy"].isna().all():
+    if per_class.empty:
         return []
-    return [{"distribution": d, "test_imb_factor": rho,
-             "top1": shifted_accuracy(per_class["accuracy"], per_class["train_count"], d, rho)}
+    accuracy = pd.to_numeric(per_class["accuracy"], errors="coerce")
+    counts = pd.to_numeric(per_class["train_count"], errors="coerce")
+    if accuracy.isna().all() or counts.isna().any():  # a hand-edited class_counts: n/a, not a crash
+        return []
+    return [{"distribution": d, "test_imb_factor": rho, "top1": shifted_accuracy(accuracy, counts, d, rho)}
             for d, rho in FAMILY]
 
 
