@@ -323,8 +323,8 @@ def test_every_format_written_and_parseable(report):
     assert (diff[diff["method"] == "bccl"]["note"] == "matches the paper recipe").all()
     tex = (out / "report.tex").read_text()
     # 3 cells, 2 with comparisons (cifar10: 4 methods, cifar100: 2; the tiny cell has one method),
-    # unfinished runs, recipe differences
-    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 7
+    # 3 test-distribution shift tables, unfinished runs, recipe differences
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 10
     assert r"\begin{document}" in tex and tex.rstrip().endswith(r"\end{document}")
     assert "$\\pm$" in tex and "epochs 200$\\neq$400" in tex
     body = tex.split(r"\begin{document}")[1]
@@ -334,14 +334,15 @@ def test_every_format_written_and_parseable(report):
 def test_pngs_valid_and_embedded_in_html(report):
     _, _, out = report
     pngs = sorted((out / "plots").glob("*.png"))
-    # per-class and curves for 3 cells, one heatmap
-    assert len(pngs) == 7
+    # per-class, curves, shift and cost for 3 cells, one heatmap (no predictions: no confusion,
+    # no weight norms: no norm plot)
+    assert len(pngs) == 13
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in pngs)
     html = (out / "report.html").read_text()
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == len(pngs)
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
-    assert html.count("<table>") == 7  # 3 cells, 2 comparisons, unfinished runs, recipe differences
+    assert html.count("<table>") == 10  # 3 cells, 2 comparisons, 3 shifts, unfinished runs, recipe differences
     for title in ("cifar10, IF 100", "Unfinished and failed runs", "Recipe differences per run"):
         assert title in html
     md = (out / "report.md").read_text()

@@ -8,6 +8,9 @@
     tables.py     sections of display text; markdown, LaTeX and CSV writers
     plots.py      matplotlib (Agg) figures as PNG bytes
     html.py       one self-contained HTML page with the figures embedded
+    shift.py, cost.py, diagnostics.py, analyses.py, analysis_plots.py
+                  analyses beyond top-1: test-distribution shift, compute cost, per-class
+                  diagnostics (docs/analyses.md), as sections placed after each cell's own
 
 `build_report` ties them together; `report.py` is its command line. Nothing here imports the
 training code (torch, datasets, methods), so reporting works on a machine that only holds results.
@@ -24,7 +27,9 @@ import pandas as pd
 from benchmarks import LTBenchError
 from benchmarks.paper_numbers import PAPER_NUMBERS_FILE, load_paper_numbers
 from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE, aggregate, label_variants, report_order
+from benchmarks.reporting.analyses import build_analyses, insert_cell_sections
 from benchmarks.reporting.compare import comparisons as compare_cells, sensitivity as sensitivity_rows
+from benchmarks.reporting.cost import add_cell_cost
 from benchmarks.reporting.load import load_runs
 from benchmarks.reporting.recipe import recipe_diff_frame
 from benchmarks.reporting.tables import (
@@ -46,6 +51,7 @@ class Report:
     files: list[Path] = field(default_factory=list)
     comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)  # compare.comparisons
     sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)  # compare.sensitivity
+    shift: pd.DataFrame = field(default_factory=pd.DataFrame)  # shift.csv (shift.shift_frame)
 
     @property
     def empty(self) -> bool:
@@ -75,7 +81,7 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
         return Report("", runs, pd.DataFrame())
     check_writable_dir(out_dir, "report folder")
     runs = report_order(label_variants(runs), "seed")
-    summary = aggregate(runs, numbers, tolerance)
+    summary = add_cell_cost(aggregate(runs, numbers, tolerance), runs)
     diff = recipe_diff_frame(runs)
     done = runs[runs["state"] == "done"]
     comparisons, sensitivity = compare_cells(done), sensitivity_rows(done)
@@ -85,19 +91,24 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
         from benchmarks.reporting.plots import build_plots  # matplotlib only when drawing
 
         figures, cell_plots, overview = build_plots(done, summary, tolerance, sensitivity)
+    drawing = plots and bool({"png", "html"} & set(formats))
+    analyses = build_analyses(done, summary, drawing)
+    figures.update(analyses.figures)
     sections = build_sections(results_dir, runs, summary, diff, tolerance, cell_plots, overview,
                               comparisons, sensitivity)
+    sections = insert_cell_sections(sections, analyses.sections)
     markdown = render_markdown(sections)
 
     try:
-        files = _write_report(out_dir, formats, sections, figures, summary, runs, diff, comparisons, sensitivity)
+        files = _write_report(out_dir, formats, sections, figures, summary, runs, diff, comparisons, sensitivity,
+                              analyses.shift)
     except OSError as exc:  # a full disk or a folder made read-only since the check
         raise LTBenchError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
-    return Report(markdown, runs, summary, files, comparisons, sensitivity)
+    return Report(markdown, runs, summary, files, comparisons, sensitivity, analyses.shift)
 
 
 def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff, comparisons,
-                  sensitivity) -> list[Path]:
+                  sensitivity, shift) -> list[Path]:
     files: list[Path] = []
 
     def write(name: str, text: str) -> None:
@@ -116,7 +127,7 @@ def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff
     if "csv" in formats:
         for name, frame in (("summary.csv", summary), ("runs.csv", runs_csv_frame(runs)),
                             ("recipe_diff.csv", diff), ("comparisons.csv", comparisons),
-                            ("sensitivity.csv", sensitivity)):
+                            ("sensitivity.csv", sensitivity), ("shift.csv", shift)):
             write_csv_frame(out_dir / name, frame)
             files.append(out_dir / name)
     if "tex" in formats:

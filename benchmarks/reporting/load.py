@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from benchmarks.config import yaml_problem
+from benchmarks.reporting.cost import cost_fields
 from benchmarks.results import (
     DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, config_problem, done_problem, find_runs, format_imb_factor,
     read_config, read_metrics, read_status, split_method_folder,
@@ -132,8 +133,7 @@ def load_run(folder: Path) -> dict[str, Any]:
         precision=((metrics or {}).get("precision") or {}).get("run", ""),
         selected_on=((metrics or {}).get("selection") or {}).get("split", "test"),  # the split that chose "best"
         best_on_test_top1=((metrics or {}).get("best_on_test") or {}).get("top1", np.nan),  # what the step ran in ("": older runs)
-        train_seconds=(metrics or {}).get("train_seconds", np.nan),
-        images_per_s=(metrics or {}).get("train_images_per_s", np.nan),
+        **cost_fields(metrics),  # train_seconds, images_per_s, peak_memory_mb, eval_seconds, device
         **_group_values((metrics or {}).get("best"), "best"),
         **_group_values((metrics or {}).get("last"), "last"),
     )
@@ -149,7 +149,7 @@ def unreadable_row(folder: Path, reason: str) -> dict[str, Any]:
                if_label=format_imb_factor(row["imb_factor"]) if row["imb_factor"] == row["imb_factor"] else "?",
                tiny=label.endswith(TINY_SUFFIX), epochs=np.nan, backbone=None, views=(), config={},
                recorded_deviations=None, precision="", selected_on="test", best_on_test_top1=np.nan,
-               train_seconds=np.nan, images_per_s=np.nan,
+               **cost_fields(None),
                **_group_values(None, "best"), **_group_values(None, "last"))
     return row
 
@@ -167,7 +167,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    for column in [c for c in frame if c.startswith(("best_", "last_"))] + ["train_seconds", "images_per_s"]:
+    for column in [c for c in frame if c.startswith(("best_", "last_"))] + ["train_seconds", "images_per_s", "peak_memory_mb", "eval_seconds"]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame.sort_values(["dataset_label", "imb_factor", "method", "seed"]).reset_index(drop=True)
 

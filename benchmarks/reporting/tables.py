@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.reporting.aggregate import NO_PAPER, RECIPE_DIFFERS, REPRODUCED
+from benchmarks.reporting.cost import cost_text
 from benchmarks.reporting.load import GROUPS, epochs_done
 from benchmarks.reporting.recipe import RECONSTRUCTED
 from benchmarks.results import atomic_write_text
@@ -107,6 +108,7 @@ def results_table(cell: pd.DataFrame) -> pd.DataFrame:
             "method": r.method,
             "paper top-1": f"{fmt_paper(r.paper_top1)} ({r.paper_status})" if r.paper_status else "none published",
             "best top-1": fmt_mean_std(r.best_top1_mean, r.best_top1_std, r.n),
+            "cost": cost_text(r),  # cost.py: train / eval time, speed, memory, device
             "last top-1": fmt_mean_std(r.last_top1_mean, r.last_top1_std),
             "diff": fmt_diff(r.diff),
             "verdict": r.verdict,
