@@ -416,18 +416,32 @@ def recipe_deviations(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def split_assignment(item: str, option: str, form: str = "key=value") -> tuple[str, str]:
+    """`"key=text"` -> ("key", "text"), or LTBenchError saying what `option` expects."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise LTBenchError(f"{option} expects {form}, got {item!r}")
+    return key, raw
+
+
+def parse_value(raw: str, option: str, key: str, several: bool = False) -> Any:
+    """The one parser of values written on the command line (`--set` and `--sweep`): YAML through
+    `yaml_load` (YAML 1.2 numbers: `1e-1` is a float). With `several`, `raw` is a comma-separated
+    list of such values, read as a YAML flow list (`[[160,0.01]],[[100,0.1]]` is two values)."""
+    try:
+        return yaml_load(f"[{raw}]" if several else raw)
+    except yaml.YAMLError as exc:
+        what = "values" if several else "value"
+        raise LTBenchError(f"{option} {key}: cannot parse {what} {raw!r} ({yaml_problem(exc)})") from None
+
+
 def parse_set_arguments(items: list[str]) -> dict[str, Any]:
-    """`["lr=0.15", "lr_steps=[[160, 0.01]]"]` -> {"lr": 0.15, ...}; values are parsed as YAML
-    (with `yaml_load`: `lr=1e-3` is a float). A key given again overrides its earlier value, as
+    """`["lr=0.15", "lr_steps=[[160, 0.01]]"]` -> {"lr": 0.15, ...}; values are parsed by
+    `parse_value` (`lr=1e-3` is a float). A key given again overrides its earlier value, as
     later layers override earlier ones (a script can append `--set epochs=1` to any command)."""
     parsed: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise LTBenchError(f"--set expects key=value, got {item!r}")
-        try:
-            parsed[key] = yaml_load(raw)
-        except yaml.YAMLError as exc:
-            raise LTBenchError(f"--set {key}: cannot parse value {raw!r} ({yaml_problem(exc)})") from None
+        key, raw = split_assignment(item, "--set")
+        parsed[key] = parse_value(raw, "--set", key)
     return parsed
