@@ -131,6 +131,8 @@ def running_stats_frozen(*modules: nn.Module):
 @METHODS.register("bcl")
 class BCL(Method):
     """ResNet-32 + cosine classifier + projection head + prototype head, LA-CE + BCL loss."""
+    option_keys = ("lambda_la", "mu_bcl", "temperature", "proj_hidden_dim", "proj_dim", "cls_autoaug",
+                   "contrastive_blur", "bn_groups")
 
     name = "bcl"
     # v0 classification view, v1 and v2 contrastive views (docs/methods/bcl.md: crop-flip; RRC (0.2, 1),

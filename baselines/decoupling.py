@@ -81,6 +81,7 @@ class _OnCEBackbone(Method):
 @METHODS.register("crt")
 class ClassifierRetraining(_OnCEBackbone):
     """cRT: a re-initialised linear classifier on the frozen stage-1 backbone."""
+    option_keys = ("freeze_backbone_bn",)
 
     name = "crt"
 
@@ -95,6 +96,7 @@ class ClassifierRetraining(_OnCEBackbone):
 @METHODS.register("lws")
 class LearnableWeightScaling(_OnCEBackbone):
     """LWS: the stage-1 classifier, frozen, times one learnable scale per class."""
+    option_keys = ("freeze_backbone_bn",)
 
     name = "lws"
 
@@ -116,6 +118,7 @@ class LearnableWeightScaling(_OnCEBackbone):
 class TauNormalizedClassifier(_OnCEBackbone):
     """tau-normalised stage-1 classifier, no bias; tau fixed (`tau`) or, as a named deviation,
     chosen on the test set over the release's sweep (`tau_selection: test`)."""
+    option_keys = ("tau", "tau_selection")
 
     name = "tau_norm"
     trains = False

@@ -32,6 +32,7 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
 @METHODS.register("focal")
 class Focal(CrossEntropy):
     """ResNet-32 + linear classifier trained with the focal loss (`focal_gamma`)."""
+    option_keys = ("focal_gamma",)
 
     name = "focal"
 

@@ -25,6 +25,7 @@ def posthoc_adjustment(class_counts: torch.Tensor, tau: float) -> torch.Tensor:
 
 @METHODS.register("la_posthoc")
 class PostHocLogitAdjustment(Method):
+    option_keys = ("tau",)
     name = "la_posthoc"
     views = ("crop_flip",)
     stage1 = "ce"

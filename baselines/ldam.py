@@ -56,6 +56,7 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tenso
 @METHODS.register("ldam_drw")
 class LDAMDRW(CrossEntropy):
     """ResNet-32 + NormedLinear trained with the LDAM loss (`ldam_max_m`, `ldam_s`) + DRW."""
+    option_keys = ("ldam_max_m", "ldam_s")
 
     name = "ldam_drw"
 

@@ -18,6 +18,7 @@ from benchmarks.methods import METHODS
 @METHODS.register("logit_adjust")
 class LogitAdjust(CrossEntropy):
     """A backbone + linear classifier trained with the logit-adjusted loss (`la_tau`)."""
+    option_keys = ("la_tau",)
 
     name = "logit_adjust"
     takes_class_weights = False

@@ -140,6 +140,8 @@ def paco_loss(
 @METHODS.register("paco")
 class PaCo(Method):
     """MoCo-style PaCo: query encoder + linear classifier, momentum key encoder, labelled queue."""
+    option_keys = ("alpha", "beta", "gamma", "temperature", "supt", "moco_m", "queue_size", "proj_hidden_dim",
+                   "proj_dim", "shuffle_bn_groups")
 
     name = "paco"
     release_processes = {"imagenet_lt": 4, "inat2018": 4}  # DDP; each rank's loss against its own keys

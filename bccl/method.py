@@ -72,6 +72,9 @@ def should_recluster(
 
 @METHODS.register("bccl")
 class BCCL(Method):
+    option_keys = ("temperature", "head_hidden_dim", "proj_dim", "alpha", "beta", "eta", "queue_size",
+                   "centroids_per_class", "kmeans_max_iter", "kmeans_tol", "recluster_interval",
+                   "recluster_once_per_epoch", "queue_first_arrival_once")
     name = "bccl"
     # autoaug_cutout: the release's CIFAR10Policy, or torchvision's policy with
     # autoaugment_policy: torchvision (resolved by `Method.view_names`)

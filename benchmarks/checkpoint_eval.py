@@ -30,6 +30,15 @@ anything else the method carries (heads, queues, centroids, key encoder) is load
 and otherwise left at its initial value (it does not enter the evaluation). Violations raise an
 `LTBenchError` listing the missing, unexpected and mismatched keys.
 
+Configuration: an ltbench checkpoint.pt records its run's config, and that is what is evaluated
+(`checkpoint_configuration`): a command line naming another method, dataset or IF, or setting a
+key (--set, --sweep, --epochs, --tiny, --name) to another value than the checkpoint's, is refused
+(exit 2, nothing written); keys the command line leaves to the grid or recipe are taken from the
+checkpoint, with a warning listing them, so the result is filed beside the run that wrote the
+checkpoint, under its own variant; execution keys (eval_batch_size, pipeline, ...) come from the
+command line. Release checkpoints and bare state dicts record no config: the command line's cell
+and `--set` give it (`checkpoint.config_source` says which).
+
 Output: `<results>/<dataset>/if<IF>/<method>/eval-<checkpoint name>/` (beside the seed folders;
 `<method>@<variant>/eval-...` when `--set` makes the configuration a variant,
 so the report, which reads `seed*` folders, never mixes an evaluated checkpoint into the
@@ -247,6 +256,64 @@ def pickle_errors() -> tuple[type[Exception], ...]:
     return (pickle.UnpicklingError, RuntimeError)
 
 
+def _explicit_keys(options) -> set[str]:
+    """The config keys the command line sets itself (--set, --sweep, --epochs, --tiny's caps)."""
+    keys = set(options.overrides) | set(options.sweeps or {})
+    if options.epochs is not None:
+        keys.add("epochs")
+    if options.tiny:
+        keys |= {"train_cap_per_class", "test_cap_per_class", "epochs"}
+    return keys
+
+
+def checkpoint_configuration(recorded: dict[str, Any], planned: dict[str, Any], options,
+                             path: Path) -> tuple[dict[str, Any], str | None, list[str]]:
+    """The configuration an ltbench checkpoint is evaluated under: the one its `config` records.
+
+    Why: the command line names a cell, but a checkpoint of one method fits another's model when
+    the shapes match, and a forgotten training flag would file the result in another variant's
+    folder with a false deviation. So the recorded method, dataset and IF must be the command
+    line's cell, and a key the command line sets itself (--set, --sweep, --epochs, --tiny, --name)
+    must agree with the checkpoint: either is an LTBenchError. Every other key is taken from the
+    checkpoint (the grid's or recipe's value is replaced, and the caller says so), except the
+    execution keys (`EXECUTION_KEYS`: how to evaluate, not what), which the command line sets.
+    Returns (resolved config without its variant entry, the variant's --name or None, the keys
+    whose planned value the checkpoint's replaced).
+    """
+    from benchmarks.config import EXECUTION_KEYS, IDENTITY_KEYS, resolve_config
+    from benchmarks.variants import VARIANT_KEY, is_named, variant_name
+
+    recorded = with_added_keys(recorded)
+    missing = [k for k in ("dataset", "imb_factor", "method", "seed") if k not in recorded]
+    if missing:
+        raise LTBenchError(f"{path}: the config it records lacks {', '.join(missing)}; not a whole ltbench checkpoint")
+    for key, what, option in (("method", "by method", "--methods"), ("dataset", "on dataset", "--datasets"),
+                              ("imb_factor", "at imbalance factor", "--imb-factors")):
+        if recorded[key] != planned[key]:
+            raise LTBenchError(f"--eval-checkpoint {path}: trained {what} {recorded[key]!r} (its config records it), "
+                               f"but {option} names {planned[key]!r}; evaluate it with {option} {recorded[key]}")
+    for key in sorted(_explicit_keys(options) - set(EXECUTION_KEYS)):
+        if key in planned and planned[key] != recorded.get(key):
+            raise LTBenchError(f"--eval-checkpoint {path}: the command line gives {key} {planned[key]!r}, but the "
+                               f"checkpoint was trained with {recorded.get(key)!r} (its config records it, and that "
+                               f"configuration is what is evaluated); drop that setting")
+    name = variant_name(recorded) if is_named(recorded) else None
+    if options.name is not None and options.name != name:
+        label = variant_name(recorded) or "the paper recipe"
+        raise LTBenchError(f"--eval-checkpoint {path}: --name {options.name!r} contradicts the checkpoint's variant "
+                           f"({label}, as its config records); drop --name")
+    layers = {k: v for k, v in recorded.items() if k not in IDENTITY_KEYS}
+    layers.update({k: planned[k] for k in EXECUTION_KEYS if k in planned})
+    try:
+        config = resolve_config(recorded["method"], recorded["dataset"], recorded["imb_factor"], recorded["seed"],
+                                overrides=layers)
+    except LTBenchError as exc:
+        raise LTBenchError(f"{path}: the configuration it records does not resolve today ({exc})") from None
+    replaced = sorted(k for k in set(config) | set(planned)
+                      if k not in (*EXECUTION_KEYS, VARIANT_KEY, "seed") and config.get(k) != planned.get(k))
+    return config, name, replaced
+
+
 def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = False) -> int:
     """The `--eval-checkpoint` command: one cell, one evaluation, one folder."""
     from benchmarks import distributed
@@ -279,6 +346,21 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
 
     raw = _load_file(path, unsafe_load)
     fmt, state, epochs_done, dropped = to_method_state(raw)
+    cell_folder = runs[0].folder.parent  # beside the seeds of its (variant) folder
+    replaced: list[str] | None = None
+    if fmt == "ltbench" and isinstance(raw.get("config"), dict):  # the checkpoint says what it is
+        import dataclasses
+
+        from benchmarks.grid import place_run
+
+        resolved, name, replaced = checkpoint_configuration(raw["config"], config, options, path)
+        run = place_run(resolved, dataclasses.replace(options, name=name))
+        if replaced:
+            LOGGER.warning(
+                "--eval-checkpoint: evaluating the configuration the checkpoint records, not the command line's: "
+                + ", ".join(f"{k} {config.get(k)!r} -> {run.config.get(k)!r}" for k in replaced)
+                + f"; filed under its own variant {run.variant or '(the paper recipe)'}")
+        config, cell_folder = run.config, run.folder.parent
     data = DataCache(options).get(config)
     seed_epoch(config["seed"], -1)
     method = build_method(config, data.num_classes, torch.as_tensor(data.class_counts))
@@ -305,12 +387,14 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
         "unsafe_load": unsafe_load, "keys_loaded": len(state), "keys_dropped": dropped,
         "method_keys_not_in_checkpoint": not_in_checkpoint,
     }
-    if fmt == "ltbench" and isinstance(raw.get("config"), dict):
+    record["config_source"] = "command line" if replaced is None else "checkpoint"
+    if replaced is not None:
         written = with_added_keys(raw["config"])  # keys added since it was written
         record["config_keys_differing_from_checkpoint"] = sorted(
             k for k in set(written) | set(config) if written.get(k) != config.get(k))
+        record["command_line_keys_replaced"] = replaced
     result = {**metrics_record(config, data, summary, summary), "checkpoint": record}
-    folder = evaluation_folder(runs[0].folder.parent, path, sha256)  # beside the seeds of its (variant) folder
+    folder = evaluation_folder(cell_folder, path, sha256)
     if distributed.is_main():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_yaml(folder / "config.yaml", config)

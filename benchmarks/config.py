@@ -12,7 +12,9 @@ Layers 1-4 are the *paper recipe*; whatever layers 5-6 change is a deviation, li
 `recipe_deviations` and written to the run's metadata. A method's YAML also says, per dataset, how
 its recipe was obtained (`recipe_status:`, `recipe_status()`: read in a release, or reconstructed);
 the report labels reconstructed recipes; and the precision its release trained in
-(`release_precision:`, `release_precision()`, see `benchmarks.precision`).
+(`release_precision:`, `release_precision()`, see `benchmarks.precision`). A method YAML is checked
+whole, whichever dataset runs: `datasets:` and `recipe_status:` name registered datasets, every
+status is known, and `options:` holds exactly the keys the method's code reads (`Method.option_keys`).
 
 Every key must exist in layer 1 or in the method's `options:`; every value must have the type of
 the key's default (an int is accepted where a float is expected). Anything else raises
@@ -217,11 +219,41 @@ def recipe_status(method: str, dataset: str) -> str:
     if not path.exists():
         raise LTBenchError(f"method {method!r} has no recipe file {path}")
     statuses = _section(load_yaml(path), "recipe_status", path)
-    status = statuses.get(dataset, "release")
-    if status not in RECIPE_STATUSES:
-        raise LTBenchError(f"{path}: recipe_status.{dataset} must be one of {', '.join(RECIPE_STATUSES)}, "
-                           f"got {status!r}")
-    return status
+    _check_dataset_names(statuses, path, "recipe_status")
+    for name, status in statuses.items():  # every entry, not only the dataset asked about
+        if status not in RECIPE_STATUSES:
+            raise LTBenchError(f"{path}: recipe_status.{name} must be one of {', '.join(RECIPE_STATUSES)}, "
+                               f"got {status!r}")
+    return statuses.get(dataset, "release")
+
+
+def _check_dataset_names(section: dict[str, Any], path: Path, name: str) -> None:
+    """Every key of a method YAML's per-dataset `section` names a registered dataset: a typo would
+    otherwise silently drop that dataset's entry."""
+    from benchmarks.datasets import DATASETS
+
+    known = DATASETS.names()
+    for key in section:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise LTBenchError(f"{path}: {name}: unknown dataset {key!r}{hint}; known: {', '.join(known)}")
+
+
+def _check_option_keys(method: str, options: dict[str, Any], path: Path) -> None:
+    """The YAML's `options:` are exactly the keys the method's code reads (`Method.option_keys`)."""
+    from benchmarks.methods import METHODS
+
+    reads = METHODS.get(method).option_keys
+    unread = [key for key in options if key not in reads]
+    if unread:
+        raise LTBenchError(f"{path}: options: {', '.join(map(str, unread))} is read by no code of method {method} "
+                           f"(it reads: {', '.join(sorted(reads)) or 'none'}; a new option is also named in the "
+                           f"method's option_keys)")
+    missing = [key for key in reads if key not in options]
+    if missing:
+        raise LTBenchError(f"{path}: options: lacks {', '.join(missing)}, which method {method} reads "
+                           "(give each its release value)")
 
 
 def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -239,6 +271,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     clash = set(options) & set(defaults)
     if clash:
         raise LTBenchError(f"{path}: options {sorted(clash)} shadow shared keys; set them under recipe:")
+    _check_option_keys(method, options, path)
     schema = {**defaults, **options}
     recipe_status(method, dataset)  # bad values are errors here, not in the middle of a run or report
     release_precision(method)
@@ -249,6 +282,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
         config.update(check_keys(load_yaml(dataset_path), defaults, str(dataset_path)))
     config.update(check_keys(_section(method_yaml, "recipe", path), defaults, f"{path} recipe"))
     per_dataset = _section(method_yaml, "datasets", path)
+    _check_dataset_names(per_dataset, path, "datasets")
     config.update(
         check_keys(per_dataset.get(dataset) or {}, schema, f"{path} datasets.{dataset}")
     )
@@ -416,18 +450,32 @@ def recipe_deviations(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def split_assignment(item: str, option: str, form: str = "key=value") -> tuple[str, str]:
+    """`"key=text"` -> ("key", "text"), or LTBenchError saying what `option` expects."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise LTBenchError(f"{option} expects {form}, got {item!r}")
+    return key, raw
+
+
+def parse_value(raw: str, option: str, key: str, several: bool = False) -> Any:
+    """The one parser of values written on the command line (`--set` and `--sweep`): YAML through
+    `yaml_load` (YAML 1.2 numbers: `1e-1` is a float). With `several`, `raw` is a comma-separated
+    list of such values, read as a YAML flow list (`[[160,0.01]],[[100,0.1]]` is two values)."""
+    try:
+        return yaml_load(f"[{raw}]" if several else raw)
+    except yaml.YAMLError as exc:
+        what = "values" if several else "value"
+        raise LTBenchError(f"{option} {key}: cannot parse {what} {raw!r} ({yaml_problem(exc)})") from None
+
+
 def parse_set_arguments(items: list[str]) -> dict[str, Any]:
-    """`["lr=0.15", "lr_steps=[[160, 0.01]]"]` -> {"lr": 0.15, ...}; values are parsed as YAML
-    (with `yaml_load`: `lr=1e-3` is a float). A key given again overrides its earlier value, as
+    """`["lr=0.15", "lr_steps=[[160, 0.01]]"]` -> {"lr": 0.15, ...}; values are parsed by
+    `parse_value` (`lr=1e-3` is a float). A key given again overrides its earlier value, as
     later layers override earlier ones (a script can append `--set epochs=1` to any command)."""
     parsed: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise LTBenchError(f"--set expects key=value, got {item!r}")
-        try:
-            parsed[key] = yaml_load(raw)
-        except yaml.YAMLError as exc:
-            raise LTBenchError(f"--set {key}: cannot parse value {raw!r} ({yaml_problem(exc)})") from None
+        key, raw = split_assignment(item, "--set")
+        parsed[key] = parse_value(raw, "--set", key)
     return parsed

@@ -2,7 +2,8 @@
 
 A grid file `configs/grids/<name>.yaml` names datasets, imbalance factors, methods (`all` or a
 list), seeds, and optional `overrides` (for every run), `method_overrides` (per method) and
-`sweeps` (per method: the variants to run, see `benchmarks.variants`). The command line can narrow
+`sweeps` (per method: the variants to run, see `benchmarks.variants`; only for methods the grid
+lists, every key and value checked even when the command line leaves the method out). The command line can narrow
 or change each of them (`--sweep` replaces the grid file's sweeps).
 
 Folders: a run of the paper recipe lives in `<method>/seed<S>/`, any other configuration in
@@ -85,6 +86,10 @@ def load_grid(name: str) -> dict[str, Any]:
             raise LTBenchError(f"{path}: method_overrides.{method} must be a mapping of keys, got {over!r}")
     for method, sweeps in (grid.get("sweeps") or {}).items():
         check_sweeps(sweeps, f"{path}: sweeps.{method}")
+        METHODS.get(method)  # a sweep of an unknown method is a typo, whichever methods run
+        if grid["methods"] != "all" and method not in grid["methods"]:
+            raise LTBenchError(f"{path}: sweeps.{method}: method {method} is not in the grid's methods "
+                               f"({', '.join(map(str, grid['methods']))}); its sweeps would never run")
     return grid
 
 
@@ -234,8 +239,15 @@ def plan(options: GridOptions) -> list[Run]:
         return place_run(resolve_config(method, config["dataset"], config["imb_factor"], config["seed"],
                                         grid_overrides=grid_over, overrides=method_cli), options)
 
-    for name in grid.get("sweeps") or {}:
-        METHODS.get(name)  # a sweep of an unknown method is a typo, whichever methods run
+    for name, sweeps in (grid.get("sweeps") or {}).items():
+        # every point's keys and values, also of methods the command line left out (as method_overrides)
+        where = f"grid {options.grid!r} sweeps.{name}"
+        dataset = datasets[0] if datasets else "synthetic"
+        schema = paper_recipe(name, dataset)[1]
+        grid_over = method_layers(name, {})[0]
+        for point in sweep_points(check_sweeps(sweeps, where)):
+            check_keys(point, schema, where)
+            resolve_config(name, dataset, grid_overrides=grid_over, overrides=point)
     runs = []
     for dataset in datasets:
         for imb in imb_factors:

@@ -8,9 +8,10 @@ The generic epoch loop (`benchmarks.training`) does everything else: it builds t
 method names, runs `training_step` under autocast, steps the optimiser over the parameters that
 require gradients, calls the hooks, and evaluates `eval_logits` on the test set every epoch.
 
-A method's hyper-parameters are not declared here: they live in `configs/methods/<name>.yaml`
-(`options:` for the method's own keys with the release's values; `recipe:` for the shared keys
-such as lr and epochs). The method reads them from the resolved `config` dict.
+A method's hyper-parameters live in `configs/methods/<name>.yaml` (`options:` for the method's
+own keys with the release's values; `recipe:` for the shared keys such as lr and epochs); the
+method reads them from the resolved `config` dict and names the option keys it reads in
+`option_keys` (checked against its YAML).
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class Method(nn.Module):
     # Whether the method's loss takes per-class weights (`class_weights`); a run of a method that
     # does not must keep `reweight: none` (checked at plan time).
     takes_class_weights: ClassVar[bool] = False
+    # The keys of the method's own `options:` (configs/methods/<name>.yaml) that its code reads: the
+    # YAML's options must be exactly these (`benchmarks.config.paper_recipe`), so an option no code
+    # reads (a typo, a leftover) is an error, not a silently ignored setting.
+    option_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> None:

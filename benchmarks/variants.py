@@ -22,15 +22,15 @@ import json
 import re
 from typing import Any
 
-import yaml
-
 from benchmarks import LTBenchError
 
 VARIANT_KEY = "variant"
 MAX_LABEL_LENGTH = 120  # longer labels keep a readable prefix and end in "~" + HASH_LENGTH hex digits
 HASH_LENGTH = 10
 SAFE_TEXT = re.compile(r"[A-Za-z0-9._+-]+")  # a value's characters that need no escaping in a folder name
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,79}")
+# `--name` labels have their own namespace: no `=` or `,` (and no leading `~`), which every label
+# derived from deviations has (`variant_label`), so a name never takes a derived label's folder.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,79}")
 
 
 def _render(value: Any) -> str | None:
@@ -84,10 +84,11 @@ def variant_label(values: dict[str, Any]) -> str:
 
 
 def check_variant_name(name: str) -> str:
-    """A `--name` as given, or LTBenchError saying what a name may contain."""
+    """A `--name` as given, or LTBenchError saying what a name may contain (`NAME_PATTERN`)."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise LTBenchError(f"--name {name!r}: a variant name is 1-80 characters of letters, digits and ._+=,- "
-                           "starting with a letter or digit (it becomes part of a folder name)")
+        raise LTBenchError(f"--name {name!r}: a variant name is 1-80 characters of letters, digits and ._+- "
+                           "starting with a letter or digit, with no '=' or ',' (those mark the labels derived "
+                           "from a configuration's deviations; the name becomes part of a folder name)")
     return name
 
 
@@ -128,22 +129,19 @@ def is_named(config: dict[str, Any] | None) -> bool:
 def parse_sweep_arguments(items: list[str]) -> dict[str, list[Any]]:
     """`["eta=0,0.05", "recluster_once_per_epoch=true,false"]` -> {"eta": [0, 0.05], ...}.
 
-    Each value is parsed as YAML, like `--set` (the whole right-hand side is read as a YAML flow
-    list, so `lr_steps=[[160,0.01]],[[100,0.1]]` is two values)."""
+    Each value is parsed by `benchmarks.config.parse_value`, the parser of `--set` (the whole
+    right-hand side is read as a YAML flow list, so `lr_steps=[[160,0.01]],[[100,0.1]]` is two
+    values, and `lr=1e-1,0.05` two floats)."""
+    from benchmarks.config import parse_value, split_assignment
+
     sweeps: dict[str, list[Any]] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not raw.strip():
+        key, raw = split_assignment(item, "--sweep", "key=value1,value2,...")
+        if not raw.strip():
             raise LTBenchError(f"--sweep expects key=value1,value2,..., got {item!r}")
         if key in sweeps:
             raise LTBenchError(f"--sweep {key} is given twice; list all its values in one --sweep")
-        try:
-            values = yaml.safe_load(f"[{raw}]")
-        except yaml.YAMLError:
-            raise LTBenchError(f"--sweep {key}: cannot parse values {raw!r} (a comma-separated list, "
-                               "each value written as for --set)") from None
-        sweeps[key] = values
+        sweeps[key] = parse_value(raw, "--sweep", key, several=True)
     return sweeps
 
 

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import run_benchmark
+import yaml
 from _tiny_data import TEST_COUNTS, make_imagenet_lt_tree, register_tiny_backbone
 from benchmarks import LTBenchError
 from benchmarks.checkpoint_eval import load_for_evaluation, to_method_state
@@ -235,3 +236,81 @@ def test_release_types_load_weights_only_and_anything_else_needs_unsafe_load(tmp
     assert not results.exists()
     assert run_benchmark.main(SYNTH + ["--results-dir", str(results), "--unsafe-load"]) == 2
     assert "--unsafe-load applies to --eval-checkpoint only" in capsys.readouterr().err
+
+
+# -- the cell and configuration come from an ltbench checkpoint (issue 21 point 9) ------------------
+from test_integrity import ARGS, folder_of, reference  # noqa: E402,F401  (the fixture too)
+
+
+def _without(args, *items):
+    return [a for a in args if a not in items]
+
+
+def _one_line_refusal(args, results, capsys, *expected):
+    code = run_benchmark.main(args)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert not results.exists() or not list(results.rglob("eval-*"))
+
+
+def test_a_checkpoint_of_one_method_is_never_filed_as_another(reference, tmp_path, capsys):
+    """ce's checkpoint fits focal's model (same shapes): it was evaluated and filed as focal."""
+    results = tmp_path / "results"
+    args = list(ARGS)
+    args[args.index("ce")] = "focal"
+    _one_line_refusal(args + ["--results-dir", str(results), "--eval-checkpoint", str(reference / "checkpoint.pt")],
+                      results, capsys, "trained by method 'ce'", "--methods names 'focal'")
+
+
+def test_a_forgotten_training_flag_files_the_evaluation_beside_the_checkpoints_run(reference, tmp_path, capsys):
+    """Without --set batch_size=16 the command line plans another variant; the checkpoint's own
+    configuration is evaluated, in its own variant's folder, and the difference is said loudly."""
+    results = tmp_path / "results"
+    code = run_benchmark.main(_without(ARGS, "batch_size=16") + [
+        "--results-dir", str(results), "--eval-checkpoint", str(reference / "checkpoint.pt")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    cell = folder_of(results).parent  # where the reference run's variant lives in this results dir
+    assert cell.name == reference.parent.name and cell.name.startswith("ce@batch_size=16,")
+    folder = cell / "eval-checkpoint"
+    assert (folder / "status").read_text().strip() == "done"
+    assert [p.name for p in (results / "digits-tiny" / "if10").iterdir()] == [cell.name]  # no false variant
+    trained = yaml.safe_load((reference / "config.yaml").read_text())
+    assert yaml.safe_load((folder / "config.yaml").read_text()) == trained
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["deviations"] == json.loads((reference / "metrics.json").read_text())["deviations"]
+    assert metrics["checkpoint"]["config_source"] == "checkpoint"
+    assert metrics["checkpoint"]["command_line_keys_replaced"] == ["batch_size"]
+    assert "batch_size 32 -> 16" in out + err and "configuration the checkpoint records" in out + err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--set", "batch_size=64"], ("batch_size 64", "the checkpoint was trained with 16")),
+    (["--set", "lr=0.3"], ("lr 0.3", "the checkpoint was trained with 0.1")),
+    (["--epochs", "3"], ("epochs 3", "the checkpoint was trained with 2")),
+    (["--name", "mine"], ("--name 'mine'", "the checkpoint's variant")),
+    (["--datasets", "synthetic"], ("trained on dataset 'digits'",)),
+])
+def test_a_command_line_that_contradicts_the_checkpoint_is_refused(reference, tmp_path, capsys, extra, expected):
+    results = tmp_path / "results"
+    args = ARGS + extra
+    if "--datasets" in extra:
+        args = ARGS[2:] + extra
+    if "--epochs" in extra:
+        args = ARGS[:ARGS.index("--epochs")] + ARGS[ARGS.index("--epochs") + 2:] + extra
+    _one_line_refusal(args + ["--results-dir", str(results), "--eval-checkpoint", str(reference / "checkpoint.pt")],
+                      results, capsys, *expected)
+
+
+def test_execution_keys_may_differ_from_the_checkpoint(reference, tmp_path, capsys):
+    results = tmp_path / "results"
+    code = run_benchmark.main(ARGS + ["--set", "eval_batch_size=7", "--results-dir", str(results),
+                                      "--eval-checkpoint", str(reference / "checkpoint.pt")])
+    assert code == 0, capsys.readouterr()
+    folder = folder_of(results).parent / "eval-checkpoint"
+    record = json.loads((folder / "metrics.json").read_text())["checkpoint"]
+    assert record["config_keys_differing_from_checkpoint"] == ["eval_batch_size"]
+    assert record["command_line_keys_replaced"] == []

@@ -146,3 +146,97 @@ def test_validate_config_accepts_every_shipped_recipe():
         for dataset, imb in (("cifar10", 100), ("cifar100", 10), ("digits", 100), ("imagenet_lt", 256),
                              ("inat2018", 500)):
             validate_config(resolve_config(method, dataset, imb))
+
+
+# -- config files accept no silent mistakes (issue 21 point 12) -------------------------------------
+@pytest.fixture
+def config_copy(tmp_path, monkeypatch):
+    """A copy of configs/ that the config module reads instead; returns a function that rewrites
+    one method's YAML (dict -> YAML text) in it."""
+    import shutil
+
+    import yaml
+
+    import benchmarks.config as config_module
+
+    root = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, root)
+    monkeypatch.setattr(config_module, "CONFIG_DIR", root)
+
+    def edit(method, change):
+        path = root / "methods" / f"{method}.yaml"
+        data = yaml_load(path.read_text())
+        change(data)
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return edit
+
+
+def _set(section, key, value):
+    def change(data):
+        data.setdefault(section, {})
+        data[section] = {**(data[section] or {}), key: value}
+    return change
+
+
+@pytest.mark.parametrize("method, section, key, value, message", [
+    ("bccl", "datasets", "cifar1O", {"lr": 0.1}, r"datasets: unknown dataset 'cifar1O' \(did you mean 'cifar10'\?\);"
+                                                  r" known: .*cifar10"),
+    ("ce", "recipe_status", "cifar100", "guessed",
+     r"recipe_status.cifar100 must be one of release, reconstructed, got 'guessed'"),
+    ("ce", "recipe_status", "cifar-100", "reconstructed", r"recipe_status: unknown dataset 'cifar-100'"),
+    ("ce", "options", "mixup_alpha", 0.2, r"options: mixup_alpha is read by no code of method ce \(it reads: none;"),
+    ("bccl", "options", "etta", 0.1, r"options: etta is read by no code of method bccl \(it reads: alpha, beta,"),
+])
+def test_mistakes_in_a_method_yaml_are_refused_naming_the_file(config_copy, method, section, key, value, message):
+    """Each of these was accepted silently (a typo under `datasets:` dropped that dataset's recipe;
+    a bad status of another dataset than the one run; an option no code reads), whatever dataset runs."""
+    path = config_copy(method, _set(section, key, value))
+    with pytest.raises(LTBenchError, match=message) as error:
+        resolve_config(method, "digits", 10)
+    assert str(path) in str(error.value)
+
+
+def test_an_option_a_method_reads_cannot_be_missing_from_its_yaml(config_copy):
+    path = config_copy("focal", lambda data: data.update(options={}))
+    with pytest.raises(LTBenchError, match=r"options: lacks focal_gamma, which method focal reads") as error:
+        resolve_config("focal", "digits", 10)
+    assert str(path) in str(error.value)
+
+
+def test_every_declared_option_is_read_by_its_method_and_every_yaml_option_is_declared():
+    """`Method.option_keys` is what the YAML's `options:` must hold; each of them appears (quoted) in
+    the source of the method's class or one of its bases, so a declared key is one the code reads."""
+    import inspect
+
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        source = "".join(inspect.getsource(inspect.getmodule(c)) for c in cls.__mro__
+                         if c.__module__.startswith(("bccl", "baselines")))
+        for key in cls.option_keys:
+            assert f'"{key}"' in source or f"'{key}'" in source, (name, key)
+        assert set(yaml_load((CONFIG_DIR / "methods" / f"{name}.yaml").read_text()).get("options") or {}) == set(
+            cls.option_keys), name
+
+
+def test_grid_sweeps_must_name_methods_of_the_grid_and_known_keys_whatever_runs(tmp_path):
+    import yaml
+
+    def grid(sweeps, methods=("ce", "bccl")):
+        path = tmp_path / "g.yaml"
+        path.write_text(yaml.safe_dump({"datasets": ["digits"], "imb_factors": [10], "methods": methods if methods == "all" else list(methods),
+                                        "seeds": [0], "sweeps": sweeps}))
+        return str(path)
+
+    with pytest.raises(LTBenchError, match=r"sweeps.bcl: method bcl is not in the grid's methods \(ce, bccl\)"):
+        plan(GridOptions(grid=grid({"bcl": {"lr": [0.1]}}), results_dir=tmp_path / "r"))
+    # an unknown key in the sweeps of a method the command line leaves out
+    with pytest.raises(LTBenchError, match=r"sweeps.bccl: unknown key 'etta' \(did you mean 'eta'\?\)"):
+        plan(GridOptions(grid=grid({"bccl": {"etta": [0.1]}}), methods=["ce"], results_dir=tmp_path / "r"))
+    with pytest.raises(LTBenchError, match=r"sweeps.bccl.*key 'eta' must be float"):
+        plan(GridOptions(grid=grid({"bccl": {"eta": ["high"]}}), methods=["ce"], results_dir=tmp_path / "r"))
+    assert len(plan(GridOptions(grid=grid({"bccl": {"eta": [0.0, 0.2]}}), results_dir=tmp_path / "r"))) == 3
+    # methods: all takes sweeps of any known method
+    assert plan(GridOptions(grid=grid({"bcl": {"lr": [0.2]}}, methods="all"), methods=["ce"],
+                            results_dir=tmp_path / "r"))

@@ -85,11 +85,23 @@ def test_variant_of_a_resolved_config_comes_from_its_recipe_deviations_only():
     assert named["variant"] == {"name": "no-centroids", "deviations": {"eta": 0.0}}
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "../x", ".hidden", "with space", "x" * 81, "tilde~1"])
+@pytest.mark.parametrize("name", ["", "a/b", "../x", ".hidden", "with space", "x" * 81, "tilde~1",
+                                  "lr=0.1", "a,b", "eta=0.0,lr=0.1"])
 def test_bad_variant_names_are_refused(name):
     with pytest.raises(LTBenchError, match="a variant name is"):
         check_variant_name(name)
     assert check_variant_name("no-centroids_v2.1") == "no-centroids_v2.1"
+
+
+def test_a_name_can_never_be_a_derived_label():
+    """Issue 21 point 10: `--name lr=0.1` would take the folder of the genuine lr=0.1 run (with
+    another configuration); names have their own namespace (no `=`, `,` or leading `~`), and
+    every derived label has an `=` or starts with `~`."""
+    for mapping in MAPPINGS:
+        label = variant_label(mapping)
+        assert "=" in label or label.startswith("~")
+        with pytest.raises(LTBenchError, match="a variant name is"):
+            check_variant_name(label)
 
 
 # -- sweeps ----------------------------------------------------------------------------------------
@@ -101,6 +113,26 @@ def test_sweep_arguments_are_parsed_like_set_values():
     for bad in (["eta"], ["=1,2"], ["eta="], ["eta=[1,2"], ["eta=1", "eta=2"]):
         with pytest.raises(LTBenchError, match="--sweep"):
             parse_sweep_arguments(bad)
+
+
+@pytest.mark.parametrize("text", ["1e-1", "5E+2", "-2e1", "1.0e-3", "0.05", "7", "0x10", ".inf", "true", "off",
+                                  "1e", "abc", "[[160,0.01]]", "null", "'quoted'"])
+def test_sweep_values_are_read_by_the_same_parser_as_set(text):
+    """Issue 21 point 11: `--set lr=1e-1` was a float and `--sweep lr=1e-1,0.05` a string (YAML 1.1)."""
+    from benchmarks.config import parse_set_arguments
+
+    value = parse_set_arguments([f"k={text}"])["k"]
+    assert parse_sweep_arguments([f"k={text}"]) == {"k": [value]}
+    assert parse_sweep_arguments([f"k={text},{text}"]) == {"k": [value, value]}
+    assert parse_sweep_arguments(["lr=1e-1,0.05"]) == {"lr": [0.1, 0.05]}
+
+
+def test_sweep_of_exponent_floats_plans_two_variants(tmp_path, capsys):
+    code, out, err = run_cli(["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0",
+                              "--sweep", "lr=1e-2,0.05", "--dry-run", "--results-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    labels = [p.split("/")[-2] for p in folders_of(out)]  # the smoke grid's overrides are in the labels too
+    assert len(labels) == 2 and ",lr=0.01," in labels[0] and ",lr=0.05," in labels[1]
 
 
 def test_sweep_points_are_products_of_each_block_in_order_without_repeats():
@@ -174,6 +206,8 @@ BAD = {
     "--name with a sweep": (lambda t: ["--methods", "ce", "--sweep", "lr=0.1,0.2", "--name", "x"],
                             r"--name names one configuration, but --sweep \(method ce\) has 2 points"),
     "bad --name": (lambda t: ["--methods", "ce", "--name", "a/b"], r"--name 'a/b': a variant name is"),
+    "--name that looks like a derived label": (lambda t: ["--methods", "ce", "--name", "lr=0.1"],
+                                               r"--name 'lr=0.1': a variant name is .*no '=' or ','"),
     "grid sweeps not a mapping": (lambda t: bad_grid(t, [1]), r"'sweeps' must be a mapping"),
     "grid sweep without values": (lambda t: bad_grid(t, {"bccl": {"eta": []}}),
                                   r"sweeps.bccl: eta must list one or more values"),
