@@ -96,3 +96,30 @@ def test_api_page_loss_example_prints_what_the_page_says():
     got = out.getvalue().split()
     assert len(got) == len(printed) == 5
     assert [float(v) for v in got] == pytest.approx([float(v) for v in printed], rel=1e-5)
+
+
+# The README's quick start, verbatim: CI (.ci/run) runs exactly these two commands, and users copy them.
+QUICK_START = (
+    "pip install -e '.[dev]' && python run_benchmark.py && python report.py",
+    "python -m pytest -q",
+)
+
+
+def test_readme_is_short_and_keeps_the_quick_start():
+    """The README is the front door: at most 160 lines, the two quick-start commands as they are,
+    one real grid, and links into docs/ for the reference material."""
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 160, f"README.md has {len(lines)} lines"
+    for command in QUICK_START:
+        assert command in lines, f"quick-start command missing or changed: {command}"
+    assert "python run_benchmark.py --grid cifar --data-root data --download" in lines
+    assert "docs/results/fashion-mnist-lt.md" in text
+    assert "](docs/README.md)" in text  # the docs index, which lists every page (test below)
+
+
+def test_docs_index_lists_every_page():
+    index = (ROOT / "docs" / "README.md").read_text()
+    listed = set(re.findall(r"\]\(([^)#\s]+)", index))
+    pages = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")} - {"README.md"}
+    assert not pages - listed, f"pages missing from docs/README.md: {sorted(pages - listed)}"

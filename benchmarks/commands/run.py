@@ -18,7 +18,7 @@ The same command as `python run_benchmark.py` (a checkout), `ltbench run` (any i
 A run of the paper recipe lives in <dataset>/if<IF>/<method>/seed<S>/, any other configuration
 (--set, --sweep, a grid's overrides or sweeps) in <dataset>/if<IF>/<method>@<variant>/seed<S>/.
 Finished runs are skipped; interrupted ones resume from their checkpoint; a cell another runner is
-training is skipped. Exit status: 0 all good, 1 some runs failed, 2 bad input. See README.md.
+training is skipped. Exit status: 0 all good, 1 some runs failed, 2 bad input. Every option: docs/cli.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the training set, so there is no subset to draw and no seed. Their imbalance fac
 published ones and are the cells' keys (`imagenet_lt` IF 256 = 1,280 / 5; `inat2018` IF 500 =
 1,000 / 2, as in `benchmarks/paper_numbers.yaml`); any other IF is refused.
 
-Split files (the user provides them; see README "ImageNet-LT and iNaturalist 2018"):
+Split files (the user provides them; see docs/datasets.md, "ImageNet-LT and iNaturalist 2018"):
 - ImageNet-LT (Liu et al., CVPR 2019, "OLTR"): `ImageNet_LT_train.txt` (115,846 images, 1,000
   classes, 1,280 .. 5 per class) and `ImageNet_LT_test.txt` (50,000 images, 50 per class), lines
   "relative/path label" with paths relative to the ImageNet ILSVRC-2012 root
@@ -245,7 +245,7 @@ IMAGENET_LT = FileListDataset(
     mean=IMAGENET_MEAN, std=IMAGENET_STD,
     source="The ImageNet-LT split files (ImageNet_LT_train.txt, ImageNet_LT_test.txt) are published with the "
            "OLTR benchmark (Liu et al., CVPR 2019) and shipped by the BCL/PaCo/BCCL releases; the images are "
-           "ImageNet ILSVRC-2012's (image-net.org). See README, 'ImageNet-LT and iNaturalist 2018'.",
+           "ImageNet ILSVRC-2012's (image-net.org). See docs/datasets.md, 'ImageNet-LT and iNaturalist 2018'.",
 )
 INAT2018 = FileListDataset(
     name="inat2018", imb_factor=500, classes=8142,
@@ -254,7 +254,7 @@ INAT2018 = FileListDataset(
     mean=INAT_MEAN, std=INAT_STD,
     source="iNaturalist 2018's train2018.json / val2018.json come with the competition's images "
            "(github.com/visipedia/inat_comp, 2018); the text lists iNaturalist18_train.txt / _val.txt are "
-           "shipped by the BCL/PaCo releases. See README, 'ImageNet-LT and iNaturalist 2018'.",
+           "shipped by the BCL/PaCo releases. See docs/datasets.md, 'ImageNet-LT and iNaturalist 2018'.",
 )
 
 FILE_LIST_DATASETS = {d.name: d for d in (IMAGENET_LT, INAT2018)}
