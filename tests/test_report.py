@@ -323,8 +323,8 @@ def test_every_format_written_and_parseable(report):
     assert (diff[diff["method"] == "bccl"]["note"] == "matches the paper recipe").all()
     tex = (out / "report.tex").read_text()
     # 3 cells, 2 with comparisons (cifar10: 4 methods, cifar100: 2; the tiny cell has one method),
-    # unfinished runs, recipe differences
-    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 7
+    # their wins / ties / losses, unfinished runs, recipe differences
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 9
     assert r"\begin{document}" in tex and tex.rstrip().endswith(r"\end{document}")
     assert "$\\pm$" in tex and "epochs 200$\\neq$400" in tex
     body = tex.split(r"\begin{document}")[1]
@@ -341,7 +341,8 @@ def test_pngs_valid_and_embedded_in_html(report):
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == len(pngs)
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
-    assert html.count("<table>") == 7  # 3 cells, 2 comparisons, unfinished runs, recipe differences
+    # 3 cells, 3 leaderboards, 2 comparisons, 2 wins / ties / losses, unfinished runs, recipe differences
+    assert html.count("<table>") == 12
     for title in ("cifar10, IF 100", "Unfinished and failed runs", "Recipe differences per run"):
         assert title in html
     md = (out / "report.md").read_text()

@@ -24,7 +24,9 @@ import pandas as pd
 from benchmarks import LTBenchError
 from benchmarks.paper_numbers import PAPER_NUMBERS_FILE, load_paper_numbers
 from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE, aggregate, label_variants, report_order
-from benchmarks.reporting.compare import comparisons as compare_cells, sensitivity as sensitivity_rows
+from benchmarks.reporting.compare import (
+    comparisons as compare_cells, sensitivity as sensitivity_rows, wins_ties_losses,
+)
 from benchmarks.reporting.load import load_runs
 from benchmarks.reporting.recipe import recipe_diff_frame
 from benchmarks.reporting.tables import (
@@ -79,6 +81,7 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
     diff = recipe_diff_frame(runs)
     done = runs[runs["state"] == "done"]
     comparisons, sensitivity = compare_cells(done), sensitivity_rows(done)
+    wins = wins_ties_losses(comparisons)
 
     figures, cell_plots, overview = {}, {}, []
     if plots and ({"png", "html"} & set(formats)):
@@ -86,18 +89,19 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
 
         figures, cell_plots, overview = build_plots(done, summary, tolerance, sensitivity)
     sections = build_sections(results_dir, runs, summary, diff, tolerance, cell_plots, overview,
-                              comparisons, sensitivity)
+                              comparisons, sensitivity, wins)
     markdown = render_markdown(sections)
 
     try:
-        files = _write_report(out_dir, formats, sections, figures, summary, runs, diff, comparisons, sensitivity)
+        files = _write_report(out_dir, formats, sections, figures, summary, runs, diff, comparisons, sensitivity,
+                              wins)
     except OSError as exc:  # a full disk or a folder made read-only since the check
         raise LTBenchError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
     return Report(markdown, runs, summary, files, comparisons, sensitivity)
 
 
 def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff, comparisons,
-                  sensitivity) -> list[Path]:
+                  sensitivity, wins) -> list[Path]:
     files: list[Path] = []
 
     def write(name: str, text: str) -> None:
@@ -116,7 +120,7 @@ def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff
     if "csv" in formats:
         for name, frame in (("summary.csv", summary), ("runs.csv", runs_csv_frame(runs)),
                             ("recipe_diff.csv", diff), ("comparisons.csv", comparisons),
-                            ("sensitivity.csv", sensitivity)):
+                            ("sensitivity.csv", sensitivity), ("wins.csv", wins)):
             write_csv_frame(out_dir / name, frame)
             files.append(out_dir / name)
     if "tex" in formats:
