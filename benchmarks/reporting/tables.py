@@ -201,13 +201,19 @@ def sensitivity_table(sensitivity: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _epochs_done(run) -> int:
+    """A kept runs.csv carries the count (its folder is not there); run folders are read."""
+    kept = getattr(run, "epochs_done", None)
+    return int(kept) if not _missing(kept) else epochs_done(run.folder)
+
+
 def unfinished_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in runs.itertuples():
         rows.append({
             "dataset": r.dataset_label, "IF": r.if_label, "method": r.method, "seed": r.seed,
             "state": r.state, "status": r.reason or r.status,
-            "epochs done": f"{epochs_done(r.folder)}/{fmt_int(r.epochs)}", "folder": r.folder,
+            "epochs done": f"{_epochs_done(r)}/{fmt_int(r.epochs)}", "folder": r.folder,
         })
     return pd.DataFrame(rows)
 
@@ -431,11 +437,6 @@ def render_latex(sections: list[Section]) -> str:
 
 
 # ----------------------------------------------------------------------------- CSV
-
-def runs_csv_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """The per-run frame without its nested columns (config and deviation dicts)."""
-    return runs.drop(columns=[c for c in ("config", "recorded_deviations", "deviations") if c in runs])
-
 
 def write_csv_frame(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
