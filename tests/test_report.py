@@ -52,10 +52,11 @@ def class_counts(num_classes: int, imb_factor: float, n_max: int) -> list[int]:
 
 def write_run(root: Path, config: dict, status: str = "done", best: float | None = None,
               last: float | None = None, label: str | None = None, record_deviations: bool = True,
-              history_epochs: int | None = None, extra_metrics: dict | None = None) -> Path:
-    """One run folder as the grid runner leaves it (metrics only when `best` is given)."""
+              history_epochs: int | None = None, extra_metrics: dict | None = None, variant: str = "") -> Path:
+    """One run folder as the grid runner leaves it (metrics only when `best` is given; in the
+    `<method>@<variant>` folder when `variant` is given)."""
     label = label or config["dataset"]
-    folder = run_dir(root, label, config["imb_factor"], config["method"], config["seed"])
+    folder = run_dir(root, label, config["imb_factor"], config["method"], config["seed"], variant)
     atomic_write_yaml(folder / "config.yaml", config)
     num_classes = 100 if config["dataset"] == "cifar100" else 10
     counts = class_counts(num_classes, config["imb_factor"], 500 if num_classes == 100 else 5000)

@@ -129,14 +129,14 @@ def _render(runs: pd.DataFrame, source: str, out_dir: Path, numbers, tolerance: 
 
     try:
         files = _write_report(out_dir, formats, sections, figures, summary, runs, diff, comparisons, sensitivity,
-                              wins)
+                              wins, per_class_of)
     except OSError as exc:  # a full disk or a folder made read-only since the check
         raise LTBenchError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
     return Report(markdown, runs, summary, files, comparisons, sensitivity)
 
 
 def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff, comparisons,
-                  sensitivity, wins) -> list[Path]:
+                  sensitivity, wins, per_class_of=None) -> list[Path]:
     files: list[Path] = []
 
     def write(name: str, text: str) -> None:
@@ -155,7 +155,7 @@ def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff
     if "csv" in formats:
         for name, frame in (("summary.csv", summary), ("runs.csv", runs_csv_frame(runs)),
                             ("recipe_diff.csv", diff), ("comparisons.csv", comparisons),
-                            ("per_class.csv", per_class_frame(runs)),
+                            ("per_class.csv", per_class_frame(runs, *([per_class_of] if per_class_of else []))),
                             ("sensitivity.csv", sensitivity), ("wins.csv", wins)):
             write_csv_frame(out_dir / name, frame)
             files.append(out_dir / name)

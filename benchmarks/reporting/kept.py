@@ -55,9 +55,10 @@ def runs_csv_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def per_class_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """per_class.csv: the best epoch's per-class accuracy of every finished run."""
-    parts = [load_per_class(f).assign(folder=f) for f in runs.loc[runs["state"] == "done", "folder"]]
+def per_class_frame(runs: pd.DataFrame, per_class_of=load_per_class) -> pd.DataFrame:
+    """per_class.csv: the best epoch's per-class accuracy of every finished run (`per_class_of`:
+    from its folder, or from the kept per_class.csv of a re-render, so that it is kept again)."""
+    parts = [per_class_of(f).assign(folder=f) for f in runs.loc[runs["state"] == "done", "folder"]]
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=PER_CLASS_COLUMNS)
@@ -70,7 +71,7 @@ def _json(text: Any, column: str, row: int) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        raise LTBenchError(f"runs.csv row {row + 2}: column {column} is not JSON ({text[:40]!r})") from None
+        raise LTBenchError(f"--from-csv: runs.csv row {row + 2}: column {column} is not JSON ({text[:40]!r})") from None
 
 
 def _numeric_or_text(column: pd.Series) -> pd.Series:
