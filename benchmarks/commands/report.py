@@ -5,9 +5,9 @@ The same command as `python report.py` (a checkout) and `ltbench report` (any in
     python report.py                              # results/ -> reports/ (md csv tex html png)
     python report.py --results-dir results --out reports --tolerance 0.5
     python report.py --formats md csv --no-plots  # tables only, no matplotlib
-    python report.py --from-csv docs/results/x/runs.csv --out reports/x   # re-render a kept summary
+    python report.py --from-csv kept/runs.csv --out reports/kept   # re-render a kept summary
 
-Reads run folders (or, with --from-csv, a kept summary: docs/results-layout.md) only: it never
+Reads run folders (or, with --from-csv, a kept summary: docs/report-statistics.md) only: it never
 trains anything and imports no training code. The markdown tables are printed and written with
 the other formats under --out. Verdict rules: benchmarks/reporting/aggregate.py.
 """
