@@ -18,7 +18,6 @@ from scipy import stats as st
 
 from benchmarks.commands import main as ltbench_main
 from benchmarks.config import resolve_config
-from benchmarks.predictions import EpochPredictions, write_predictions
 from benchmarks.reporting import build_report, build_report_from_csv
 from benchmarks.reporting.compare import SEED_MATCHED, WELCH, run_predictions
 from benchmarks.reporting.stats import clip_interval, holm
@@ -300,7 +299,7 @@ def test_legends_name_the_differing_keys_in_distinct_colours(tree):
     cell = report.summary[report.summary["dataset_label"] == "cifar10"]
     styles = line_styles(cell, done)
     labels = {key[0] + "|" + key[1]: label for key, (label, _) in styles.items()}
-    assert labels["ce|"] == "ce lr=recipe" and labels["ce|lr 1≠0.1"] == "ce lr=1.0"
+    assert labels["ce|"] == "ce lr=recipe" and labels["ce|lr 1≠0.1"] == "ce lr=1"
     assert labels["bccl|"] == "bccl"
     colours = [colour for _, colour in styles.values()]
     assert len(set(colours)) == len(colours)

@@ -29,10 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks import LTBenchError  # noqa: E402
 from benchmarks.calibration import calibration_bins, ece_from_confidences  # noqa: E402
-from benchmarks.predictions import read_predictions  # noqa: E402
 from benchmarks.reporting.aggregate import RECIPE_DIFFERS, method_rank  # noqa: E402
+from benchmarks.reporting.recipe import plain  # noqa: E402
 from benchmarks.reporting.load import load_history, load_per_class  # noqa: E402
 from benchmarks.reporting.tables import cell_title  # noqa: E402
 
@@ -60,7 +59,7 @@ def _legend_label(method: str, variant: str) -> str:
 
 def _deviation_value(deviations: dict, key: str):
     d = deviations.get(key)
-    return "recipe" if d is None else d.get("run")
+    return "recipe" if d is None else plain(d.get("run"))
 
 
 def line_styles(cell: pd.DataFrame, done: pd.DataFrame) -> dict[tuple[str, str], tuple[str, tuple]]:
@@ -210,14 +209,14 @@ def diff_heatmap(summary: pd.DataFrame, tolerance: float) -> Plot:
 
 def pooled_best_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """(confidences, correct) of the best epoch, pooled over the runs' predictions.npz; None when
-    none of them has best-epoch predictions (runs written before they were kept)."""
+    none of them has usable best-epoch predictions (written before they were kept, or failing
+    `compare.run_predictions`' checks)."""
+    from benchmarks.reporting.compare import run_predictions
+
     confidences, correct = [], []
-    for folder in runs["folder"]:
-        try:
-            kept = read_predictions(folder)
-        except LTBenchError:
-            continue  # a damaged file: the diagram is drawn from the others
-        if kept is not None and "best" in kept.epochs:
+    for _, run in runs.iterrows():
+        kept, _ = run_predictions(run)  # checked as for the tests: a bad file is left out
+        if kept is not None:
             confidences.append(kept.epochs["best"].confidences.astype(np.float64))
             correct.append(kept.correct("best"))
     if not confidences:
