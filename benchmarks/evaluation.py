@@ -92,7 +92,18 @@ def evaluation_metrics(outputs: "EvalOutputs", labels, class_counts) -> dict[str
     """Accuracy metrics (`accuracy_metrics`) plus the calibration `ece` of one evaluation."""
     metrics = accuracy_metrics(outputs.predictions, labels, class_counts)
     metrics["ece"] = calibration_metrics(outputs.predictions, outputs.confidences, labels, class_counts)
+    if outputs.top5 is not None:
+        metrics["top5"] = top5_accuracy(outputs.top5, labels)
     return metrics
+
+
+def top5_accuracy(top5, labels) -> float:
+    """Percent of images whose label is among their TOP_K highest logits (all of them when a
+    dataset has fewer classes: 100 %, which is why the report shows top-5 only from 100 classes)."""
+    top5, labels = np.asarray(top5), np.asarray(labels)
+    if not len(labels):
+        return float("nan")
+    return float(100.0 * (top5 == labels[:, None]).any(axis=1).mean())
 
 
 @dataclass
@@ -102,16 +113,22 @@ class EvalOutputs:
 
     predictions: np.ndarray  # int64 (N,)
     confidences: np.ndarray  # float32 (N,)
+    top5: np.ndarray | None = None  # int64 (N, min(TOP_K, classes)): the highest logits' classes
+
+
+TOP_K = 5
 
 
 def _predict_batch(logits: torch.Tensor) -> torch.Tensor:
-    """(N, 2): the argmax of the logits and its softmax probability (float32), side by side so
-    that one gather moves both. The argmax is taken on the logits themselves, as before
-    confidences were kept, so a near-tie rounded equal by the softmax cannot flip a prediction."""
+    """(N, 2 + k): the argmax of the logits, its softmax probability (float32) and the classes of
+    the k = min(TOP_K, classes) highest logits (for top-5), side by side so that one gather moves
+    them all. The argmax is taken on the logits themselves, as before confidences were kept, so a
+    near-tie rounded equal by the softmax cannot flip a prediction."""
     logits = logits.float()
     preds = logits.argmax(dim=1)
     conf = torch.softmax(logits, dim=1).gather(1, preds[:, None])[:, 0]
-    return torch.stack([preds.to(torch.float64), conf.to(torch.float64)], dim=1)
+    top = logits.topk(min(TOP_K, logits.shape[1]), dim=1).indices
+    return torch.cat([preds.to(torch.float64)[:, None], conf.to(torch.float64)[:, None], top.to(torch.float64)], dim=1)
 
 
 @torch.no_grad()
@@ -120,7 +137,7 @@ def predict(
     images: torch.Tensor,
     batch_size: int,
 ) -> torch.Tensor:
-    """(N, 2) argmax predictions and confidences (`_predict_batch`) of `logits_fn` over `images`
+    """(N, 2 + k) argmax predictions, confidences and top-k classes (`_predict_batch`) of `logits_fn` over `images`
     (already on the device, normalised)."""
     parts = [_predict_batch(logits_fn(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0, 2, dtype=torch.float64, device=images.device)
@@ -195,7 +212,8 @@ class TestEvaluator:
             both = torch.cat(parts) if parts else torch.zeros(0, 2, dtype=torch.float64, device=self.device)
         # float64 holds every class index exactly; the gather moves one tensor
         both = distributed.gather_sharded(both, self.n).cpu().numpy()
-        return EvalOutputs(both[:, 0].astype(np.int64), both[:, 1].astype(np.float32))
+        top5 = both[:, 2:].astype(np.int64) if both.shape[1] > 2 else None
+        return EvalOutputs(both[:, 0].astype(np.int64), both[:, 1].astype(np.float32), top5)
 
     def predictions(self, logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
         """The argmax predictions alone (`outputs` without the confidences)."""

@@ -109,29 +109,83 @@ def write_predictions(folder: Path, labels, epochs: dict[str, EpochPredictions |
     return path
 
 
-def read_predictions(folder: Path) -> RunPredictions | None:
-    """A run folder's predictions, or None when it has no predictions.npz (runs written before
-    predictions were kept). A damaged file is an LTBenchError naming it."""
+def _integers(data: dict, key: str, ndim: int) -> np.ndarray:
+    """An integer array of `ndim` dimensions (a bool or float array is not a class index)."""
+    value = data[key]
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.ndim != ndim:
+        raise ValueError(f"{key} must be a {ndim}-d integer array, got {_describe(value)}")
+    return value
+
+
+def _describe(value) -> str:
+    return f"{value.ndim}-d {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+
+
+def check_fields(data: dict, num_classes: int | None = None) -> RunPredictions:
+    """Every field of a predictions.npz (the arrays by name) checked; ValueError says which is wrong.
+
+    labels: 1-d integers in [0, num_classes) (>= 0 when the class count is unknown); fingerprint: a
+    string equal to the labels' own; per kept epoch: an integer epoch >= 0, predictions of the
+    labels' length in the same class range, confidences of that length, finite and in [0, 1]
+    (a softmax probability); format, when present, FORMAT. A file with predictions but no confidences, or the reverse, is
+    refused too."""
+    if "format" in data and (not isinstance(data["format"], np.ndarray) or data["format"].dtype.kind not in "iu"
+                             or data["format"].ndim != 0 or int(data["format"]) != FORMAT):
+        raise ValueError(f"format must be {FORMAT}, got {data['format']!r}")
+    if "labels" not in data or "fingerprint" not in data:
+        raise ValueError(f"no {'labels' if 'labels' not in data else 'fingerprint'} field")
+    labels = _integers(data, "labels", 1).astype(np.int64)
+    top = num_classes if num_classes is not None else np.iinfo(np.int64).max
+
+    def in_range(key: str, values: np.ndarray) -> None:
+        if len(values) and (values.min() < 0 or values.max() >= top):
+            raise ValueError(f"{key} holds classes outside [0, {num_classes}): {values.min()}..{values.max()}")
+
+    in_range("labels", labels)
+    fingerprint = data["fingerprint"]
+    if not isinstance(fingerprint, np.ndarray) or fingerprint.ndim != 0 or fingerprint.dtype.kind != "U":
+        raise ValueError(f"fingerprint must be a string, got {_describe(fingerprint)}")
+    epochs = {}
+    for which in EPOCHS_KEPT:
+        present = [f"{which}_{k}" in data for k in ("epoch", "predictions", "confidences")]
+        if not any(present):
+            continue
+        if not all(present):
+            raise ValueError(f"{which}: epoch, predictions and confidences must come together")
+        epoch = _integers(data, f"{which}_epoch", 0)
+        if int(epoch) < 0:
+            raise ValueError(f"{which}_epoch is negative ({int(epoch)})")
+        predictions = _integers(data, f"{which}_predictions", 1)
+        confidences = data[f"{which}_confidences"]
+        if not isinstance(confidences, np.ndarray) or confidences.dtype.kind != "f" or confidences.ndim != 1:
+            raise ValueError(f"{which}_confidences must be a 1-d float array, got {_describe(confidences)}")
+        for key, values in ((f"{which}_predictions", predictions), (f"{which}_confidences", confidences)):
+            if len(values) != len(labels):
+                raise ValueError(f"{key}: {len(values)} values for {len(labels)} labels")
+        in_range(f"{which}_predictions", predictions)
+        conf = confidences.astype(np.float64)
+        if not np.isfinite(conf).all() or (len(conf) and (conf.min() < 0 or conf.max() > 1)):
+            raise ValueError(f"{which}_confidences must be finite probabilities in [0, 1]")
+        epochs[which] = EpochPredictions(int(epoch), predictions, confidences)
+    return RunPredictions(labels, str(fingerprint), epochs)
+
+
+def read_predictions(folder: Path, num_classes: int | None = None) -> RunPredictions | None:
+    """A run folder's predictions, or None when it has no predictions.npz. A damaged file, or
+    one whose fields are not what `check_fields` accepts (given the run's class count, when
+    known), is an LTBenchError naming it and the field."""
     path = Path(folder) / PREDICTIONS_FILE
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-        labels = data["labels"].astype(np.int64)
-        fingerprint = str(data["fingerprint"])
-        epochs = {}
-        for which in EPOCHS_KEPT:
-            if f"{which}_predictions" in data:
-                epochs[which] = EpochPredictions(int(data[f"{which}_epoch"]), data[f"{which}_predictions"],
-                                                 data[f"{which}_confidences"])
-                if len(epochs[which].predictions) != len(labels):
-                    raise ValueError(f"{which}: {len(epochs[which].predictions)} predictions, {len(labels)} labels")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        kept = check_fields(data, num_classes)
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as exc:
         raise LTBenchError(f"{path} is damaged ({type(exc).__name__}: {exc}); rerun the run to rewrite it") from None
-    if labels_fingerprint(labels) != fingerprint:
+    if labels_fingerprint(kept.labels) != kept.fingerprint:
         raise LTBenchError(f"{path}: its labels do not match its own fingerprint (edited or damaged)")
-    return RunPredictions(labels, fingerprint, epochs)
+    return kept
 
 
 def paired_correctness(a: RunPredictions, b: RunPredictions, which: str = "best") -> tuple[np.ndarray, np.ndarray]:

@@ -239,8 +239,12 @@ def make_loader(data: LTData, method: Method, config: dict[str, Any], ex: Execut
 
 def epoch_summary(metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
     """What metrics.json keeps of one epoch's evaluation (its `best` and `last` entries): top-1,
-    groups, per-class accuracy and the calibration error (`ece`: overall and per shot group)."""
-    return {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class", "ece")}}
+    groups, per-class accuracy, the calibration error (`ece`: overall and per shot group) and top-5
+    (`top5`, when the evaluation gave it)."""
+    summary = {"epoch": epoch, **{k: metrics[k] for k in ("top1", "many", "medium", "few", "per_class", "ece")}}
+    if metrics.get("top5") is not None:
+        summary["top5"] = metrics["top5"]
+    return summary
 
 
 def metrics_record(config: dict[str, Any], data: LTData, best: dict[str, Any], last: dict[str, Any],

@@ -52,10 +52,11 @@ def class_counts(num_classes: int, imb_factor: float, n_max: int) -> list[int]:
 
 def write_run(root: Path, config: dict, status: str = "done", best: float | None = None,
               last: float | None = None, label: str | None = None, record_deviations: bool = True,
-              history_epochs: int | None = None, extra_metrics: dict | None = None) -> Path:
-    """One run folder as the grid runner leaves it (metrics only when `best` is given)."""
+              history_epochs: int | None = None, extra_metrics: dict | None = None, variant: str = "") -> Path:
+    """One run folder as the grid runner leaves it (metrics only when `best` is given; in the
+    `<method>@<variant>` folder when `variant` is given)."""
     label = label or config["dataset"]
-    folder = run_dir(root, label, config["imb_factor"], config["method"], config["seed"])
+    folder = run_dir(root, label, config["imb_factor"], config["method"], config["seed"], variant)
     atomic_write_yaml(folder / "config.yaml", config)
     num_classes = 100 if config["dataset"] == "cifar100" else 10
     counts = class_counts(num_classes, config["imb_factor"], 500 if num_classes == 100 else 5000)
@@ -323,8 +324,8 @@ def test_every_format_written_and_parseable(report):
     assert (diff[diff["method"] == "bccl"]["note"] == "matches the paper recipe").all()
     tex = (out / "report.tex").read_text()
     # 3 cells, 2 with comparisons (cifar10: 4 methods, cifar100: 2; the tiny cell has one method),
-    # 3 test-distribution shift tables, unfinished runs, recipe differences
-    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 10
+    # 3 test-distribution shift tables, their wins / ties / losses, unfinished runs, recipe differences
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 12
     assert r"\begin{document}" in tex and tex.rstrip().endswith(r"\end{document}")
     assert "$\\pm$" in tex and "epochs 200$\\neq$400" in tex
     body = tex.split(r"\begin{document}")[1]
@@ -342,7 +343,8 @@ def test_pngs_valid_and_embedded_in_html(report):
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == len(pngs)
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
-    assert html.count("<table>") == 10  # 3 cells, 2 comparisons, 3 shifts, unfinished runs, recipe differences
+    # 3 cells, 3 leaderboards, 2 comparisons, 2 wins / ties / losses, 3 shifts, unfinished runs, recipe differences
+    assert html.count("<table>") == 15
     for title in ("cifar10, IF 100", "Unfinished and failed runs", "Recipe differences per run"):
         assert title in html
     md = (out / "report.md").read_text()

@@ -41,7 +41,8 @@ def run(root, method, dataset, seed, best, overrides=None, ece=None, right=None,
     if right is not None:
         preds = np.where(right, labels, (labels + 1) % 10)
         conf = np.where(right, 0.9, 0.6)
-        kept = EpochPredictions.compact(3, preds, conf, 10)
+        epoch = json.loads((folder / "metrics.json").read_text())["best"]["epoch"]  # the file matches the record
+        kept = EpochPredictions.compact(epoch, preds, conf, 10)
         write_predictions(folder, labels, {"best": kept, "last": kept})
     return folder
 

@@ -5,10 +5,11 @@ The same command as `python report.py` (a checkout) and `ltbench report` (any in
     python report.py                              # results/ -> reports/ (md csv tex html png)
     python report.py --results-dir results --out reports --tolerance 0.5
     python report.py --formats md csv --no-plots  # tables only, no matplotlib
+    python report.py --from-csv kept/runs.csv --out reports/kept   # re-render a kept summary
 
-Reads run folders only: it never trains anything and imports no training code. The markdown tables
-are printed and written with the other formats under --out. Verdict rules:
-benchmarks/reporting/aggregate.py.
+Reads run folders (or, with --from-csv, a kept summary: docs/report-statistics.md) only: it never
+trains anything and imports no training code. The markdown tables are printed and written with
+the other formats under --out. Verdict rules: benchmarks/reporting/aggregate.py.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import sys
 from pathlib import Path
 
 from benchmarks.cli import ArgumentParser, main_guard
-from benchmarks.reporting import FORMATS, build_report
+from benchmarks.reporting import FORMATS, build_report, build_report_from_csv
 from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE
 
 
 def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where the run folders are (default: results)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--results-dir", type=Path, default=Path("results"), help="where the run folders are (default: results)")
+    source.add_argument("--from-csv", type=Path, metavar="PATH",
+                        help="re-render from a kept summary instead of run folders: a report's runs.csv (per_class.csv "
+                             "and comparisons.csv beside it are used when present)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where the report files go (default: reports)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"|run - paper| in top-1 points that counts as reproduced (default: {DEFAULT_TOLERANCE})")
@@ -37,10 +42,14 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
 @main_guard
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
-    report = build_report(args.results_dir, args.out, tolerance=args.tolerance, formats=args.formats or list(FORMATS),
-                          plots=not args.no_plots)
+    options = dict(tolerance=args.tolerance, formats=args.formats or list(FORMATS), plots=not args.no_plots)
+    if args.from_csv is not None:
+        report = build_report_from_csv(args.from_csv, args.out, **options)
+    else:
+        report = build_report(args.results_dir, args.out, **options)
     if report.empty:
-        print(f"no runs under {args.results_dir}: nothing to report (run run_benchmark.py first)")
+        where = args.from_csv if args.from_csv is not None else f"under {args.results_dir}"
+        print(f"no runs {where}: nothing to report (run run_benchmark.py first)")
         return 0
     print(report.markdown)
     print(f"wrote {len(report.files)} files to {args.out}: "

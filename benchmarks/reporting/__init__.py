@@ -11,6 +11,7 @@
     shift.py, cost.py, diagnostics.py, analyses.py, analysis_plots.py
                   analyses beyond top-1: test-distribution shift, compute cost, per-class
                   diagnostics (docs/analyses.md), as sections placed after each cell's own
+    kept.py       the kept summary (runs.csv, per_class.csv, comparisons.csv) and reading it back
 
 `build_report` ties them together; `report.py` is its command line. Nothing here imports the
 training code (torch, datasets, methods), so reporting works on a machine that only holds results.
@@ -28,12 +29,18 @@ from benchmarks import LTBenchError
 from benchmarks.paper_numbers import PAPER_NUMBERS_FILE, load_paper_numbers
 from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE, aggregate, label_variants, report_order
 from benchmarks.reporting.analyses import build_analyses, insert_cell_sections
-from benchmarks.reporting.compare import comparisons as compare_cells, sensitivity as sensitivity_rows
+from benchmarks.reporting.compare import (
+    comparisons as compare_cells, sensitivity as sensitivity_rows, wins_ties_losses,
+)
 from benchmarks.reporting.cost import add_cell_cost
-from benchmarks.reporting.load import load_runs
+from benchmarks.reporting.load import load_per_class, load_runs
+from benchmarks.reporting.shift import run_shift_means, shift_frame
 from benchmarks.reporting.recipe import recipe_diff_frame
 from benchmarks.reporting.tables import (
-    build_sections, render_latex, render_markdown, runs_csv_frame, write_csv_frame,
+    build_sections, render_latex, render_markdown, write_csv_frame,
+)
+from benchmarks.reporting.kept import (
+    per_class_frame, read_comparisons, read_per_class, read_runs_csv, runs_csv_frame,
 )
 from benchmarks.results import atomic_write_bytes, atomic_write_text, check_writable_dir
 
@@ -69,46 +76,79 @@ def build_report(results_dir: Path, out_dir: Path, tolerance: float = DEFAULT_TO
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
         raise LTBenchError(f"results dir {results_dir} does not exist (run run_benchmark.py first, or pass --results-dir)")
+    _check_options(formats, tolerance)
+
+    numbers = load_paper_numbers(paper_numbers_file)
+    runs = load_runs(results_dir)
+    if runs.empty:
+        return Report("", runs, pd.DataFrame())
+    return _render(runs, str(results_dir), out_dir, numbers, tolerance, formats, plots)
+
+
+def build_report_from_csv(runs_csv: Path, out_dir: Path, tolerance: float = DEFAULT_TOLERANCE,
+                          formats: tuple[str, ...] | list[str] = FORMATS, plots: bool = True,
+                          paper_numbers_file: Path = PAPER_NUMBERS_FILE) -> Report:
+    """The report re-rendered from a kept summary (`kept.py`: a report's runs.csv, with the
+    per_class.csv and comparisons.csv beside it when present), without any run folder. Same
+    tables as the report from the folders; plots: per-class, sensitivity and the heatmap."""
+    _check_options(formats, tolerance)
+    numbers = load_paper_numbers(paper_numbers_file)
+    runs = read_runs_csv(Path(runs_csv))
+    if runs.empty:
+        return Report("", runs, pd.DataFrame())
+    per_class = read_per_class(Path(runs_csv))
+    empty = pd.DataFrame(columns=["class", "train_count", "accuracy"])
+    return _render(runs, str(runs_csv), Path(out_dir), numbers, tolerance, formats, plots,
+                   kept_comparisons=read_comparisons(Path(runs_csv)),
+                   per_class_of=lambda folder: per_class.get(str(folder), empty))
+
+
+def _check_options(formats, tolerance) -> None:
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise LTBenchError(f"unknown report format(s) {sorted(unknown)}; known: {', '.join(FORMATS)}")
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise LTBenchError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
 
-    numbers = load_paper_numbers(paper_numbers_file)
-    runs = load_runs(results_dir)
-    if runs.empty:
-        return Report("", runs, pd.DataFrame())
+
+def _render(runs: pd.DataFrame, source: str, out_dir: Path, numbers, tolerance: float, formats, plots: bool,
+            kept_comparisons: pd.DataFrame | None = None, per_class_of=None) -> Report:
+    """Everything after reading: statistics, sections, files (shared by both entry points)."""
     check_writable_dir(out_dir, "report folder")
     runs = report_order(label_variants(runs), "seed")
+    per_class_of = per_class_of or load_per_class
+    shift = shift_frame(runs[runs["state"] == "done"], per_class_of)
+    runs = runs.assign(shift=runs["folder"].astype(str).map(run_shift_means(shift)))  # the leaderboard's
     summary = add_cell_cost(aggregate(runs, numbers, tolerance), runs)
     diff = recipe_diff_frame(runs)
     done = runs[runs["state"] == "done"]
-    comparisons, sensitivity = compare_cells(done), sensitivity_rows(done)
+    comparisons = compare_cells(done) if kept_comparisons is None else kept_comparisons
+    sensitivity = sensitivity_rows(done)
+    wins = wins_ties_losses(comparisons)
 
     figures, cell_plots, overview = {}, {}, []
-    if plots and ({"png", "html"} & set(formats)):
+    drawing = plots and bool({"png", "html"} & set(formats))
+    if drawing:
         from benchmarks.reporting.plots import build_plots  # matplotlib only when drawing
 
-        figures, cell_plots, overview = build_plots(done, summary, tolerance, sensitivity)
-    drawing = plots and bool({"png", "html"} & set(formats))
-    analyses = build_analyses(done, summary, drawing)
+        figures, cell_plots, overview = build_plots(done, summary, tolerance, sensitivity, per_class_of)
+    analyses = build_analyses(done, summary, drawing, shift)
     figures.update(analyses.figures)
-    sections = build_sections(results_dir, runs, summary, diff, tolerance, cell_plots, overview,
-                              comparisons, sensitivity)
+    sections = build_sections(Path(source), runs, summary, diff, tolerance, cell_plots, overview,
+                              comparisons, sensitivity, wins)
     sections = insert_cell_sections(sections, analyses.sections)
     markdown = render_markdown(sections)
 
     try:
         files = _write_report(out_dir, formats, sections, figures, summary, runs, diff, comparisons, sensitivity,
-                              analyses.shift)
+                              wins, per_class_of, analyses.shift)
     except OSError as exc:  # a full disk or a folder made read-only since the check
         raise LTBenchError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
     return Report(markdown, runs, summary, files, comparisons, sensitivity, analyses.shift)
 
 
 def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff, comparisons,
-                  sensitivity, shift) -> list[Path]:
+                  sensitivity, wins, per_class_of=None, shift=None) -> list[Path]:
     files: list[Path] = []
 
     def write(name: str, text: str) -> None:
@@ -127,7 +167,8 @@ def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff
     if "csv" in formats:
         for name, frame in (("summary.csv", summary), ("runs.csv", runs_csv_frame(runs)),
                             ("recipe_diff.csv", diff), ("comparisons.csv", comparisons),
-                            ("sensitivity.csv", sensitivity), ("shift.csv", shift)):
+                            ("per_class.csv", per_class_frame(runs, *([per_class_of] if per_class_of else []))),
+                            ("sensitivity.csv", sensitivity), ("wins.csv", wins), ("shift.csv", shift)):
             write_csv_frame(out_dir / name, frame)
             files.append(out_dir / name)
     if "tex" in formats:

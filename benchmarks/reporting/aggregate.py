@@ -12,7 +12,9 @@ unbiased estimate across seeds), and the same for the last-epoch top-1; many / m
 means of the best-epoch group accuracies (an empty group, null in metrics.json, stays n/a). With
 n = 1 a sample std is undefined: it is NaN (an empty CSV field) and the tables show the mean with
 "(n=1)" and no "±". Beside them: the 95 % Student-t interval of the best top-1 (`stats.mean_ci`;
-none with n = 1) and the mean expected calibration error of the best and last epochs (NaN for
+none with n = 1), clipped to [0, 100] (`stats.clip_interval`: with two scattered seeds the t
+interval reaches far outside the range an accuracy can take), the mean best-epoch top-5 (NaN for
+runs written before it was recorded; the report shows it for datasets of >= 100 classes) and the mean expected calibration error of the best and last epochs (NaN for
 runs written before ECE was recorded).
 
 Against the paper number, besides the verdict: whether the paper's top-1 lies inside that 95 %
@@ -51,7 +53,7 @@ import pandas as pd
 from benchmarks.paper_numbers import PaperNumber, lookup
 from benchmarks.reporting.load import GROUPS
 from benchmarks.reporting.recipe import format_deviations, recipe_label, run_deviations
-from benchmarks.reporting.stats import mean_ci, seeds_needed
+from benchmarks.reporting.stats import clip_interval, mean_ci, seeds_needed
 from benchmarks.variants import is_named, variant_name
 
 REPRODUCED, BELOW, ABOVE = "reproduced", "below", "above"
@@ -123,6 +125,8 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
     done = runs[runs["state"] == "done"]
     if "variant" not in done:
         done = label_variants(done)
+    if "shift" not in done:  # the shift analysis' per-run mean top-1 over its test distributions
+        done = done.assign(shift=np.nan)
     stats = done.groupby(CELL_KEYS, sort=False).agg(
         n=("seed", "size"),
         seeds=("seed", lambda s: " ".join(str(x) for x in sorted(s))),
@@ -130,8 +134,12 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         best_top1_std=("best_top1", lambda s: s.std(ddof=1)),
         last_top1_mean=("last_top1", "mean"),
         last_top1_std=("last_top1", lambda s: s.std(ddof=1)),
-        best_top1_ci_low=("best_top1", lambda s: mean_ci(s)[1]),
-        best_top1_ci_high=("best_top1", lambda s: mean_ci(s)[2]),
+        best_top1_ci_low=("best_top1", lambda s: clip_interval(*mean_ci(s)[1:])[0]),
+        best_top1_ci_high=("best_top1", lambda s: clip_interval(*mean_ci(s)[1:])[1]),
+        best_top5_mean=("best_top5", "mean"),
+        num_classes=("num_classes", "max"),
+        train_seconds_mean=("train_seconds", "mean"),
+        shift_mean=("shift", "mean"),
         best_ece_mean=("best_ece", "mean"),
         last_ece_mean=("last_ece", "mean"),
         best_epoch_mean=("best_epoch", "mean"),
@@ -196,8 +204,8 @@ def report_order(frame: pd.DataFrame, last: str) -> pd.DataFrame:
 SUMMARY_COLUMNS = [
     "dataset_label", "dataset", "imb_factor", "if_label", "method", "n", "seeds",
     "best_top1_mean", "best_top1_std", "best_top1_ci_low", "best_top1_ci_high", "last_top1_mean",
-    "last_top1_std", "best_epoch_mean", *[f"{g}_mean" for g in GROUPS], "best_ece_mean", "last_ece_mean",
-    "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
+    "last_top1_std", "best_top5_mean", "num_classes", "best_epoch_mean", *[f"{g}_mean" for g in GROUPS], "best_ece_mean", "last_ece_mean",
+    "train_seconds_mean", "shift_mean", "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
     "diff", "paper_in_ci", "seeds_for_1pt", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
     "paper_views", "precision", "selected_on", "best_on_test_mean",
     "tiny", "differences", "recipe_label", "deviation_note", "variant",

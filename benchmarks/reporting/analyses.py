@@ -64,10 +64,12 @@ def shift_table(cell: pd.DataFrame, summary: pd.DataFrame, family_mean: pd.DataF
     return pd.DataFrame(rows) if rows else None
 
 
-def build_analyses(done: pd.DataFrame, summary: pd.DataFrame, draw: bool) -> Analyses:
+def build_analyses(done: pd.DataFrame, summary: pd.DataFrame, draw: bool, shift: pd.DataFrame | None = None
+                   ) -> Analyses:
     """Every cell's shift and diagnostics sections (and figures when `draw`); `summary` must
-    already carry the cost columns (`cost.add_cell_cost`)."""
-    shift = shift_frame(done)
+    already carry the cost columns (`cost.add_cell_cost`). `shift`: `shift_frame(done)` when the
+    caller has it already."""
+    shift = shift_frame(done) if shift is None else shift
     per_method, family_mean = shift_summary(shift), shift_family_mean(shift)
     result = Analyses(shift, per_method, family_mean)
     if summary.empty:

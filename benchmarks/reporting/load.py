@@ -69,7 +69,8 @@ def _group_values(summary: dict[str, Any] | None, prefix: str) -> dict[str, Any]
     `<prefix>_ece_<group>`) of a best/last summary; null groups, and the ECE of runs written
     before it was recorded, become NaN."""
     summary = summary or {}
-    out = {f"{prefix}_epoch": summary.get("epoch", np.nan), f"{prefix}_top1": summary.get("top1", np.nan)}
+    out = {f"{prefix}_epoch": summary.get("epoch", np.nan), f"{prefix}_top1": summary.get("top1", np.nan),
+           f"{prefix}_top5": summary.get("top5", np.nan)}  # runs written before top-5 was recorded: NaN
     for group in GROUPS:
         value = summary.get(group)
         out[f"{prefix}_{group}"] = np.nan if value is None else value
@@ -133,6 +134,7 @@ def load_run(folder: Path) -> dict[str, Any]:
         precision=((metrics or {}).get("precision") or {}).get("run", ""),
         selected_on=((metrics or {}).get("selection") or {}).get("split", "test"),  # the split that chose "best"
         best_on_test_top1=((metrics or {}).get("best_on_test") or {}).get("top1", np.nan),  # what the step ran in ("": older runs)
+        num_classes=(metrics or {}).get("num_classes", np.nan),
         **cost_fields(metrics),  # train_seconds, images_per_s, peak_memory_mb, eval_seconds, device
         **_group_values((metrics or {}).get("best"), "best"),
         **_group_values((metrics or {}).get("last"), "last"),
@@ -149,7 +151,7 @@ def unreadable_row(folder: Path, reason: str) -> dict[str, Any]:
                if_label=format_imb_factor(row["imb_factor"]) if row["imb_factor"] == row["imb_factor"] else "?",
                tiny=label.endswith(TINY_SUFFIX), epochs=np.nan, backbone=None, views=(), config={},
                recorded_deviations=None, precision="", selected_on="test", best_on_test_top1=np.nan,
-               **cost_fields(None),
+               num_classes=np.nan, **cost_fields(None),
                **_group_values(None, "best"), **_group_values(None, "last"))
     return row
 
@@ -167,7 +169,8 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    for column in [c for c in frame if c.startswith(("best_", "last_"))] + ["train_seconds", "images_per_s", "peak_memory_mb", "eval_seconds"]:
+    for column in [c for c in frame if c.startswith(("best_", "last_"))] + [
+            "train_seconds", "images_per_s", "peak_memory_mb", "eval_seconds", "num_classes"]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame.sort_values(["dataset_label", "imb_factor", "method", "seed"]).reset_index(drop=True)
 

@@ -11,7 +11,9 @@
   the key's value, 95 % interval bars over seeds): how much a setting the paper fixed matters.
 
 Figures are returned as bytes, not written: the PNG files and the HTML page's data URIs both come
-from the same bytes. Colours follow the method, so a method looks the same in every figure.
+from the same bytes. Line colours are distinct per method and variant within a cell and the
+legends name what tells a method's variants apart (`line_styles`). The heatmap is omitted when no
+cell has a paper number.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks import LTBenchError  # noqa: E402
 from benchmarks.calibration import calibration_bins, ece_from_confidences  # noqa: E402
-from benchmarks.predictions import read_predictions  # noqa: E402
 from benchmarks.reporting.aggregate import RECIPE_DIFFERS, method_rank  # noqa: E402
+from benchmarks.reporting.recipe import plain  # noqa: E402
 from benchmarks.reporting.load import load_history, load_per_class  # noqa: E402
 from benchmarks.reporting.tables import cell_title  # noqa: E402
 
@@ -46,18 +47,52 @@ def plot_key(kind: str, dataset_label: str, if_label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kind}_{dataset_label}_if{if_label}")
 
 
-def _colour(method: str):
-    return plt.get_cmap("tab10")(method_rank(method)[0] % 10)
-
-
 def _style(variant: str) -> str:
-    """Runs on the paper recipe solid, deviating variants dotted (same method colour)."""
+    """Runs on the paper recipe solid, deviating variants dotted."""
     return "-" if not variant else ":"
 
 
 def _legend_label(method: str, variant: str) -> str:
     label = method if not variant else f"{method} [{variant}]"
     return label if len(label) <= 48 else label[:45] + "..."
+
+
+def _deviation_value(deviations: dict, key: str):
+    d = deviations.get(key)
+    return "recipe" if d is None else plain(d.get("run"))
+
+
+def line_styles(cell: pd.DataFrame, done: pd.DataFrame) -> dict[tuple[str, str], tuple[str, tuple]]:
+    """(method, variant) -> (legend label, colour) for the lines of one cell's figures.
+
+    A method with one variant in the cell is labelled by its name. Variants of one method are
+    labelled by what tells them apart: the deviation keys whose values differ between them
+    ("bccl eta=0.2", "bccl eta=recipe"), plus a --name when they have one; never a cut-off
+    label. Colours are distinct per line within the cell (tab10, then tab20 past ten lines), the
+    same in every figure of the cell, since all of them draw the cell's rows in the same order."""
+    lines = [(r.method, r.variant) for r in cell.itertuples()]
+    deviations = {}
+    for method, variant in lines:
+        runs = done[(done["method"] == method) & (done["variant"] == variant)
+                    & (done["dataset_label"] == cell["dataset_label"].iloc[0])
+                    & (done["if_label"] == cell["if_label"].iloc[0])]
+        first = runs["deviations"].iloc[0] if len(runs) and "deviations" in runs else {}
+        deviations[(method, variant)] = first if isinstance(first, dict) else {}
+    palette = plt.get_cmap("tab10" if len(lines) <= 10 else "tab20")
+    styles = {}
+    for i, (method, variant) in enumerate(lines):
+        siblings = [v for m, v in lines if m == method]
+        if len(siblings) == 1:
+            label = _legend_label(method, variant)
+        else:
+            keys = sorted(set().union(*(deviations[(method, v)] for v in siblings)))
+            differing = [k for k in keys
+                         if len({repr(_deviation_value(deviations[(method, v)], k)) for v in siblings}) > 1]
+            parts = [f"{k}={_deviation_value(deviations[(method, variant)], k)}" for k in differing]
+            name = variant.split(" (")[0] if variant and "≠" not in variant.split(" (")[0] else ""
+            label = f"{method} " + ", ".join(([name] if name else []) + (parts or ["recipe"]))
+        styles[(method, variant)] = (label, palette(i % palette.N))
+    return styles
 
 
 def _to_png(fig) -> bytes:
@@ -72,21 +107,22 @@ def _variant_runs(done: pd.DataFrame, row) -> pd.DataFrame:
                 & (done["method"] == row.method) & (done["variant"] == row.variant)]
 
 
-def per_class_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot:
+def per_class_plot(cell: pd.DataFrame, done: pd.DataFrame, per_class_of=load_per_class) -> Plot:
     """Best-epoch per-class accuracy (mean over seeds) against the class's training count."""
     first = cell.iloc[0]
+    styles = line_styles(cell, done)
     fig, ax = plt.subplots(figsize=(7, 4))
     for row in cell.itertuples():
-        frames = [load_per_class(f) for f in _variant_runs(done, row)["folder"]]
+        frames = [per_class_of(f) for f in _variant_runs(done, row)["folder"]]
         frames = [f for f in frames if len(f)]
         if not frames:
             continue
         per_class = pd.concat(frames).groupby("class").agg(train_count=("train_count", "first"),
                                                            accuracy=("accuracy", "mean"))
         per_class = per_class.sort_values("train_count")
+        label, colour = styles[(row.method, row.variant)]
         ax.plot(per_class["train_count"], per_class["accuracy"], marker="o", markersize=3, linewidth=1,
-                linestyle=_style(row.variant), color=_colour(row.method),
-                label=_legend_label(row.method, row.variant))
+                linestyle=_style(row.variant), color=colour, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log)")
     ax.set_ylabel("test accuracy of the class (%)")
@@ -99,24 +135,31 @@ def per_class_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot:
                 _to_png(fig))
 
 
-def curves_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot:
-    """Test top-1 per epoch, mean over seeds with a ±1 std band; the paper number dashed."""
+def curves_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot | None:
+    """Test top-1 per epoch, mean over seeds with a ±1 std band; the paper number dashed. None
+    when no run has a history (a report re-rendered from a kept summary)."""
     first = cell.iloc[0]
+    styles = line_styles(cell, done)
+    drawn = 0
     fig, ax = plt.subplots(figsize=(7, 4))
     for row in cell.itertuples():
         histories = [load_history(f) for f in _variant_runs(done, row)["folder"]]
         histories = [h for h in histories if {"epoch", "top1"} <= set(h.columns)]
         if not histories:
             continue
+        drawn += 1
         curve = pd.concat(histories).groupby("epoch")["top1"].agg(["mean", "std"])
-        colour = _colour(row.method)
+        label, colour = styles[(row.method, row.variant)]
         ax.plot(curve.index, curve["mean"], color=colour, linewidth=1.2, linestyle=_style(row.variant),
-                label=_legend_label(row.method, row.variant))
+                label=label)
         if len(histories) > 1:
             ax.fill_between(curve.index, curve["mean"] - curve["std"], curve["mean"] + curve["std"],
                             color=colour, alpha=0.2, linewidth=0)
         if not np.isnan(row.paper_top1):
             ax.axhline(row.paper_top1, color=colour, linestyle="--", linewidth=0.8)
+    if not drawn:
+        plt.close(fig)
+        return None
     ax.set_xlabel("epoch (0-based)")
     ax.set_ylabel("test top-1 (%)")
     ax.grid(True, alpha=0.3)
@@ -166,14 +209,14 @@ def diff_heatmap(summary: pd.DataFrame, tolerance: float) -> Plot:
 
 def pooled_best_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """(confidences, correct) of the best epoch, pooled over the runs' predictions.npz; None when
-    none of them has best-epoch predictions (runs written before they were kept)."""
+    none of them has usable best-epoch predictions (written before they were kept, or failing
+    `compare.run_predictions`' checks)."""
+    from benchmarks.reporting.compare import run_predictions
+
     confidences, correct = [], []
-    for folder in runs["folder"]:
-        try:
-            kept = read_predictions(folder)
-        except LTBenchError:
-            continue  # a damaged file: the diagram is drawn from the others
-        if kept is not None and "best" in kept.epochs:
+    for _, run in runs.iterrows():
+        kept, _ = run_predictions(run)  # checked as for the tests: a bad file is left out
+        if kept is not None:
             confidences.append(kept.epochs["best"].confidences.astype(np.float64))
             correct.append(kept.correct("best"))
     if not confidences:
@@ -185,6 +228,7 @@ def reliability_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot | None:
     """Accuracy against mean confidence per ECE bin, one line per method (and variant), the best
     epoch of every seed pooled; the diagonal is perfect calibration. None without predictions."""
     first = cell.iloc[0]
+    styles = line_styles(cell, done)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     drawn = 0
     for row in cell.itertuples():
@@ -195,8 +239,8 @@ def reliability_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot | None:
         filled = bins["count"] > 0
         ece = ece_from_confidences(*pooled)
         ax.plot(bins["confidence"][filled], bins["accuracy"][filled], marker="o", markersize=3,
-                linewidth=1, linestyle=_style(row.variant), color=_colour(row.method),
-                label=f"{_legend_label(row.method, row.variant)} (ECE {ece:.3f})")
+                linewidth=1, linestyle=_style(row.variant), color=styles[(row.method, row.variant)][1],
+                label=f"{styles[(row.method, row.variant)][0]} (ECE {ece:.3f})")
         drawn += 1
     if not drawn:
         plt.close(fig)
@@ -257,15 +301,19 @@ def _value_label(value) -> str:
 
 
 def build_plots(done: pd.DataFrame, summary: pd.DataFrame, tolerance: float,
-                sensitivity: pd.DataFrame | None = None
+                sensitivity: pd.DataFrame | None = None, per_class_of=load_per_class
                 ) -> tuple[dict[str, Plot], dict[tuple[str, str], list[str]], list[str]]:
-    """All figures: (plots by key, the keys of each dataset x IF cell, the overview keys)."""
+    """All figures: (plots by key, the keys of each dataset x IF cell, the overview keys).
+
+    `per_class_of(folder)` gives a run's per-class frame (`load.load_per_class`; a kept summary
+    gives it from per_class.csv). The diff heatmap is left out when no cell has a paper number
+    (it would be an empty grey box)."""
     plots: dict[str, Plot] = {}
     by_cell: dict[tuple[str, str], list[str]] = {}
     if summary.empty:
         return plots, by_cell, []
     for (label, if_label), cell in summary.groupby(["dataset_label", "if_label"], sort=False):
-        for plot in (per_class_plot(cell, done), curves_plot(cell, done), reliability_plot(cell, done)):
+        for plot in (per_class_plot(cell, done, per_class_of), curves_plot(cell, done), reliability_plot(cell, done)):
             if plot is not None:
                 plots[plot.key] = plot
                 by_cell.setdefault((label, if_label), []).append(plot.key)
@@ -275,6 +323,8 @@ def build_plots(done: pd.DataFrame, summary: pd.DataFrame, tolerance: float,
             plot = sensitivity_plot(rows)
             plots[plot.key] = plot
             by_cell.setdefault((label, if_label), []).append(plot.key)
+    if summary["paper_top1"].isna().all():
+        return plots, by_cell, []
     heatmap = diff_heatmap(summary, tolerance)
     plots[heatmap.key] = heatmap
     return plots, by_cell, [heatmap.key]

@@ -48,7 +48,7 @@ def run_deviations(config: dict[str, Any], recorded: Deviations | None) -> tuple
 
 def format_deviations(deviations: Deviations, suffix: str = "") -> list[str]:
     """{"epochs": {"paper": 200, "run": 6}} -> ["epochs 6≠200"], sorted by key."""
-    return [f"{key} {d['run']}≠{d['paper']}{suffix}" for key, d in sorted(deviations.items())]
+    return [f"{key} {plain(d['run'])}≠{plain(d['paper'])}{suffix}" for key, d in sorted(deviations.items())]
 
 
 def recipe_diff(config: dict[str, Any]) -> tuple[Deviations, str]:
@@ -72,19 +72,33 @@ def recipe_diff(config: dict[str, Any]) -> tuple[Deviations, str]:
     }, ""
 
 
+def plain(value: Any) -> Any:
+    """A whole float as an integer (200.0 -> 200), inside lists and dicts too; other values as they
+    are. YAML and CSV round trips turn integers into floats; the recipe diff shows what was meant."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+DIFF_COLUMNS = ["folder", "dataset_label", "imb_factor", "method", "variant", "seed", "state", "key", "run",
+                "paper", "note"]
+
+
 def recipe_diff_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long format, one row per (run, differing key); a run without differences gets one row with
-    an empty key and a note, so every run appears."""
+    """Long format, one row per (run folder, differing key); a run without differences gets one row
+    with an empty key and a note, so every run folder appears, with its variant label."""
     rows = []
     for run in runs.itertuples():
         diff, note = recipe_diff(run.config)
-        ident = {"dataset_label": run.dataset_label, "imb_factor": run.if_label, "method": run.method,
-                 "seed": run.seed, "state": run.state}
+        ident = {"folder": run.folder, "dataset_label": run.dataset_label, "imb_factor": run.if_label,
+                 "method": run.method, "variant": getattr(run, "variant", ""), "seed": run.seed, "state": run.state}
         label = recipe_label(run.method, run.config.get("dataset", run.dataset)) if not note else ""
         if not diff:
             rows.append({**ident, "key": "", "run": "", "paper": "", "note": note or label or MATCHES})
         for key, d in diff.items():
-            rows.append({**ident, "key": key, "run": d["run"], "paper": d["paper"], "note": label})
-    return pd.DataFrame(rows, columns=["dataset_label", "imb_factor", "method", "seed", "state", "key", "run",
-                                       "paper", "note"])
-
+            rows.append({**ident, "key": key, "run": plain(d["run"]), "paper": plain(d["paper"]), "note": label})
+    return pd.DataFrame(rows, columns=DIFF_COLUMNS)

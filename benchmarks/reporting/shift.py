@@ -92,12 +92,13 @@ def run_shift_rows(per_class: pd.DataFrame) -> list[dict]:
             for d, rho in FAMILY]
 
 
-def shift_frame(done: pd.DataFrame) -> pd.DataFrame:
+def shift_frame(done: pd.DataFrame, per_class_of=load_per_class) -> pd.DataFrame:
     """One row per finished run and test distribution (the columns of `shift.csv`). Runs whose
-    metrics.json lacks per-class accuracies or class counts contribute no rows."""
+    metrics.json lacks per-class accuracies or class counts contribute no rows. `per_class_of`
+    reads a run's per-class frame (its folder's metrics.json, or a kept summary's per_class.csv)."""
     rows = []
     for run in done.itertuples():
-        for part in run_shift_rows(load_per_class(run.folder)):
+        for part in run_shift_rows(per_class_of(run.folder)):
             rows.append({"folder": run.folder, "dataset_label": run.dataset_label, "if_label": run.if_label,
                          "method": run.method, "variant": getattr(run, "variant", ""), "seed": run.seed, **part})
     return pd.DataFrame(rows, columns=SHIFT_COLUMNS)
@@ -121,3 +122,11 @@ def shift_family_mean(shift: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*CELL_KEYS, "shift_mean"])
     per_run = shift.groupby([*CELL_KEYS, "folder"], sort=False)["top1"].mean().reset_index()
     return per_run.groupby(CELL_KEYS, sort=False)["top1"].mean().rename("shift_mean").reset_index()
+
+
+def run_shift_means(shift: pd.DataFrame) -> dict[str, float]:
+    """Each run's mean top-1 over the family (folder -> value): the report's per-run `shift`
+    column, which the summary averages into `shift_mean` (the leaderboard's shift summary)."""
+    if shift.empty:
+        return {}
+    return {str(k): float(v) for k, v in shift.groupby("folder", sort=False)["top1"].mean().items()}

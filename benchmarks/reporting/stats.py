@@ -48,6 +48,31 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def clip_interval(low: float, high: float, lower: float = 0.0, upper: float = 100.0) -> tuple[float, float]:
+    """An interval cut to the range its quantity can take (an accuracy: 0-100; a difference of
+    accuracies: -100-100). A Student-t interval over two scattered seeds can reach [-108.8, 208.8];
+    the clipped interval keeps its nominal coverage (the true value lies in the range anyway) and
+    stops promising impossible values. nan stays nan."""
+    return (low if low != low else min(max(low, lower), upper),
+            high if high != high else min(max(high, lower), upper))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values of one family of tests (nan entries: not tests, left nan
+    and not counted in the family size m). Sorted ascending, p_(i) becomes
+    max_{j<=i} min(1, (m - j + 1) p_(j)); rejecting where the adjusted p < alpha controls the
+    family-wise error rate at alpha under any dependence between the tests."""
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    out = np.full(len(p), NAN)
+    finite = np.flatnonzero(~np.isnan(p))
+    m = len(finite)
+    running = 0.0
+    for rank, index in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        out[index] = running
+    return out
+
+
 def welch(a, b, level: float = 0.95) -> tuple[float, float, float, float]:
     """(diff, low, high, p): mean(a) - mean(b), Welch's interval at `level`, two-sided p-value.
 
@@ -103,6 +128,40 @@ def paired_bootstrap(correct_a, correct_b, n_resamples: int = 2000, seed: int = 
     alpha = (1 - level) / 2
     low, high = np.percentile(100.0 * means, [100 * alpha, 100 * (1 - alpha)])
     return diff, float(low), float(high)
+
+
+def seed_matched(pairs, n_resamples: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float, float]:
+    """(diff, low, high, p) of two methods run with the same seeds, image by image.
+
+    `pairs`: one (correct_a, correct_b) per shared seed, the two runs of that seed on the same test
+    images. diff = mean over the seed pairs of accuracy(a) - accuracy(b) (points); the interval is a
+    paired bootstrap stratified by seed (each resample draws every seed pair's images with
+    replacement, within that pair, and averages the pairs' differences); p is the exact McNemar
+    test on the discordant images pooled over the seed pairs (b = images only a gets right, c =
+    only b, summed over seeds; the matched-pairs Mantel-Haenszel statistic of the strata reduces
+    to these sums). It speaks about these seeds and these images; Welch over the seeds is the
+    test of seed-to-seed scatter.
+    """
+    pairs = [_paired_correctness(a, b) for a, b in pairs]
+    pairs = [(a, b) for a, b in pairs if len(a)]
+    if not pairs:
+        return NAN, NAN, NAN, NAN
+    diffs = [a.astype(np.int8) - b.astype(np.int8) for a, b in pairs]
+    diff = 100.0 * float(np.mean([d.mean() for d in diffs]))
+    rng = np.random.default_rng(seed)
+    means = np.zeros(n_resamples)
+    for d in diffs:
+        n = len(d)
+        chunk = max(1, 4_000_000 // n)
+        for start in range(0, n_resamples, chunk):
+            rows = min(chunk, n_resamples - start)
+            means[start:start + rows] += d[rng.integers(0, n, size=(rows, n))].mean(axis=1)
+    means *= 100.0 / len(diffs)
+    alpha = (1 - level) / 2
+    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    return diff, float(low), float(high), mcnemar(np.concatenate([a for a, _ in pairs]),
+                                                  np.concatenate([b for _, b in pairs]))
 
 
 def mcnemar(correct_a, correct_b) -> float:

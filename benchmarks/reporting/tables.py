@@ -30,6 +30,7 @@ class Section:
     table: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
+    html_only: bool = False  # a view the HTML page adds (the leaderboard); markdown and LaTeX skip it
 
 
 # ----------------------------------------------------------------------------- number formatting
@@ -96,8 +97,22 @@ def cell_title(dataset_label: str, if_label: str) -> str:
     return f"{dataset_label}, IF {if_label}"
 
 
+TOP5_MIN_CLASSES = 100
+
+
+def shows_top5(cell: pd.DataFrame) -> bool:
+    """Top-5 is shown for datasets of >= TOP5_MIN_CLASSES classes (below, top-5 of 10 classes says
+    little); the class count comes from metrics.json (older runs: from the dataset name)."""
+    counts = pd.to_numeric(cell.get("num_classes", pd.Series(dtype=float)), errors="coerce")
+    if counts.notna().any():
+        return bool(counts.max() >= TOP5_MIN_CLASSES)
+    return bool(cell["dataset"].astype(str).str.contains("100|imagenet|inat|places", case=False).any())
+
+
 def results_table(cell: pd.DataFrame) -> pd.DataFrame:
-    """The display table of one dataset x IF: one row per method (and recipe variant)."""
+    """The display table of one dataset x IF: one row per method (and recipe variant); top-5 (best
+    epoch, mean over seeds; n/a for runs written before it was recorded) for >= 100 classes."""
+    with_top5 = shows_top5(cell)
     rows = []
     for r in cell.itertuples():
         groups = {}
@@ -110,6 +125,7 @@ def results_table(cell: pd.DataFrame) -> pd.DataFrame:
             "best top-1": fmt_mean_std(r.best_top1_mean, r.best_top1_std, r.n),
             "cost": cost_text(r),  # cost.py: train / eval time, speed, memory, device
             "last top-1": fmt_mean_std(r.last_top1_mean, r.last_top1_std),
+            **({"top-5": fmt(getattr(r, "best_top5_mean", None))} if with_top5 else {}),
             "diff": fmt_diff(r.diff),
             "verdict": r.verdict,
             "95% CI": fmt_interval(r.best_top1_ci_low, r.best_top1_ci_high),
@@ -158,6 +174,7 @@ def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
             "diff a − b": fmt_diff(r.diff),
             "95% interval": fmt_interval(r.low, r.high),
             "p": fmt_p(r.p),
+            "p (Holm)": fmt_p(getattr(r, "p_holm", None)),
             "sig.": "*" if r.significant else "",
             "test": r.test or NA,
             "note": r.note or "",
@@ -178,12 +195,18 @@ def sensitivity_table(sensitivity: pd.DataFrame) -> pd.DataFrame:
     for r in sensitivity.itertuples():
         rows.append({
             "method": r.method, "key": r.key,
-            "value": f"{r.value} (recipe)" if r.recipe else str(r.value),
+            "value": str(r.value) + (" (recipe)" if r.recipe else "") + (" (best)" if getattr(r, "best", False) else ""),
             "other swept keys": r.others or "—", "n": r.n,
             "best top-1 [95% CI]": _with_interval(r.top1_mean, r.top1_low, r.top1_high),
             "few-shot [95% CI]": _with_interval(r.few_mean, r.few_low, r.few_high),
         })
     return pd.DataFrame(rows)
+
+
+def _epochs_done(run) -> int:
+    """A kept runs.csv carries the count (its folder is not there); run folders are read."""
+    kept = getattr(run, "epochs_done", None)
+    return int(kept) if not _missing(kept) else epochs_done(run.folder)
 
 
 def unfinished_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -192,30 +215,61 @@ def unfinished_table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "dataset": r.dataset_label, "IF": r.if_label, "method": r.method, "seed": r.seed,
             "state": r.state, "status": r.reason or r.status,
-            "epochs done": f"{epochs_done(r.folder)}/{fmt_int(r.epochs)}", "folder": r.folder,
+            "epochs done": f"{_epochs_done(r)}/{fmt_int(r.epochs)}", "folder": r.folder,
         })
     return pd.DataFrame(rows)
 
 
 def recipe_diff_table(diff: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: its differing keys as 'key run≠paper', or why there are none."""
+    """One row per run folder: its variant, its differing keys as 'key run≠paper', or why there are none."""
     rows = []
-    for (label, imb, method, seed, state), group in diff.groupby(
-            ["dataset_label", "imb_factor", "method", "seed", "state"], sort=False):
+    for _, group in diff.groupby("folder", sort=False):
+        first = group.iloc[0]
         keyed = group[group["key"] != ""]
         text = "; ".join(f"{k} {run}≠{paper}" for k, run, paper in zip(keyed["key"], keyed["run"], keyed["paper"]))
-        note = group["note"].iloc[0]
+        note = first["note"]
         if text and note:  # a reconstructed recipe with differences says both
             text = f"{text} ({note})"
-        rows.append({"run": f"{label} IF {imb} {method} seed {seed}", "state": state,
+        rows.append({"run": f"{first['dataset_label']} IF {first['imb_factor']} {first['method']} seed {first['seed']}",
+                     "variant": first["variant"] or "recipe", "state": first["state"],
                      "differences from the paper recipe (run≠paper)": text or note})
+    return pd.DataFrame(rows)
+
+
+def wins_table(wtl: pd.DataFrame) -> pd.DataFrame:
+    """One cell's wins / ties / losses (`compare.wins_ties_losses`) as display text."""
+    return pd.DataFrame([{"method": r.method, "wins": r.wins, "ties": r.ties, "losses": r.losses,
+                          "of which untested": r.untested} for r in wtl.itertuples()])
+
+
+SHIFT_COLUMN = "shift_mean"  # the summary column the shift analysis fills (mean over its test distributions)
+
+
+def leaderboard_table(cell: pd.DataFrame) -> pd.DataFrame:
+    """One cell's methods sorted by mean best top-1 (highest first): interval, groups, ECE, cost
+    (training seconds, mean over seeds) and the shift summary (SHIFT_COLUMN; n/a until the shift
+    analysis provides it), with the paper number beside."""
+    rows = []
+    ranked = cell.sort_values("best_top1_mean", ascending=False, kind="stable")
+    for rank, r in enumerate(ranked.itertuples(), start=1):
+        rows.append({
+            "#": rank,
+            "method": f"{r.method} [{r.variant}]" if r.variant else r.method,
+            "best top-1 [95% CI]": _with_interval(r.best_top1_mean, r.best_top1_ci_low, r.best_top1_ci_high),
+            "paper top-1": fmt_paper(r.paper_top1),
+            "many/medium/few": "/".join(fmt(getattr(r, f"{g}_mean")) for g in GROUPS),
+            "ECE (best)": fmt(r.best_ece_mean, 3),
+            "cost (train s)": fmt(getattr(r, "train_seconds_mean", None), 1),
+            "shift (mean top-1)": fmt(getattr(r, SHIFT_COLUMN, None)),
+            "n": r.n,
+        })
     return pd.DataFrame(rows)
 
 
 def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, diff: pd.DataFrame,
                    tolerance: float, cell_plots: dict[tuple[str, str], list[str]],
                    overview_plots: list[str], comparisons: pd.DataFrame | None = None,
-                   sensitivity: pd.DataFrame | None = None) -> list[Section]:
+                   sensitivity: pd.DataFrame | None = None, wins: pd.DataFrame | None = None) -> list[Section]:
     """The whole report as sections, in reading order: per cell its results table, then its
     comparisons and (when a method's variants differ in some key) its sensitivity."""
     done = int((runs["state"] == "done").sum())
@@ -243,8 +297,12 @@ def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame,
             "difference from the paper number at the observed seed std (two-sided t-test, alpha 0.05, power 0.8). "
             "ECE = expected calibration error (15 bins, a fraction: 0 is perfectly calibrated), best / last epoch. "
             "Comparisons: a − b in best top-1 points with its 95% interval and two-sided p: Welch over seeds, or "
-            "with one seed each a paired bootstrap over test images and McNemar's exact test; * p < 0.05 "
-            "(uncorrected for the number of comparisons).",
+            "with one seed each a paired bootstrap over test images and McNemar's exact test; with >= 2 seeds in "
+            "common on both sides also a seed-matched row (runs paired by seed: bootstrap over images within each "
+            "seed pair, McNemar on the discordant images pooled over the pairs). p (Holm) = Holm-adjusted p within "
+            "the family (one cell, one kind of comparison, one test); * p (Holm) < 0.05. Wins / ties / losses: each "
+            "method against every other at that adjusted level. Intervals are clipped to the range of the "
+            "quantity (0-100 for an accuracy, -100-100 for a difference).",
         ],
         plots=overview_plots,
     )
@@ -261,17 +319,33 @@ def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame,
             intro.append("Reliability diagram: n/a (no run of this cell has per-image predictions, predictions.npz).")
         sections.append(Section(cell_title(label, if_label), intro=intro, table=results_table(cell),
                                 notes=["Paper numbers:"] + source_notes(cell), plots=cell_plots_main))
+        sections.append(Section(
+            f"Leaderboard — {cell_title(label, if_label)}",
+            intro=["Methods by mean best top-1 (95% Student-t interval over seeds, clipped to 0-100); cost = "
+                   "training seconds, mean over seeds; shift = mean top-1 over the shift analysis' test "
+                   "distributions (n/a where it is not available)."],
+            table=leaderboard_table(cell), html_only=True))
         here = comparisons[(comparisons["dataset_label"] == label) & (comparisons["if_label"] == if_label)]
         sections.append(Section(
             f"Comparisons — {cell_title(label, if_label)}",
             intro=[] if len(here) else ["n/a: one method and one variant only, nothing to compare."],
             table=comparisons_table(here) if len(here) else None))
+        if wins is not None:
+            tally = wins[(wins["dataset_label"] == label) & (wins["if_label"] == if_label)]
+            if len(tally):
+                sections.append(Section(
+                    f"Wins / ties / losses — {cell_title(label, if_label)}",
+                    intro=["Each method's recipe variant against every other method of the cell: a win (loss) "
+                           "where it is higher (lower) with p (Holm) < 0.05, a tie otherwise (untested: no "
+                           "p-value, e.g. one seed against several)."],
+                    table=wins_table(tally)))
         swept = sensitivity[(sensitivity["dataset_label"] == label) & (sensitivity["if_label"] == if_label)]
         if len(swept):
             sections.append(Section(
                 f"Sensitivity — {cell_title(label, if_label)}",
-                intro=["Best top-1 and few-shot accuracy (mean over seeds, 95% Student-t interval) per value of "
-                       "each swept key; '(recipe)' marks the method's recipe variant."],
+                intro=["Best top-1 and few-shot accuracy (mean over seeds, 95% Student-t interval clipped to 0-100) "
+                       "per value of each swept key; '(recipe)' marks the method's recipe variant, '(best)' the "
+                       "value of the highest mean best top-1 in its series."],
                 table=sensitivity_table(swept), plots=[k for k in plots if k.startswith("sensitivity_")]))
     unfinished = runs[runs["state"] != "done"]
     sections.append(Section(
@@ -305,6 +379,8 @@ def render_markdown(sections: list[Section], images: dict[str, str] | None = Non
     """Markdown of the sections; `images` (plot key -> relative path) adds image links."""
     parts = []
     for i, s in enumerate(sections):
+        if s.html_only:
+            continue
         parts.append(("# " if i == 0 else "## ") + s.title)
         parts += s.intro
         if s.table is not None:
@@ -343,6 +419,8 @@ def render_latex(sections: list[Section]) -> str:
     """A complete, compilable document (landscape: the tables are wide)."""
     body = []
     for i, s in enumerate(sections):
+        if s.html_only:
+            continue
         body.append((r"\section*{" if i == 0 else r"\subsection*{") + latex_escape(s.title) + "}")
         body += [latex_escape(p) + "\n" for p in s.intro]
         if s.table is not None:
@@ -361,11 +439,6 @@ def render_latex(sections: list[Section]) -> str:
 
 
 # ----------------------------------------------------------------------------- CSV
-
-def runs_csv_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """The per-run frame without its nested columns (config and deviation dicts)."""
-    return runs.drop(columns=[c for c in ("config", "recorded_deviations", "deviations") if c in runs])
-
 
 def write_csv_frame(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
