@@ -86,7 +86,8 @@ def build_analyses(done: pd.DataFrame, summary: pd.DataFrame, draw: bool, shift:
             shift_section.intro.append("n/a: no run of this cell records per-class accuracies and class counts.")
         diag = Section(f"Cost and per-class diagnostics — {title}", intro=[COST_INTRO, DIAGNOSTICS_INTRO])
         if draw:
-            plots = [ap.shift_plot(cell, per_method), ap.cost_plot(cell), ap.weight_norm_plot(cell, done)]
+            styles = ap.line_styles(cell, done)  # the same label and colour per line as the cell's other figures
+            plots = [ap.shift_plot(cell, per_method, styles), ap.cost_plot(cell, styles), ap.weight_norm_plot(cell, done, styles)]
             for plot in plots:
                 if plot is not None:
                     result.figures[plot.key] = plot

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.reporting.diagnostics import weight_norms  # noqa: E402
-from benchmarks.reporting.plots import Plot, _colour, _legend_label, _style, _to_png, _variant_runs, plot_key  # noqa: E402
+from benchmarks.reporting.plots import Plot, _style, _to_png, _variant_runs, line_styles, plot_key  # noqa: E402,F401
 from benchmarks.reporting.shift import CELL_KEYS, FAMILY, family_label  # noqa: E402
 from benchmarks.reporting.tables import cell_title  # noqa: E402
 
@@ -32,8 +32,9 @@ def _same_series(frame: pd.DataFrame, row) -> pd.DataFrame:
     return frame[np.logical_and.reduce([frame[k] == getattr(row, k) for k in CELL_KEYS])]
 
 
-def shift_plot(cell: pd.DataFrame, summary: pd.DataFrame) -> Plot | None:
-    """`cell`: the report summary rows of one dataset x IF; `summary`: `shift.shift_summary`."""
+def shift_plot(cell: pd.DataFrame, summary: pd.DataFrame, styles: dict) -> Plot | None:
+    """`cell`: the report summary rows of one dataset x IF; `summary`: `shift.shift_summary`;
+    `styles`: the cell's `plots.line_styles` (legend label and colour per line)."""
     first = cell.iloc[0]
     fig, ax = plt.subplots(figsize=(8, 4))
     positions = {d: i for i, d in enumerate(FAMILY)}
@@ -45,7 +46,7 @@ def shift_plot(cell: pd.DataFrame, summary: pd.DataFrame) -> Plot | None:
         x = [positions[(d, r)] for d, r in zip(part["distribution"], part["test_imb_factor"])]
         ax.errorbar(x, part["top1_mean"], yerr=np.nan_to_num(part["top1_std"].to_numpy(dtype=float)),
                     marker="o", markersize=3, capsize=2, linewidth=1, linestyle=_style(row.variant),
-                    color=_colour(row.method), label=_legend_label(row.method, row.variant))
+                    color=styles[(row.method, row.variant)][1], label=styles[(row.method, row.variant)][0])
         drawn += 1
     if not drawn:
         plt.close(fig)
@@ -62,7 +63,7 @@ def shift_plot(cell: pd.DataFrame, summary: pd.DataFrame) -> Plot | None:
                 f"Accuracy under shifted test distributions, {title}", _to_png(fig))
 
 
-def cost_plot(cell: pd.DataFrame) -> Plot | None:
+def cost_plot(cell: pd.DataFrame, styles: dict) -> Plot | None:
     """Best top-1 against training time; None when no run of the cell recorded its time."""
     first = cell.iloc[0]
     if "train_seconds_mean" not in cell or cell["train_seconds_mean"].isna().all():
@@ -74,7 +75,7 @@ def cost_plot(cell: pd.DataFrame) -> Plot | None:
         ax.errorbar(row.train_seconds_mean, row.best_top1_mean,
                     xerr=np.nan_to_num(row.train_seconds_std), yerr=np.nan_to_num(row.best_top1_std),
                     marker="o" if not row.variant else "s", markersize=5, capsize=3,
-                    color=_colour(row.method), label=_legend_label(row.method, row.variant))
+                    color=styles[(row.method, row.variant)][1], label=styles[(row.method, row.variant)][0])
     ax.set_xlabel("training wall time (s, mean over seeds)")
     ax.set_ylabel("best top-1 (%)")
     ax.grid(True, alpha=0.3)
@@ -85,7 +86,7 @@ def cost_plot(cell: pd.DataFrame) -> Plot | None:
                 f"Best top-1 against training time, {title}", _to_png(fig))
 
 
-def weight_norm_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot | None:
+def weight_norm_plot(cell: pd.DataFrame, done: pd.DataFrame, styles: dict) -> Plot | None:
     """Per-class classifier weight norm (mean over seeds) against training count; None when no
     run of the cell recorded `classifier_weight_norms`."""
     first = cell.iloc[0]
@@ -100,8 +101,8 @@ def weight_norm_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot | None:
         norms = np.mean([n for _, n in found], axis=0)
         order = np.argsort(counts, kind="stable")
         ax.plot(counts[order], norms[order], marker="o", markersize=3, linewidth=1,
-                linestyle=_style(row.variant), color=_colour(row.method),
-                label=_legend_label(row.method, row.variant))
+                linestyle=_style(row.variant), color=styles[(row.method, row.variant)][1],
+                label=styles[(row.method, row.variant)][0])
         drawn += 1
     if not drawn:
         plt.close(fig)
