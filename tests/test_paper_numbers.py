@@ -51,6 +51,17 @@ def test_unverified_status_is_shown_by_the_report_and_bad_statuses_refused(tmp_p
     assert source_notes(cell)[0].endswith("[unverified]")
     bad = tmp_path / "numbers.yaml"
     bad.write_text("- {method: ce, dataset: cifar10, imb_factor: 100, top1: 70.0, backbone: resnet32, "
-                   "epochs: 200, source: somewhere, status: rumoured}\n")
+                   "epochs: 200, source: somewhere, status: rumoured, reported_epoch: best}\n")
     with pytest.raises(LTBenchError, match="status must be one of"):
         load_paper_numbers(bad)
+
+
+def test_every_entry_says_which_epoch_it_reports(tmp_path):
+    """Issue 22 point 3: best or last, required, so that the verdict compares like with like."""
+    assert {n.reported_epoch for n in load_paper_numbers()} == {"best", "last"}
+    bad = tmp_path / "numbers.yaml"
+    for extra in ("", ", reported_epoch: final"):
+        bad.write_text("- {method: ce, dataset: cifar10, imb_factor: 100, top1: 70.0, backbone: resnet32, "
+                       f"epochs: 200, source: somewhere, status: paper{extra}}}\n")
+        with pytest.raises(LTBenchError, match="reported_epoch must be one of best, last"):
+            load_paper_numbers(bad)
