@@ -126,8 +126,8 @@ def test_each_methods_step_is_its_public_loss(name):
 def test_ldam_uses_the_released_normed_classifier():
     method, images, _ = method_and_batch("ldam_drw")
     with torch.no_grad():
-        logits = method.eval_logits(images)
-    assert logits.abs().max() <= 1.0 + 1e-6  # cosines, unscaled: s lives in the loss
+        logits = method.classifier(method.backbone(images))
+    assert logits.abs().max() <= 1.0 + 1e-6  # the classifier gives cosines, unscaled: s lives in the loss
     assert torch.all(method.classifier.weight.norm(dim=0) <= 1.0 + 1e-5)
 
 
@@ -229,3 +229,21 @@ def test_balanced_softmax_has_the_releases_views_steps_and_warmup(dataset, class
 def test_a_schedule_that_needs_warmup_start_lr_is_refused_without_it():
     with pytest.raises(LTBenchError, match="needs the option warmup_start_lr"):
         resolve_config("ce", overrides={"lr_schedule": "warmup_cosine_stepped_first"})
+
+
+def test_ldam_drw_confidences_come_from_the_scaled_cosines():
+    """Issue 22 point 8: ECE from the logits the model predicts with, s * cos (s = 30), not from
+    softmax of the raw cosines (which sit near 1 / C); the top-1 ranking is unchanged."""
+    from benchmarks.evaluation import predict
+
+    method, images, _ = method_and_batch("ldam_drw")
+    method.eval()
+    with torch.no_grad():
+        cosines = method.classifier(method.backbone(images)).float()
+        logits = method.eval_logits(images).float()
+    assert torch.allclose(logits, 30.0 * cosines)
+    out = predict(method.eval_logits, images, batch_size=4)
+    expected = torch.softmax(30.0 * cosines, dim=1).max(dim=1)
+    assert torch.equal(out[:, 0].long(), cosines.argmax(dim=1))
+    assert torch.allclose(out[:, 1].float(), expected.values, atol=1e-6)
+    assert not torch.allclose(out[:, 1].float(), torch.softmax(cosines, dim=1).max(dim=1).values)
