@@ -196,7 +196,10 @@ def method_file(method: str) -> Path:
 #   release        read in the release's code or its README command
 #   reconstructed  no release code for that dataset: restated from the paper's text, a secondary
 #                  source, or another dataset's release recipe (the report labels such cells)
-RECIPE_STATUSES = ("release", "reconstructed")
+#   none           no recipe for that dataset at all: the paper grids skip the method there, and
+#                  the dry run and the report list it as "no recipe" instead of leaving it absent
+RECIPE_STATUSES = ("release", "reconstructed", "none")
+NO_RECIPE = "none"
 
 
 def release_precision(method: str) -> str:
@@ -224,6 +227,18 @@ def recipe_status(method: str, dataset: str) -> str:
     return status
 
 
+def has_recipe(method: str, dataset: str) -> bool:
+    """Whether `method` has a recipe (released or reconstructed) for `dataset`."""
+    return recipe_status(method, dataset) != NO_RECIPE
+
+
+def no_recipe_methods(dataset: str) -> list[str]:
+    """The methods (one recipe file each in configs/methods/) without a recipe for `dataset`
+    (`recipe_status: none`), sorted. Reads the YAML files only: the report imports no training code."""
+    return [path.stem for path in sorted((CONFIG_DIR / "methods").glob("*.yaml"))
+            if not has_recipe(path.stem, dataset)]
+
+
 def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The paper recipe of `method` on `dataset` (layers 1-4) and the schema of accepted keys."""
     defaults = load_yaml(CONFIG_DIR / "defaults.yaml")
@@ -240,7 +255,9 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     if clash:
         raise LTBenchError(f"{path}: options {sorted(clash)} shadow shared keys; set them under recipe:")
     schema = {**defaults, **options}
-    recipe_status(method, dataset)  # bad values are errors here, not in the middle of a run or report
+    if recipe_status(method, dataset) == NO_RECIPE:  # bad values are errors here, not in a run or report
+        raise LTBenchError(f"method {method} has no recipe for {dataset} (recipe_status.{dataset}: none in {path}; "
+                           f"see docs/methods/{method}.md); the datasets it has one for are its paper grids'")
     release_precision(method)
 
     config = dict(schema)

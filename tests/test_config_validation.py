@@ -146,3 +146,33 @@ def test_validate_config_accepts_every_shipped_recipe():
         for dataset, imb in (("cifar10", 100), ("cifar100", 10), ("digits", 100), ("imagenet_lt", 256),
                              ("inat2018", 500)):
             validate_config(resolve_config(method, dataset, imb))
+
+
+@pytest.mark.parametrize("grid", ["cifar", "cifar10", "cifar100", "imagenet", "inat"])
+def test_every_paper_grid_runs_every_method_with_a_recipe_and_names_the_others(grid, tmp_path):
+    """Issue 22 point 9: one command gives the whole comparison table; a method without a recipe
+    for a dataset is named in the grid's description and reported as "no recipe", never absent."""
+    from benchmarks.config import no_recipe_methods
+    from benchmarks.grid import GridOptions, load_grid, no_recipe_in_grid, plan
+    from benchmarks.methods import METHODS
+
+    options = GridOptions(grid=grid, results_dir=tmp_path)
+    runs = plan(options)
+    skipped = no_recipe_in_grid(options)
+    description = load_grid(grid)["description"]
+    for dataset in load_grid(grid)["datasets"]:
+        ran = {r.config["method"] for r in runs if r.config["dataset"] == dataset}
+        missing = {m for m, d in skipped if d == dataset}
+        assert ran | missing == set(METHODS.names()) and not ran & missing, dataset
+        assert missing == set(no_recipe_methods(dataset))
+        assert all(m in description for m in missing), (dataset, missing)
+    if grid.startswith("cifar"):
+        assert not skipped
+    else:
+        assert {m for m, _ in skipped} == {"ce_drw", "ldam_drw", "focal", "cb_focal", "logit_adjust",
+                                           "balanced_softmax"}
+
+
+def test_a_method_without_a_recipe_named_on_the_command_line_is_a_one_line_error():
+    with pytest.raises(LTBenchError, match="method ldam_drw has no recipe for imagenet_lt"):
+        resolve_config("ldam_drw", "imagenet_lt", 256)

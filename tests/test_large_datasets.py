@@ -195,7 +195,8 @@ def test_grids_dry_run(capsys, tmp_path):
     for grid, folder in (("imagenet", "imagenet_lt/if256/paco/seed0"), ("inat", "inat2018/if500/bccl/seed0")):
         assert run_benchmark.main(["--grid", grid, "--dry-run", "--results-dir", str(tmp_path)]) == 0
         out = capsys.readouterr().out
-        assert "4 runs" in out and str(tmp_path / folder) in out
+        assert "8 runs" in out and str(tmp_path / folder) in out  # every method with a recipe there
+        assert "no recipe: ldam_drw on " in out and "no recipe: balanced_softmax on " in out
 
 
 # -- the command line on the tiny tree ----------------------------------------------------------
