@@ -59,6 +59,7 @@ ADDED_KEYS: dict[str, Any] = {
     "reweight": "none",
     "reweight_beta": 0.9999,
     "reweight_epoch": 0,
+    "momentum_form": "pytorch",
 }
 # The same for keys of one method's `options:` (added only to that method's configs).
 ADDED_OPTIONS: dict[str, dict[str, Any]] = {
@@ -404,6 +405,7 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     from baselines.reweighting import REWEIGHT_RULES
     from benchmarks.datasets import DATASETS
     from benchmarks.models import BACKBONES
+    from benchmarks.optimizers import MOMENTUM_FORMS
     from benchmarks.samplers import SAMPLER_EPOCHS, SAMPLERS
     from benchmarks.schedules import learning_rate
     from benchmarks.training import Execution
@@ -413,7 +415,8 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, memory_format
     check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
     for key, choices in (("backbone", BACKBONES), ("classifier", CLASSIFIERS), ("linear_init", LINEAR_INITS),
-                         ("select_on", ("test", "val")), ("sampler", SAMPLERS), ("sampler_epoch", SAMPLER_EPOCHS),
+                         ("select_on", ("test", "val")), ("momentum_form", MOMENTUM_FORMS), ("sampler", SAMPLERS),
+                         ("sampler_epoch", SAMPLER_EPOCHS),
                          ("reweight", REWEIGHT_RULES)):
         if config[key] not in choices:
             raise LTBenchError(f"unknown {key} {config[key]!r}; known: {', '.join(choices)} {where}")

@@ -247,3 +247,38 @@ def test_ldam_drw_confidences_come_from_the_scaled_cosines():
     assert torch.equal(out[:, 0].long(), cosines.argmax(dim=1))
     assert torch.allclose(out[:, 1].float(), expected.values, atol=1e-6)
     assert not torch.allclose(out[:, 1].float(), torch.softmax(cosines, dim=1).max(dim=1).values)
+
+
+def test_keras_momentum_is_the_logit_adjustment_releases_update():
+    """Issue 22 point 5: Keras SGD (v <- m v - lr g; w <- w + m v - lr g) equals PyTorch's Nesterov
+    SGD while the lr is constant and differs once it changes; logit_adjust's recipe uses Keras's."""
+    from benchmarks.optimizers import KerasSGD
+
+    assert resolve_config("logit_adjust")["momentum_form"] == "keras"
+    assert resolve_config("ce")["momentum_form"] == "pytorch"
+    with pytest.raises(LTBenchError, match="unknown momentum_form 'tf'"):
+        resolve_config("ce", overrides={"momentum_form": "tf"})
+    grads = [torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.5]), torch.tensor([-1.0, 3.0])]
+    lrs = [0.1, 0.1, 0.01]
+
+    def run(kind):
+        w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        opt = kind([w], lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=True)
+        out = []
+        for g, lr in zip(grads, lrs):
+            for group in opt.param_groups:
+                group["lr"] = lr
+            w.grad = g.clone()
+            opt.step()
+            out.append(w.detach().clone())
+        return out
+
+    keras, torch_sgd = run(KerasSGD), run(torch.optim.SGD)
+    # by hand, Keras: v1 = -0.1 g1, w1 = w0 + 0.9 v1 - 0.1 g1; v2 = 0.9 v1 - 0.1 g2, ...
+    w, v = torch.tensor([1.0, 1.0]), torch.zeros(2)
+    for g, lr, got in zip(grads, lrs, keras):
+        v = 0.9 * v - lr * g
+        w = w + 0.9 * v - lr * g
+        assert torch.allclose(got, w)
+    assert torch.allclose(keras[1], torch_sgd[1])  # constant lr: the same update
+    assert not torch.allclose(keras[2], torch_sgd[2])  # the lr changed: the forms part
