@@ -12,7 +12,7 @@ import pytest
 from benchmarks import CONFIG_DIR, LTBenchError
 from benchmarks.commands import report
 from benchmarks.commands import run as run_command
-from benchmarks.config import check_ranges, parse_set_arguments, resolve_config, validate_config, yaml_load
+from benchmarks.config import check_ranges, has_recipe, parse_set_arguments, resolve_config, validate_config, yaml_load
 from benchmarks.grid import GridOptions, plan
 from benchmarks.methods import METHODS
 
@@ -145,7 +145,8 @@ def test_validate_config_accepts_every_shipped_recipe():
     for method in METHODS.names():
         for dataset, imb in (("cifar10", 100), ("cifar100", 10), ("digits", 100), ("imagenet_lt", 256),
                              ("inat2018", 500)):
-            validate_config(resolve_config(method, dataset, imb))
+            if has_recipe(method, dataset):  # the others refuse, one line (test below)
+                validate_config(resolve_config(method, dataset, imb))
 
 
 @pytest.mark.parametrize("grid", ["cifar", "cifar10", "cifar100", "imagenet", "inat"])
