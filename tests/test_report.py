@@ -290,6 +290,11 @@ def test_the_verdict_compares_the_epoch_the_paper_figure_reports(tmp_path):
     la = summary[summary["method"] == "logit_adjust"].iloc[0]
     assert la["compared_epoch"] == "last" and la["paper_top1"] == 77.89
     assert la["diff"] == pytest.approx(77.5 - 77.89) and la["verdict"] == "reproduced"  # best 80.0 would be "above"
+    write_run(tmp_path, resolve_config("la_posthoc", "cifar10", 100, 0), best=77.0, last=77.0)
+    summary = aggregate(label_variants(load_runs(tmp_path)), load_paper_numbers(), tolerance=1.0)
+    post = summary[summary["method"] == "la_posthoc"].iloc[0]
+    assert (post["compared_epoch"], post["paper_top1"], post["verdict"]) == ("last", 77.32, "reproduced")
+    assert post["recipe_label"] == "reconstructed recipe"
     ldam = summary[summary["method"] == "ldam_drw"].iloc[0]
     assert ldam["compared_epoch"] == "best" and ldam["diff"] == pytest.approx(77.5 - 77.03)
 
