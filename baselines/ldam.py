@@ -14,7 +14,10 @@ The release computes the margins in float64 (numpy) and stores them as float32; 
 The classifier is the release's `NormedLinear` (`use_norm=True` for LDAM): cosines between the
 normalised feature and the normalised class columns, unscaled (`classifier: cosine`,
 `cosine_scale: 1`), columns initialised uniform(-1, 1) and renormed to 1; the scale s lives in
-the loss, so evaluation ranks the cosines themselves.
+the loss. Evaluation returns s * cos: the ranking (top-1) is the cosines', and the softmax
+confidences behind ECE are those of the logits the model was trained to calibrate (the release's
+`output = model(input)` feeds the loss as s * cos; softmax of the raw cosines, all within [-1, 1],
+would make every confidence close to 1 / C).
 """
 
 from __future__ import annotations
@@ -69,3 +72,7 @@ class LDAMDRW(CrossEntropy):
         if margins is None or margins.device != logits.device:  # computed once, not per step
             margins = self._margins = ldam_margins(self.class_counts, self.config["ldam_max_m"]).to(logits.device)
         return margin_loss(logits, labels, margins, self.config["ldam_s"], weight)
+
+    def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """s * cos: the scaled logits of the loss (same argmax as the cosines; ECE from these)."""
+        return self.config["ldam_s"] * super().eval_logits(images)

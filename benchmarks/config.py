@@ -61,6 +61,7 @@ ADDED_KEYS: dict[str, Any] = {
     "reweight": "none",
     "reweight_beta": 0.9999,
     "reweight_epoch": 0,
+    "momentum_form": "pytorch",
 }
 # The same for keys of one method's `options:` (added only to that method's configs).
 ADDED_OPTIONS: dict[str, dict[str, Any]] = {
@@ -198,7 +199,10 @@ def method_file(method: str) -> Path:
 #   release        read in the release's code or its README command
 #   reconstructed  no release code for that dataset: restated from the paper's text, a secondary
 #                  source, or another dataset's release recipe (the report labels such cells)
-RECIPE_STATUSES = ("release", "reconstructed")
+#   none           no recipe for that dataset at all: the paper grids skip the method there, and
+#                  the dry run and the report list it as "no recipe" instead of leaving it absent
+RECIPE_STATUSES = ("release", "reconstructed", "none")
+NO_RECIPE = "none"
 
 
 def release_precision(method: str) -> str:
@@ -256,6 +260,18 @@ def _check_option_keys(method: str, options: dict[str, Any], path: Path) -> None
                            "(give each its release value)")
 
 
+def has_recipe(method: str, dataset: str) -> bool:
+    """Whether `method` has a recipe (released or reconstructed) for `dataset`."""
+    return recipe_status(method, dataset) != NO_RECIPE
+
+
+def no_recipe_methods(dataset: str) -> list[str]:
+    """The methods (one recipe file each in configs/methods/) without a recipe for `dataset`
+    (`recipe_status: none`), sorted. Reads the YAML files only: the report imports no training code."""
+    return [path.stem for path in sorted((CONFIG_DIR / "methods").glob("*.yaml"))
+            if not has_recipe(path.stem, dataset)]
+
+
 def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The paper recipe of `method` on `dataset` (layers 1-4) and the schema of accepted keys."""
     defaults = load_yaml(CONFIG_DIR / "defaults.yaml")
@@ -273,7 +289,9 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
         raise LTBenchError(f"{path}: options {sorted(clash)} shadow shared keys; set them under recipe:")
     _check_option_keys(method, options, path)
     schema = {**defaults, **options}
-    recipe_status(method, dataset)  # bad values are errors here, not in the middle of a run or report
+    if recipe_status(method, dataset) == NO_RECIPE:  # bad values are errors here, not in a run or report
+        raise LTBenchError(f"method {method} has no recipe for {dataset} (recipe_status.{dataset}: none in {path}; "
+                           f"see docs/methods/{method}.md); the datasets it has one for are its paper grids'")
     release_precision(method)
 
     config = dict(schema)
@@ -421,6 +439,7 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     from baselines.reweighting import REWEIGHT_RULES
     from benchmarks.datasets import DATASETS
     from benchmarks.models import BACKBONES
+    from benchmarks.optimizers import MOMENTUM_FORMS
     from benchmarks.samplers import SAMPLER_EPOCHS, SAMPLERS
     from benchmarks.schedules import learning_rate
     from benchmarks.training import Execution
@@ -430,7 +449,8 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, memory_format
     check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
     for key, choices in (("backbone", BACKBONES), ("classifier", CLASSIFIERS), ("linear_init", LINEAR_INITS),
-                         ("select_on", ("test", "val")), ("sampler", SAMPLERS), ("sampler_epoch", SAMPLER_EPOCHS),
+                         ("select_on", ("test", "val")), ("momentum_form", MOMENTUM_FORMS), ("sampler", SAMPLERS),
+                         ("sampler_epoch", SAMPLER_EPOCHS),
                          ("reweight", REWEIGHT_RULES)):
         if config[key] not in choices:
             raise LTBenchError(f"unknown {key} {config[key]!r}; known: {', '.join(choices)} {where}")

@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from benchmarks import CONFIG_DIR, LTBenchError
-from benchmarks.config import EXECUTION_KEYS, check_keys, load_yaml, paper_recipe, resolve_config
+from benchmarks.config import EXECUTION_KEYS, check_keys, has_recipe, load_yaml, paper_recipe, resolve_config
 from benchmarks.datasets import DATASETS, DatasetRequest, LTData, build_dataset
 from benchmarks.environment import environment_record
 from benchmarks.logs import LOGGER, run_log
@@ -252,6 +252,8 @@ def plan(options: GridOptions) -> list[Run]:
     for dataset in datasets:
         for imb in imb_factors:
             for method in methods:
+                if options.methods is None and not has_recipe(method, dataset):
+                    continue  # the grid's own list: "no recipe" (`no_recipe_in_grid`), not an error
                 grid_over, method_cli = method_layers(method, cli)
                 points = _sweep_points(method, dataset, options, grid)
                 for seed in seeds:
@@ -276,6 +278,18 @@ def plan(options: GridOptions) -> list[Run]:
                 "make no variant of their own, and --name gives one name to one configuration")
         seen[run.folder] = run
     return link_stages(runs, options, make_stage1)
+
+
+def no_recipe_in_grid(options: GridOptions) -> list[tuple[str, str]]:
+    """(method, dataset) pairs of the grid's own method list that `plan` leaves out because the
+    method has no recipe for the dataset (`recipe_status: none`); a method named with --methods is
+    never left out: it is an error there (`paper_recipe`)."""
+    if options.methods is not None:
+        return []
+    grid = load_grid(options.grid)
+    methods = METHODS.names() if grid["methods"] == "all" else grid["methods"]
+    datasets = options.datasets or list(grid["datasets"])
+    return [(m, d) for d in datasets for m in methods if not has_recipe(m, d)]
 
 
 # What a stage-1 run that the grid trains only for a two-stage method (--train-stage1) takes from

@@ -17,8 +17,13 @@ from benchmarks.config import yaml_load
 # Package data (pyproject.toml package-data), found the same way in a checkout and an installed wheel.
 PAPER_NUMBERS_FILE = Path(str(resources.files("benchmarks") / "paper_numbers.yaml"))
 FIELDS = {"method", "dataset", "imb_factor", "top1", "many", "medium", "few", "backbone", "epochs", "source", "status",
-          "views"}
+          "views", "reported_epoch"}
 STATUSES = {"release", "paper", "unverified"}
+# Which epoch of a run a published figure is: `best` (the best epoch on the selection split: the
+# test set for the CIFAR releases, the validation split where the release has one) or `last` (the
+# final epoch, e.g. the logit-adjustment release's printed "final test accuracy"). The verdict
+# compares the run's figure of the same epoch (reporting/aggregate.py), so every entry says which.
+REPORTED_EPOCHS = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class PaperNumber:
     medium: float | None = None
     few: float | None = None
     views: tuple[str, ...] | str | None = None  # the entry's training views (see paper_numbers.yaml)
+    reported_epoch: str = "best"  # best | last: the run's epoch this figure is compared with (REPORTED_EPOCHS)
 
     def views_match(self, views) -> bool:
         """Whether a run with these `views` (its config's list) may be compared with this entry."""
@@ -55,6 +61,9 @@ def load_paper_numbers(path: Path = PAPER_NUMBERS_FILE) -> list[PaperNumber]:
             raise LTBenchError(f"{path} entry {i}: status must be one of {sorted(STATUSES)}")
         if not isinstance(row.get("top1"), (int, float)) or not row.get("source"):
             raise LTBenchError(f"{path} entry {i}: every number needs top1 and a source")
+        if row.get("reported_epoch") not in REPORTED_EPOCHS:
+            raise LTBenchError(f"{path} entry {i}: reported_epoch must be one of {', '.join(REPORTED_EPOCHS)} "
+                               f"(which epoch of a run the figure is), got {row.get('reported_epoch')!r}")
         if isinstance(row.get("views"), list):
             row = {**row, "views": tuple(row["views"])}
         numbers.append(PaperNumber(**row))

@@ -9,6 +9,11 @@
 - `cosine_stepped_first` (Decoupling's classifier stage, `run_networks.py`: CosineAnnealingLR to
   `eta_min` 0, its `step()` called at the start of every epoch, before training; no warmup):
   epoch e trains at lr * 0.5 * (1 + cos(pi * (e + 1) / E)), so the last epoch runs at lr 0.
+- `warmup_cosine_stepped_first` (BalancedMetaSoftmax's `utils.py` CosineAnnealingLRWarmup, its
+  `step()` called at the start of every epoch, before training, as `run_networks.py` does): the
+  scheduler's epoch is k = e + 1; for k < W the lr rises linearly from `warmup_start_lr` (the
+  release's base_lr, a method option) at k = 1 to lr (its warmup_lr) at k = W, then
+  lr * 0.5 * (1 + cos(pi * (k - W) / (E - W))) down to 0 (its endlr) in the last epoch.
 - `paco_step` (PaCo release): lr * (e + 1) / W for e <= W (so epoch W itself runs at
   lr * (W + 1) / W, as released), then as `warmup_step`; W = 0 means no warmup (the release
   would divide by zero).
@@ -52,6 +57,19 @@ def cosine_stepped_first(epoch: int, cfg: dict[str, Any]) -> float:
     return cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * (epoch + 1) / cfg["epochs"]))
 
 
+def warmup_cosine_stepped_first(epoch: int, cfg: dict[str, Any]) -> float:
+    if "warmup_start_lr" not in cfg:
+        raise LTBenchError(f"lr_schedule warmup_cosine_stepped_first needs the option warmup_start_lr (the lr of "
+                           f"the first warmup epoch), which method {cfg.get('method')!r} does not have")
+    lr, start, warmup, epochs = cfg["lr"], cfg["warmup_start_lr"], cfg["warmup_epochs"], cfg["epochs"]
+    k = epoch + 1
+    if k < warmup:  # so warmup >= 2 here, as the release asserts
+        return start + (lr - start) * (k - 1) / (warmup - 1)
+    if epochs <= warmup:
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (k - warmup) / (epochs - warmup)))
+
+
 def paco_step(epoch: int, cfg: dict[str, Any]) -> float:
     lr, warmup = cfg["lr"], cfg["warmup_epochs"]
     if 0 < warmup and epoch <= warmup:
@@ -65,6 +83,7 @@ SCHEDULES: dict[str, Callable[[int, dict[str, Any]], float]] = {
     "paco_step": paco_step,
     "cosine": cosine,
     "cosine_stepped_first": cosine_stepped_first,
+    "warmup_cosine_stepped_first": warmup_cosine_stepped_first,
 }
 
 

@@ -38,6 +38,7 @@ from benchmarks.logs import FILE_ONLY, LOGGER
 from benchmarks.methods import Method, build_method
 from benchmarks.predictions import EpochPredictions, write_predictions
 from benchmarks.results import atomic_torch_save, atomic_write_json, file_sha256, write_csv
+from benchmarks.optimizers import build_optimizer
 from benchmarks.schedules import learning_rate
 
 
@@ -311,13 +312,7 @@ class Trainer:
         self.optimizer = self.loader = None  # post-hoc methods (`trains` False) have neither
         self.scaler = precision.grad_scaler(self.ex.precision, device.type)  # fp16 only; else a no-op
         if self.method.trains:
-            self.optimizer = torch.optim.SGD(
-                self.parameters,
-                lr=config["lr"],
-                momentum=config["momentum"],
-                weight_decay=config["weight_decay"],
-                nesterov=config["nesterov"],
-            )
+            self.optimizer = build_optimizer(self.parameters, config)  # SGD, in the release's momentum_form
             self.loader = make_loader(data, self.method, config, self.ex)
         if self.loader is not None and len(self.loader) == 0:
             raise LTBenchError(

@@ -28,7 +28,7 @@ def run_cli(args, capsys):
 def test_dry_run_lists_every_run_and_its_folder(tmp_path, capsys):
     code, out, _ = run_cli(["--grid", "cifar", "--dry-run", "--results-dir", str(tmp_path)], capsys)
     assert code == 0
-    assert "24 runs" in out
+    assert "84 runs" in out  # every method (14) x 2 datasets x 3 IFs (issue 22)
     assert str(tmp_path / "cifar100" / "if50" / "bccl" / "seed0") in out
     assert not any(tmp_path.iterdir())
 

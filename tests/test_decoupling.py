@@ -125,3 +125,20 @@ def test_cosine_stepped_first_against_hand_worked_values():
     assert learning_rate(0, config) == pytest.approx(0.1 * (1 + math.cos(math.pi / 10)))  # 0.19511
     assert learning_rate(4, config) == pytest.approx(0.1)
     assert learning_rate(9, config) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_decoupling_recipes_select_step_and_batch_as_the_releases():
+    """Issue 22 points 6-7: on ImageNet-LT the release keeps the best ImageNet_LT_val epoch
+    (run_networks.py), in both stages; its CE stage 1 steps CosineAnnealingLR before each epoch and
+    stops an epoch after int(N / 512) steps; cRT's CIFAR epochs are BalancedMetaSoftmax's 2,000
+    classifier iterations of batch 512 restated in epochs (ceil(2000 / ceil(N / 512)))."""
+    for method in ("ce", "crt", "lws"):
+        assert resolve_config(method, "imagenet_lt", 256)["select_on"] == "val"
+        assert resolve_config(method, "inat2018", 500)["select_on"] == "test"  # its val set is the test set
+    for dataset, imb in (("imagenet_lt", 256), ("inat2018", 500)):
+        ce = resolve_config("ce", dataset, imb)
+        assert (ce["lr_schedule"], ce["drop_last"], ce["warmup_epochs"]) == ("cosine_stepped_first", True, 0)
+    assert learning_rate(89, resolve_config("ce", "imagenet_lt", 256)) == pytest.approx(0.0, abs=1e-12)
+    for dataset, images in (("cifar10", 12406), ("cifar100", 10847)):
+        assert resolve_config("crt", dataset, 100)["epochs"] == math.ceil(2000 / math.ceil(images / 512))
+    assert [resolve_config("crt", d, 100)["epochs"] for d in ("cifar10", "cifar100")] == [80, 91]

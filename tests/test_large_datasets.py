@@ -2,6 +2,7 @@
 torchvision backbones, the large-dataset recipes and grids, and a CLI run on a tiny file tree."""
 
 import json
+import math
 import random
 
 import numpy as np
@@ -173,8 +174,8 @@ def test_large_recipes(dataset):
     assert paco["views"] == ["rrc224_randaug", "paco_sim224"]
     assert paco["weight_decay"] == (5e-4 if dataset == "imagenet_lt" else 1e-4)
     ce = resolve_config("ce", dataset, imb)
-    assert (ce["epochs"], ce["batch_size"], ce["lr"], ce["lr_schedule"]) == (90, 512, 0.2, "cosine")
-    assert learning_rate(0, ce) == 0.2 and learning_rate(45, ce) == pytest.approx(0.1)
+    assert (ce["epochs"], ce["batch_size"], ce["lr"], ce["lr_schedule"]) == (90, 512, 0.2, "cosine_stepped_first")
+    assert learning_rate(0, ce) == pytest.approx(0.1 * (1 + math.cos(math.pi / 90))) and learning_rate(44, ce) == pytest.approx(0.1)
 
 
 def test_heads_follow_the_options():
@@ -194,7 +195,8 @@ def test_grids_dry_run(capsys, tmp_path):
     for grid, folder in (("imagenet", "imagenet_lt/if256/paco/seed0"), ("inat", "inat2018/if500/bccl/seed0")):
         assert run_benchmark.main(["--grid", grid, "--dry-run", "--results-dir", str(tmp_path)]) == 0
         out = capsys.readouterr().out
-        assert "4 runs" in out and str(tmp_path / folder) in out
+        assert "8 runs" in out and str(tmp_path / folder) in out  # every method with a recipe there
+        assert "no recipe: ldam_drw on " in out and "no recipe: balanced_softmax on " in out
 
 
 # -- the command line on the tiny tree ----------------------------------------------------------
@@ -213,7 +215,8 @@ def test_cli_trains_on_the_tiny_tree_with_split_dir(tmp_path, capsys):
     assert run_benchmark.main(base) == 2
     assert "ImageNet_LT_train.txt" in capsys.readouterr().err and not results.exists()
     args = base + ["--split-dir", str(splits), "--epochs", "1",
-                   "--set", "backbone=tiny_cnn", "batch_size=4", "num_workers=0", "pipeline=auto"]
+                   "--set", "backbone=tiny_cnn", "batch_size=4", "num_workers=0", "pipeline=auto",
+                   "select_on=test"]  # the tiny tree has no ImageNet_LT_val.txt (the recipe selects on val)
     assert run_benchmark.main(args) == 0, capsys.readouterr()
     folder, = (results / "imagenet_lt" / "if256").glob("ce@*/seed0")  # a variant of the recipe (--epochs, --set)
     metrics = json.loads((folder / "metrics.json").read_text())

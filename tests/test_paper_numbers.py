@@ -48,9 +48,24 @@ def test_unverified_status_is_shown_by_the_report_and_bad_statuses_refused(tmp_p
     cell = pd.DataFrame([{"method": "ce", "paper_source": "Kang et al.", "paper_top1": 41.6, "paper_many": 64.0,
                           "paper_medium": 33.8, "paper_few": 5.8, "paper_backbone": "resnet50", "paper_views": "",
                           "paper_epochs": 90, "paper_status": "unverified", "dataset": "imagenet_lt", "if_label": "256"}])
-    assert source_notes(cell)[0].endswith("[unverified]")
+    notes = source_notes(cell)
+    assert notes[0].endswith("[unverified]")
+    # issue 22 point 9: the methods with no ImageNet-LT recipe are listed, not silently absent
+    assert "ldam_drw: no recipe for imagenet_lt (not run; docs/methods/ldam_drw.md)" in notes
+    assert not any(n.startswith(("crt:", "bcl:")) and "no recipe" in n for n in notes)
     bad = tmp_path / "numbers.yaml"
     bad.write_text("- {method: ce, dataset: cifar10, imb_factor: 100, top1: 70.0, backbone: resnet32, "
-                   "epochs: 200, source: somewhere, status: rumoured}\n")
+                   "epochs: 200, source: somewhere, status: rumoured, reported_epoch: best}\n")
     with pytest.raises(LTBenchError, match="status must be one of"):
         load_paper_numbers(bad)
+
+
+def test_every_entry_says_which_epoch_it_reports(tmp_path):
+    """Issue 22 point 3: best or last, required, so that the verdict compares like with like."""
+    assert {n.reported_epoch for n in load_paper_numbers()} == {"best", "last"}
+    bad = tmp_path / "numbers.yaml"
+    for extra in ("", ", reported_epoch: final"):
+        bad.write_text("- {method: ce, dataset: cifar10, imb_factor: 100, top1: 70.0, backbone: resnet32, "
+                       f"epochs: 200, source: somewhere, status: paper{extra}}}\n")
+        with pytest.raises(LTBenchError, match="reported_epoch must be one of best, last"):
+            load_paper_numbers(bad)

@@ -102,7 +102,7 @@ def method_and_batch(name: str, **overrides):
 def test_each_methods_step_is_its_public_loss(name):
     method, images, labels = method_and_batch(name, reweight_epoch=1) if name in ("ce_drw", "ldam_drw", "cb_focal") \
         else method_and_batch(name)
-    assert method.view_names() == ("crop_flip",)
+    assert method.view_names() == (("autoaug_cutout",) if name == "balanced_softmax" else ("crop_flip",))
     for epoch in (0, 1):
         out = method.training_step([images], labels, epoch=epoch, step=0)
         with torch.no_grad():
@@ -126,8 +126,8 @@ def test_each_methods_step_is_its_public_loss(name):
 def test_ldam_uses_the_released_normed_classifier():
     method, images, _ = method_and_batch("ldam_drw")
     with torch.no_grad():
-        logits = method.eval_logits(images)
-    assert logits.abs().max() <= 1.0 + 1e-6  # cosines, unscaled: s lives in the loss
+        logits = method.classifier(method.backbone(images))
+    assert logits.abs().max() <= 1.0 + 1e-6  # the classifier gives cosines, unscaled: s lives in the loss
     assert torch.all(method.classifier.weight.norm(dim=0) <= 1.0 + 1e-5)
 
 
@@ -170,6 +170,7 @@ def test_recipes_follow_the_releases():
     assert la100["lr_steps"] == [[691, 0.1], [1059, 0.01], [1290, 0.001]] and la100["epochs"] == 1419
     bs = resolve_config("balanced_softmax", "cifar100")
     assert (bs["batch_size"], bs["weight_decay"], bs["epochs"], bs["warmup_epochs"]) == (512, 5e-4, 591, 37)
+    assert (bs["drop_last"], bs["lr_schedule"], bs["warmup_start_lr"]) == (True, "warmup_cosine_stepped_first", 0.05)
 
 
 def test_reweighting_is_refused_for_a_method_that_ignores_weights():
@@ -184,3 +185,100 @@ def test_reweighting_is_refused_for_a_method_that_ignores_weights():
     with pytest.raises(LTBenchError, match="focal_gamma must be >= 0"):
         resolve_config("cb_focal", overrides={"focal_gamma": -1})
     assert resolve_config("ce", overrides={"reweight": "class_balanced"})["reweight"] == "class_balanced"
+
+
+def _lt_counts(num_classes: int, n_max: int, imb_factor: float) -> list[int]:
+    """The LDAM-DRW CIFAR-LT profile (int(n_max * IF^(-i / (C - 1))))."""
+    return [int(n_max * (1 / imb_factor) ** (i / (num_classes - 1))) for i in range(num_classes)]
+
+
+@pytest.mark.parametrize("dataset, classes, n_max, steps, images", [
+    ("cifar10", 10, 5000, 24, 12406), ("cifar100", 100, 500, 21, 10847)])
+def test_balanced_softmax_has_the_releases_views_steps_and_warmup(dataset, classes, n_max, steps, images):
+    """Issue 22 points 1-2: data/ImbalanceCIFAR.py's crop + flip + CIFAR10Policy + Cutout view, and
+    run_networks.py's int(N / 512) steps per epoch (12,480 iterations on CIFAR-10-LT IF 100), the
+    lr of utils.py CosineAnnealingLRWarmup stepped before each epoch (0.05 up to 0.1, cosine to 0)."""
+    import numpy as np
+
+    from benchmarks.loaders import ReferenceLoader
+    from benchmarks.schedules import learning_rate
+
+    config = resolve_config("balanced_softmax", dataset, 100)
+    counts = _lt_counts(classes, n_max, 100)
+    assert sum(counts) == images
+    method = build_method(config, classes, counts)
+    assert method.view_names() == ("autoaug_cutout",)
+    tv = resolve_config("balanced_softmax", dataset, 100, overrides={"autoaugment_policy": "torchvision"})
+    assert build_method(tv, classes, counts).view_names() == ("autoaug_cutout_tv",)
+    labels = np.repeat(np.arange(classes), counts)
+    loader = ReferenceLoader(np.zeros((images, 1, 1, 3), np.uint8), labels, ("test",), (0.5,) * 3, (0.5,) * 3,
+                             config["batch_size"], config["drop_last"], torch.device("cpu"))
+    assert len(loader) == images // 512 == steps
+    batches = math.ceil(images / 512)  # the release's len(loader), which turns iterations into epochs
+    assert config["epochs"] == math.ceil(13000 / batches) and config["warmup_epochs"] == math.ceil(800 / batches)
+    if dataset == "cifar10":
+        assert len(loader) * config["epochs"] == 12480
+    w, e = config["warmup_epochs"], config["epochs"]
+    assert learning_rate(0, config) == pytest.approx(0.05)
+    assert learning_rate(w - 2, config) == pytest.approx(0.05 + 0.05 * (w - 2) / (w - 1))
+    assert learning_rate(w - 1, config) == pytest.approx(0.1)
+    assert learning_rate(w, config) == pytest.approx(0.05 * (1 + math.cos(math.pi / (e - w))))
+    assert learning_rate(e - 1, config) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_schedule_that_needs_warmup_start_lr_is_refused_without_it():
+    with pytest.raises(LTBenchError, match="needs the option warmup_start_lr"):
+        resolve_config("ce", overrides={"lr_schedule": "warmup_cosine_stepped_first"})
+
+
+def test_ldam_drw_confidences_come_from_the_scaled_cosines():
+    """Issue 22 point 8: ECE from the logits the model predicts with, s * cos (s = 30), not from
+    softmax of the raw cosines (which sit near 1 / C); the top-1 ranking is unchanged."""
+    from benchmarks.evaluation import predict
+
+    method, images, _ = method_and_batch("ldam_drw")
+    method.eval()
+    with torch.no_grad():
+        cosines = method.classifier(method.backbone(images)).float()
+        logits = method.eval_logits(images).float()
+    assert torch.allclose(logits, 30.0 * cosines)
+    out = predict(method.eval_logits, images, batch_size=4)
+    expected = torch.softmax(30.0 * cosines, dim=1).max(dim=1)
+    assert torch.equal(out[:, 0].long(), cosines.argmax(dim=1))
+    assert torch.allclose(out[:, 1].float(), expected.values, atol=1e-6)
+    assert not torch.allclose(out[:, 1].float(), torch.softmax(cosines, dim=1).max(dim=1).values)
+
+
+def test_keras_momentum_is_the_logit_adjustment_releases_update():
+    """Issue 22 point 5: Keras SGD (v <- m v - lr g; w <- w + m v - lr g) equals PyTorch's Nesterov
+    SGD while the lr is constant and differs once it changes; logit_adjust's recipe uses Keras's."""
+    from benchmarks.optimizers import KerasSGD
+
+    assert resolve_config("logit_adjust")["momentum_form"] == "keras"
+    assert resolve_config("ce")["momentum_form"] == "pytorch"
+    with pytest.raises(LTBenchError, match="unknown momentum_form 'tf'"):
+        resolve_config("ce", overrides={"momentum_form": "tf"})
+    grads = [torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.5]), torch.tensor([-1.0, 3.0])]
+    lrs = [0.1, 0.1, 0.01]
+
+    def run(kind):
+        w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        opt = kind([w], lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=True)
+        out = []
+        for g, lr in zip(grads, lrs):
+            for group in opt.param_groups:
+                group["lr"] = lr
+            w.grad = g.clone()
+            opt.step()
+            out.append(w.detach().clone())
+        return out
+
+    keras, torch_sgd = run(KerasSGD), run(torch.optim.SGD)
+    # by hand, Keras: v1 = -0.1 g1, w1 = w0 + 0.9 v1 - 0.1 g1; v2 = 0.9 v1 - 0.1 g2, ...
+    w, v = torch.tensor([1.0, 1.0]), torch.zeros(2)
+    for g, lr, got in zip(grads, lrs, keras):
+        v = 0.9 * v - lr * g
+        w = w + 0.9 * v - lr * g
+        assert torch.allclose(got, w)
+    assert torch.allclose(keras[1], torch_sgd[1])  # constant lr: the same update
+    assert not torch.allclose(keras[2], torch_sgd[2])  # the lr changed: the forms part

@@ -31,7 +31,7 @@ from benchmarks import LTBenchError
 from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
 from benchmarks.grid import (
-    DataCache, GridOptions, count_outcomes, finished, grid_names, plan, preflight, run_grid, summary_table,
+    DataCache, GridOptions, count_outcomes, finished, grid_names, no_recipe_in_grid, plan, preflight, run_grid, summary_table,
 )
 from benchmarks.logs import LOGGER
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
     options = grid_options(args)
     runs = plan(options)
+    skipped = no_recipe_in_grid(options)
+    for method, dataset in skipped:  # listed, not silently absent (docs/methods/<method>.md says why)
+        (print if args.dry_run else LOGGER.info)(f"no recipe: {method} on {dataset} (not run)")
     if args.cell is not None:
         runs = select_cell(runs, args.cell)
     if args.dry_run:

@@ -18,7 +18,7 @@ runs written before it was recorded; the report shows it for datasets of >= 100 
 runs written before ECE was recorded).
 
 Against the paper number, besides the verdict: whether the paper's top-1 lies inside that 95 %
-interval (`paper_in_ci`; unknown with n = 1), and how many seeds would resolve a 1-point
+interval (of the compared epoch's top-1, below; `paper_in_ci`; unknown with n = 1), and how many seeds would resolve a 1-point
 difference from it at the observed seed std (`seeds_for_1pt`: a two-sided one-sample t-test,
 alpha 0.05, power 0.8, `stats.seeds_needed`). The verdict's tolerance and the interval answer
 different questions: the tolerance is how close counts as reproduced, the interval how well the
@@ -38,7 +38,9 @@ Verdicts, in this order:
    comparison tests our reading of the paper, not a released configuration.
 2. "no paper number" when the paper-numbers file has no entry for (method, dataset, IF): the
    figure was never published, and no substitute is invented.
-3. Otherwise diff = mean best top-1 - paper top-1 (in points), rounded to 1e-6 so that decimal
+3. Otherwise diff = mean top-1 - paper top-1 (in points), like with like: the run's best-epoch
+   top-1 when the paper entry reports the best epoch, its last-epoch top-1 when the entry reports
+   the final epoch (`reported_epoch` in paper_numbers.yaml; `compared_epoch` says which), rounded to 1e-6 so that decimal
    figures such as 85.22 - 1.0 compare as written: |diff| <= tolerance -> "reproduced";
    diff < -tolerance -> "below"; diff > tolerance -> "above". The default tolerance is 1.0 point.
 """
@@ -84,6 +86,12 @@ def format_views(views) -> str:
     if views is None:
         return ""
     return views if isinstance(views, str) else ", ".join(views)
+
+
+def compared_epoch(entry: PaperNumber | None) -> str:
+    """`best` or `last`: the run's epoch whose top-1 is set against the paper entry (the epoch the
+    entry itself reports; `best` when there is no entry)."""
+    return entry.reported_epoch if entry is not None else "best"
 
 
 def verdict(diff: float, has_paper: bool, differs: bool, tolerance: float) -> str:
@@ -140,6 +148,8 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         num_classes=("num_classes", "max"),
         train_seconds_mean=("train_seconds", "mean"),
         shift_mean=("shift", "mean"),
+        last_top1_ci_low=("last_top1", lambda s: clip_interval(*mean_ci(s)[1:])[0]),
+        last_top1_ci_high=("last_top1", lambda s: clip_interval(*mean_ci(s)[1:])[1]),
         best_ece_mean=("best_ece", "mean"),
         last_ece_mean=("last_ece", "mean"),
         best_epoch_mean=("best_epoch", "mean"),
@@ -166,7 +176,8 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
         differences = format_deviations(cell["deviations"]) + format_deviations(mismatch, " (published recipe)")
         if cell["tiny"] and not differences:
             differences = ["tiny subset"]
-        diff = cell["best_top1_mean"] - entry.top1 if entry else np.nan
+        compared = compared_epoch(entry)
+        diff = cell[f"{compared}_top1_mean"] - entry.top1 if entry else np.nan
         rows.append({
             **cell,
             "paper_top1": entry.top1 if entry else np.nan,
@@ -177,9 +188,10 @@ def aggregate(runs: pd.DataFrame, numbers: list[PaperNumber], tolerance: float =
             "paper_views": format_views(entry.views) if entry else "",
             "paper_source": entry.source if entry else "",
             "paper_status": entry.status if entry else "",
+            "compared_epoch": compared if entry else "",
             "diff": diff,
-            "paper_in_ci": (pd.NA if entry is None or np.isnan(cell["best_top1_ci_low"])
-                            else bool(cell["best_top1_ci_low"] <= entry.top1 <= cell["best_top1_ci_high"])),
+            "paper_in_ci": (pd.NA if entry is None or np.isnan(cell[f"{compared}_top1_ci_low"])
+                            else bool(cell[f"{compared}_top1_ci_low"] <= entry.top1 <= cell[f"{compared}_top1_ci_high"])),
             "seeds_for_1pt": seeds_needed(cell["best_top1_std"]),
             "verdict": verdict(diff, entry is not None, bool(differences) or bool(cell["tiny"]), tolerance),
             "differences": "; ".join(differences),
@@ -206,7 +218,7 @@ SUMMARY_COLUMNS = [
     "best_top1_mean", "best_top1_std", "best_top1_ci_low", "best_top1_ci_high", "last_top1_mean",
     "last_top1_std", "best_top5_mean", "num_classes", "best_epoch_mean", *[f"{g}_mean" for g in GROUPS], "best_ece_mean", "last_ece_mean",
     "train_seconds_mean", "shift_mean", "paper_top1", *[f"paper_{g}" for g in GROUPS], "paper_source", "paper_status",
-    "diff", "paper_in_ci", "seeds_for_1pt", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
+    "compared_epoch", "diff", "paper_in_ci", "seeds_for_1pt", "verdict", "tolerance", "epochs", "paper_epochs", "backbone", "paper_backbone",
     "paper_views", "precision", "selected_on", "best_on_test_mean",
     "tiny", "differences", "recipe_label", "deviation_note", "variant",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.config import no_recipe_methods
 from benchmarks.reporting.aggregate import NO_PAPER, RECIPE_DIFFERS, REPRODUCED
 from benchmarks.reporting.cost import cost_text
 from benchmarks.reporting.load import GROUPS, epochs_done
@@ -151,10 +152,15 @@ def source_notes(cell: pd.DataFrame) -> list[str]:
             groups = "/".join(fmt_paper(getattr(r, f"paper_{g}")) for g in GROUPS)
             split = "" if groups == "—/—/—" else f", many/medium/few {groups}"
             views = f", views {r.paper_views}" if getattr(r, "paper_views", "") else ""  # entries that record them
+            last = " (final epoch; compared with the run's last epoch)" \
+                if getattr(r, "compared_epoch", "") == "last" else ""
             notes.append(f"{r.method}: {fmt_paper(r.paper_top1)}{split}, {r.paper_backbone}{views}, "
-                         f"{fmt_int(r.paper_epochs)} epochs — {r.paper_source} [{r.paper_status}]")
+                         f"{fmt_int(r.paper_epochs)} epochs{last} — {r.paper_source} [{r.paper_status}]")
         else:
             notes.append(f"{r.method}: no published figure for {r.dataset} IF {r.if_label}")
+    if not cell.empty:  # methods that no grid runs here: listed, not silently absent
+        dataset = cell["dataset"].iloc[0]
+        notes.extend(f"{m}: no recipe for {dataset} (not run; docs/methods/{m}.md)" for m in no_recipe_methods(dataset))
     return notes
 
 
