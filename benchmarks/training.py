@@ -37,7 +37,7 @@ from benchmarks.loaders import FastLoader, ReferenceLoader
 from benchmarks.logs import FILE_ONLY, LOGGER
 from benchmarks.methods import Method, build_method
 from benchmarks.predictions import EpochPredictions, write_predictions
-from benchmarks.results import atomic_torch_save, atomic_write_json, file_sha256, write_csv
+from benchmarks.results import atomic_torch_save, atomic_write_json, file_sha256, history_epochs, write_csv
 from benchmarks.schedules import learning_rate
 
 
@@ -558,8 +558,9 @@ class Trainer:
         start = time.perf_counter()
         self.posthoc = self.method.fit_posthoc(lambda: self.evaluate()[0])
         metrics, outputs = self.evaluate()
-        self.record_epoch(metrics, outputs, 0)
-        self.history = [{"epoch": 0, "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
+        epoch, = history_epochs(self.config["epochs"])  # the one row of a run without training epochs
+        self.record_epoch(metrics, outputs, epoch)
+        self.history = [{"epoch": epoch, "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
                          "few": metrics["few"], "posthoc_seconds": time.perf_counter() - start}]
         if self.is_main:
             write_csv(self.folder / "history.csv", self.history)

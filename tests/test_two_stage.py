@@ -212,3 +212,23 @@ def test_a_post_hoc_method_refuses_epochs(tmp_path, capsys):
     code, _, err = cli(capsys, *CELL, "epochs=3", "--methods", "tau_norm", "--results-dir", str(tmp_path),
                        "--train-stage1")
     assert code == 2 and "tau_norm is post-hoc and trains nothing: epochs must be 0, got 1" in err  # --epochs wins over --set
+
+
+def test_zero_epoch_post_hoc_runs_count_as_done_for_the_runner_and_the_report(tmp_path, capsys):
+    """The smoke grid's machinery end to end: a post-hoc run (`epochs: 0`, one history row for its
+    one evaluation) is done for the runner (a rerun skips it), the resume check and the report."""
+    import report
+    from benchmarks.reporting.load import load_runs
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    args = ["--grid", "smoke", *CELL, "--methods", "ce", "tau_norm", "la_posthoc", "--results-dir", str(results)]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, out + err
+    runs = load_runs(results)
+    assert sorted(runs["method"]) == ["ce", "la_posthoc", "tau_norm"]
+    assert (runs["state"] == "done").all(), runs[["method", "state", "reason"]].to_string()
+    code, out, err = cli(capsys, *args)
+    assert code == 0 and "trained 0, skipped (done) 3," in out, out + err
+    assert report.main(["--results-dir", str(results), "--out", str(reports), "--formats", "md",
+                        "--no-plots"]) == 0
+    assert "3 done, 0 not finished" in capsys.readouterr().out
