@@ -584,7 +584,7 @@ class Trainer:
                 group["lr"] = lr
             if self.ex.device.type == "cuda":
                 torch.cuda.synchronize(self.ex.device)
-            start = time.perf_counter()
+            start, images_before = time.perf_counter(), self.images_seen
             losses = self.train_epoch(epoch)
             if self.ex.device.type == "cuda":
                 torch.cuda.synchronize(self.ex.device)
@@ -594,7 +594,8 @@ class Trainer:
             val_top1 = self.validation_top1()
             row = {"epoch": epoch, "lr": lr, **losses, "top1": metrics["top1"], "many": metrics["many"],
                    "medium": metrics["medium"], "few": metrics["few"], "train_seconds": seconds,
-                   "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan}
+                   # the images this epoch's steps saw (a last short batch, a batch larger than the data)
+                   "images_per_s": (self.images_seen - images_before) / seconds if seconds else math.nan}
             if val_top1 is not None:
                 row["val_top1"] = val_top1
             self.history.append(row)
