@@ -6,6 +6,7 @@ formulas (tau_norm, la_posthoc) against hand-worked values."""
 import hashlib
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -232,3 +233,18 @@ def test_zero_epoch_post_hoc_runs_count_as_done_for_the_runner_and_the_report(tm
     assert report.main(["--results-dir", str(results), "--out", str(reports), "--formats", "md",
                         "--no-plots"]) == 0
     assert "3 done, 0 not finished" in capsys.readouterr().out
+
+
+def test_the_stage1_run_is_the_same_whichever_methods_the_command_line_lists(tmp_path, capsys):
+    """One rule: the stage-1 run is the one the same command line trains for the stage-1 method
+    (its --set keys that the stage-1 method has; a stage-2 method's own options are its own)."""
+    common = [*CELL, "batch_size=16", "--results-dir", str(tmp_path), "--dry-run"]
+    code, out, err = cli(capsys, *common, "--methods", "ce", "tau_norm")
+    assert code == 0, err
+    together = re.search(r"after stage 1 digits IF10 ce\S* seed0 \(trained first, in this grid\): (\S+)", out).group(1)
+    assert "batch_size=16" in together
+    code, out, err = cli(capsys, *common, "--methods", "tau_norm", "--train-stage1", "--set", "tau=0.5")
+    assert code == 0, err
+    alone = re.search(r"after stage 1 digits IF10 ce\S* seed0 \(trained first, in this grid\): (\S+)", out).group(1)
+    assert alone == together
+    assert not any(tmp_path.iterdir())
