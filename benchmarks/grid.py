@@ -266,6 +266,9 @@ def plan(options: GridOptions) -> list[Run]:
                 f"{_differing_keys(other.config, run.config)}); execution keys ({', '.join(EXECUTION_KEYS)}) "
                 "make no variant of their own, and --name gives one name to one configuration")
         seen[run.folder] = run
+    results_dir = Path(options.results_dir)
+    if results_dir.exists() and not results_dir.is_dir():  # before any folder under it is read (stage 1)
+        raise LTBenchError(f"results dir {results_dir} is a file, not a folder")
     return link_stages(runs, options, make_stage1)
 
 

@@ -248,3 +248,11 @@ def test_the_stage1_run_is_the_same_whichever_methods_the_command_line_lists(tmp
     alone = re.search(r"after stage 1 digits IF10 ce\S* seed0 \(trained first, in this grid\): (\S+)", out).group(1)
     assert alone == together
     assert not any(tmp_path.iterdir())
+
+
+def test_a_results_dir_that_is_a_file_is_named_so_also_through_a_two_stage_method(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.write_text("not a folder\n")
+    code, _, err = cli(capsys, *CELL, "--methods", "tau_norm", "--results-dir", str(results))
+    assert code == 2 and err == f"error: results dir {results} is a file, not a folder\n"
+    assert results.read_text() == "not a folder\n"
