@@ -101,3 +101,16 @@ def test_fmnist_grid_plans_every_cell_with_the_lt_protocol_ifs():
     assert {r.config["imb_factor"] for r in runs} == {100, 50, 10}
     assert {r.config["dataset"] for r in runs} == {"fashion_mnist"}
     assert all(r.config["backbone"] == "resnet32" and r.config["epochs"] == 20 for r in runs)
+
+
+def test_corrupt_idx_contents_name_the_users_folder_and_what_is_wrong(tmp_path):
+    """Valid gzip archives holding no idx data: the message names the folder given (not the
+    temporary copy the archives were decompressed into) and a non-empty reason."""
+    write_fmnist(tmp_path / "bad")
+    with gzip.open(tmp_path / "bad" / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(b"\x00" * 7)  # too short for an idx header
+    with pytest.raises(LTBenchError) as caught:
+        build_dataset("fashion_mnist", DatasetRequest(imb_factor=10, data_root=tmp_path / "bad"))
+    message = str(caught.value)
+    assert str(tmp_path / "bad") in message and "ltbench-fmnist-" not in message, message
+    assert "()" not in message and ": )" not in message, message
