@@ -304,6 +304,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     config.update(
         check_keys(per_dataset.get(dataset) or {}, schema, f"{path} datasets.{dataset}")
     )
+    config["lr_steps"] = canonical_lr_steps(config.get("lr_steps"))  # what resolved configs hold
     return config, schema
 
 
@@ -321,7 +322,21 @@ def resolve_config(
     config.update(check_keys(overrides or {}, schema, f"--set (method {method})"))
     config.update(dataset=dataset, imb_factor=imb_factor, method=method, seed=seed)
     validate_config(config)
+    config["lr_steps"] = canonical_lr_steps(config["lr_steps"])
     return config
+
+
+def canonical_lr_steps(steps: Any) -> Any:
+    """lr_steps' [epoch, factor] pairs sorted by epoch: the schedule sorts them
+    (`benchmarks.schedules`), so their order is not part of a configuration, and another order
+    than the recipe's must not make a new variant. Anything malformed comes back as it is, for
+    `validate_config` to refuse."""
+    if isinstance(steps, list) and all(isinstance(s, list) and len(s) == 2 for s in steps):
+        try:
+            return sorted(steps)
+        except TypeError:
+            return steps
+    return steps
 
 
 # Ranges of the shared keys (configs/defaults.yaml), as conditions `check_ranges` reads. A method's

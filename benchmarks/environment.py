@@ -14,6 +14,7 @@ recording them imports nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
@@ -44,25 +45,48 @@ def package_versions(names=RECORDED_PACKAGES) -> dict[str, str | None]:
 
 
 def git_revision() -> dict[str, Any]:
-    """The commit of the code that ran, and whether the working tree had local changes.
+    """The commit of the code that ran, whether the working tree differed from it, and a hash of
+    the difference.
+
+    `dirty` counts untracked files that git does not ignore too (a new method module not yet
+    committed: the commit alone does not contain the code that ran); `untracked_files` is their
+    number and `diff_sha256` the SHA-256 of the uncommitted changes (`git diff HEAD --binary`, then
+    each untracked file's path and bytes), null for a clean tree, so two dirty runs on the same
+    commit can be told apart.
 
     Only for a checkout (the package's parent holds pyproject.toml): an installed copy is
     identified by its `ltbench` version in `packages`, and asking git there could name the commit
     of an unrelated repository that happens to contain the environment.
     """
+    unknown = {"commit": None, "dirty": None, "untracked_files": None, "diff_sha256": None}
     if not (PROJECT_ROOT / "pyproject.toml").is_file():
-        return {"commit": None, "dirty": None}
+        return unknown
 
-    def git(*args: str) -> str | None:
+    def git(*args: str) -> bytes | None:
         try:
-            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
             return None
-        return out.stdout.strip() if out.returncode == 0 else None
+        return out.stdout if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    if commit is None:
+        return unknown
+    diff = git("diff", "HEAD", "--binary")
+    untracked = git("ls-files", "--others", "--exclude-standard", "-z")
+    if diff is None or untracked is None:
+        return {**unknown, "commit": commit.decode().strip()}
+    names = sorted(name for name in untracked.split(b"\0") if name)
+    digest = hashlib.sha256(diff)
+    for name in names:
+        digest.update(b"\0" + name + b"\0")
+        try:
+            digest.update((PROJECT_ROOT / os.fsdecode(name)).read_bytes())
+        except OSError:  # vanished or unreadable meanwhile: its name still counts
+            pass
+    dirty = bool(diff) or bool(names)
+    return {"commit": commit.decode().strip(), "dirty": dirty, "untracked_files": len(names),
+            "diff_sha256": digest.hexdigest() if dirty else None}
 
 
 def cpu_model() -> str:

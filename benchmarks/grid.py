@@ -235,7 +235,10 @@ def plan(options: GridOptions) -> list[Run]:
         return grid_over, cli
 
     def make_stage1(method: str, config: dict[str, Any]) -> Run:
-        grid_over, method_cli = method_layers(method, {k: v for k, v in cli.items() if k in STAGE1_SHARED_KEYS})
+        """The run this command line trains for `method` in the cell of `config` (no sweep points):
+        its --set keys that `method` has (a stage-2 method's own options are not the stage 1's)."""
+        schema = paper_recipe(method, config["dataset"])[1]
+        grid_over, method_cli = method_layers(method, {k: v for k, v in cli.items() if k in schema})
         return place_run(resolve_config(method, config["dataset"], config["imb_factor"], config["seed"],
                                         grid_overrides=grid_over, overrides=method_cli), options)
 
@@ -277,6 +280,9 @@ def plan(options: GridOptions) -> list[Run]:
                 f"{_differing_keys(other.config, run.config)}); execution keys ({', '.join(EXECUTION_KEYS)}) "
                 "make no variant of their own, and --name gives one name to one configuration")
         seen[run.folder] = run
+    results_dir = Path(options.results_dir)
+    if results_dir.exists() and not results_dir.is_dir():  # before any folder under it is read (stage 1)
+        raise LTBenchError(f"results dir {results_dir} is a file, not a folder")
     return link_stages(runs, options, make_stage1)
 
 
@@ -291,11 +297,6 @@ def no_recipe_in_grid(options: GridOptions) -> list[tuple[str, str]]:
     datasets = options.datasets or list(grid["datasets"])
     return [(m, d) for d in datasets for m in methods if not has_recipe(m, d)]
 
-
-# What a stage-1 run that the grid trains only for a two-stage method (--train-stage1) takes from
-# the command line (--set, --tiny, --epochs): the same data (subset and caps), execution settings
-# and epochs; other --set keys change the stage-2 run only, and the stage-1 keeps its own recipe.
-STAGE1_SHARED_KEYS = ("epochs", "subset_seed", "train_cap_per_class", "test_cap_per_class", *EXECUTION_KEYS)
 # What a stage-2 run must share with the run it starts from: the same training images and network.
 STAGE1_MATCHING_KEYS = ("subset_seed", "train_cap_per_class", "test_cap_per_class", "backbone")
 
@@ -304,30 +305,22 @@ def link_stages(runs: list[Run], options: GridOptions, make_stage1) -> list[Run]
     """Give every run of a two-stage method its stage-1 run, and order the grid so that each
     stage-1 run comes before the runs that start from it.
 
-    The stage-1 run is the stage-1 method's run of the same cell and seed: the one this grid
-    trains when it lists the method there (its only variant, or the one `make_stage1` places), else
-    the finished run found there, else, with `--train-stage1`, the run `make_stage1(method,
-    config)` resolves (the grid's overrides and method_overrides for that method, and
-    `STAGE1_SHARED_KEYS` of the command line), trained first. Otherwise the grid is refused
-    before anything is written. Both runs must train on the same images with the same backbone
-    (`STAGE1_MATCHING_KEYS`).
+    One rule, whichever methods the command line lists: the stage-1 run is the stage-1 method's
+    run of the same cell and seed that this command line trains for that method
+    (`make_stage1(method, config)`: the grid's overrides and method_overrides for it and the
+    --set/--tiny/--epochs keys it has, no sweep point). That run is the one this grid trains when
+    it lists it, else the finished run found in its folder, else, with `--train-stage1`, trained
+    first. Otherwise the grid is refused before anything is written. Both runs must train on the
+    same images with the same backbone (`STAGE1_MATCHING_KEYS`).
     """
     by_folder = {run.folder: run for run in runs}
-    by_cell: dict[tuple, list[Run]] = {}
-    for run in runs:
-        c = run.config
-        by_cell.setdefault((dataset_label(c), c["imb_factor"], c["method"], c["seed"]), []).append(run)
     added: list[Run] = []
     for run in list(runs):
         needed = METHODS.get(run.config["method"]).stage1
         if needed is None:
             continue
-        c = run.config
-        listed = by_cell.get((dataset_label(c), c["imb_factor"], needed, c["seed"]), [])
         wanted = make_stage1(needed, run.config)
-        if len(listed) == 1:  # the grid trains the stage-1 method in this cell: that run, whatever its variant
-            run.stage1 = listed[0]
-        elif wanted.folder in by_folder:
+        if wanted.folder in by_folder:
             run.stage1 = by_folder[wanted.folder]
         elif done_problem(wanted.folder) is None:
             run.stage1 = Run(read_config(wanted.folder), wanted.folder)

@@ -254,9 +254,17 @@ def metrics_problem(metrics: Any) -> str | None:
     return None
 
 
+def history_epochs(epochs: int) -> list[int]:
+    """The epoch numbers a finished run's history.csv holds, once each and in order: 0 .. epochs-1
+    for a training run; a run without training epochs (a post-hoc method, `epochs: 0`) records its
+    one evaluation as the single row 0. The trainer writes, and the runner, the resume check and
+    the report check, this one record."""
+    return list(range(epochs)) if epochs > 0 else [0]
+
+
 def history_problem(folder: Path, epochs: Any) -> str | None:
-    """Why a training run's history.csv does not hold its epochs 0 .. epochs-1 once each, in order
-    (missing, not text, or cut short by a kill between two writes), or None."""
+    """Why a run's history.csv does not hold `history_epochs(epochs)` (missing, not text, or cut
+    short by a kill between two writes), or None."""
     path = Path(folder) / "history.csv"
     try:
         rows = list(csv.DictReader(io.StringIO(path.read_text())))
@@ -265,8 +273,9 @@ def history_problem(folder: Path, epochs: Any) -> str | None:
         return "history.csv is missing"
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as exc:
         return f"history.csv unreadable ({type(exc).__name__})"
-    if isinstance(epochs, int) and found != list(range(epochs)):
-        return f"history.csv holds epochs {_span(found)}, not 0..{epochs - 1}"
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and found != history_epochs(epochs):
+        expected = history_epochs(epochs)
+        return f"history.csv holds epochs {_span(found)}, not {expected[0]}..{expected[-1]}"
     return None
 
 

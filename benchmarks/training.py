@@ -37,7 +37,7 @@ from benchmarks.loaders import FastLoader, ReferenceLoader
 from benchmarks.logs import FILE_ONLY, LOGGER
 from benchmarks.methods import Method, build_method
 from benchmarks.predictions import EpochPredictions, write_predictions
-from benchmarks.results import atomic_torch_save, atomic_write_json, file_sha256, write_csv
+from benchmarks.results import atomic_torch_save, atomic_write_json, file_sha256, history_epochs, write_csv
 from benchmarks.optimizers import build_optimizer
 from benchmarks.schedules import learning_rate
 
@@ -135,6 +135,7 @@ def seed_epoch(seed: int, epoch: int) -> None:
 
 
 CHECKPOINT_FORMAT = 2  # 2: with RNG states
+BEST_CHECKPOINT = "best.pt"  # the selected epoch's weights, beside checkpoint.pt (`Trainer.save_best`)
 CHECKPOINT_KEYS = ("epochs_done", "method", "optimizer", "history", "best", "train_seconds", "images_seen", "config")
 # The types a checkpoint's entries must have to be resumed from; anything else is corrupt.
 CHECKPOINT_TYPES = {"epochs_done": int, "method": dict, "optimizer": dict, "history": list, "best": (dict, type(None)),
@@ -355,6 +356,19 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.folder / "checkpoint.pt"
 
+    @property
+    def best_path(self) -> Path:
+        return self.folder / BEST_CHECKPOINT
+
+    def save_best(self) -> None:
+        """best.pt: the weights of the selected (best) epoch, beside the last epoch's checkpoint.pt,
+        written atomically whenever an epoch becomes the best, so the headline top-1 can be
+        re-evaluated (`--eval-checkpoint .../best.pt`) or used, as the releases keep their best
+        checkpoint. `epochs_done` is the best epoch + 1, the ltbench format `--eval-checkpoint` reads."""
+        atomic_torch_save(self.best_path, {"format": CHECKPOINT_FORMAT, "epochs_done": self.best["epoch"] + 1,
+                                           "method": self.method.state_dict(), "best": self.best,
+                                           "config": self.config, "stage1": self.stage1})
+
     def save_checkpoint(self, epochs_done: int) -> None:
         """Everything a resumed run needs to repeat the uninterrupted one, written atomically.
 
@@ -558,8 +572,9 @@ class Trainer:
         self.posthoc = self.method.fit_posthoc(lambda: self.evaluate()[0])
         eval_start = time.perf_counter()
         metrics, outputs = self.evaluate()
-        self.record_epoch(metrics, outputs, 0)
-        self.history = [{"epoch": 0, "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
+        epoch, = history_epochs(self.config["epochs"])  # the one row of a run without training epochs
+        self.record_epoch(metrics, outputs, epoch)
+        self.history = [{"epoch": epoch, "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
                          "few": metrics["few"], "posthoc_seconds": time.perf_counter() - start,
                          "eval_seconds": time.perf_counter() - eval_start}]
         if self.is_main:
@@ -584,7 +599,7 @@ class Trainer:
                 group["lr"] = lr
             if self.ex.device.type == "cuda":
                 torch.cuda.synchronize(self.ex.device)
-            start = time.perf_counter()
+            start, images_before = time.perf_counter(), self.images_seen
             losses = self.train_epoch(epoch)
             if self.ex.device.type == "cuda":
                 torch.cuda.synchronize(self.ex.device)
@@ -596,12 +611,15 @@ class Trainer:
             eval_seconds = time.perf_counter() - eval_start
             row = {"epoch": epoch, "lr": lr, **losses, "top1": metrics["top1"], "many": metrics["many"],
                    "medium": metrics["medium"], "few": metrics["few"], "train_seconds": seconds,
-                   "images_per_s": len(self.loader) * self.config["batch_size"] / seconds if seconds else math.nan,
+                   # the images this epoch's steps saw (a last short batch, a batch larger than the data)
+                   "images_per_s": (self.images_seen - images_before) / seconds if seconds else math.nan,
                    "eval_seconds": eval_seconds}
             if val_top1 is not None:
                 row["val_top1"] = val_top1
             self.history.append(row)
             self.record_epoch(metrics, outputs, epoch, val_top1=val_top1)
+            if self.is_main and self.best["epoch"] == epoch:
+                self.save_best()  # before the checkpoint: a kill between the two repeats this epoch
             if self.writer is not None and self.is_main:
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, (int, float)) and value is not None:
@@ -665,6 +683,9 @@ class Trainer:
             record["stage1"] = self.stage1
         if self.posthoc is not None:
             record["posthoc"] = self.posthoc
+        if self.is_main:  # what a stage-2 run (load_stage1) and a reader check the files against
+            record["checkpoints"] = {path.name: file_sha256(path) for path in (self.checkpoint_path, self.best_path)
+                                     if path.exists()}
         return record
 
 
@@ -704,6 +725,16 @@ def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
     if state is None:
         raise LTBenchError(f"{method.name}: the stage-1 checkpoint {path} is missing or unreadable; "
                            "delete that run folder to train it again")
+    from benchmarks.results import read_config, read_metrics
+
+    if state["config"] != read_config(folder):
+        raise LTBenchError(f"{method.name}: {path} was written by another configuration than its folder's "
+                           "config.yaml (replaced?); delete that run folder to train it again")
+    recorded = (read_metrics(folder).get("checkpoints") or {}).get(path.name)  # absent: runs before it was recorded
+    if recorded is not None and recorded != digest:
+        raise LTBenchError(f"{method.name}: {path} is not the one its run finished with (sha256 {digest[:12]}, "
+                           f"metrics.json records {str(recorded)[:12]}; replaced?); delete that run folder "
+                           "to train it again")
     if state["config"]["method"] != method.stage1 or state["epochs_done"] != state["config"]["epochs"]:
         raise LTBenchError(f"{method.name}: {path} is not a finished {method.stage1} run "
                            f"({state['config']['method']}, {state['epochs_done']} of {state['config']['epochs']} epochs)")

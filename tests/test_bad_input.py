@@ -125,6 +125,10 @@ BAD = {
                                                           r"digits IF10 ce@\S+ seed1: \d+ training images give no batch "
                                                           r"of 512 \(drop_last=True\); lower batch_size or set "
                                                           r"drop_last false"),
+    "an IF that leaves a class without a training image": (
+        CELL[:2] + ["--imb-factors", "10000"] + CELL[4:],
+        r"imbalance factor 10000 leaves class \d+ without a training image \(the largest class keeps \d+\); "
+        r"the largest whole-number IF this data allows is \d+$"),
     "--device mps": (CELL + ["--device", "mps"], r"unknown device 'mps'; use auto, cpu, cuda or cuda:N"),
     "--device meta": (CELL + ["--device", "meta"], r"unknown device 'meta'"),
     "--device cpu:1": (CELL + ["--device", "cpu:1"], r"unknown device 'cpu:1'"),

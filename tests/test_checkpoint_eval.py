@@ -314,3 +314,29 @@ def test_execution_keys_may_differ_from_the_checkpoint(reference, tmp_path, caps
     record = json.loads((folder / "metrics.json").read_text())["checkpoint"]
     assert record["config_keys_differing_from_checkpoint"] == ["eval_batch_size"]
     assert record["command_line_keys_replaced"] == []
+
+
+def test_a_run_keeps_best_pt_beside_checkpoint_pt_and_eval_checkpoint_evaluates_either(tmp_path, capsys):
+    """best.pt holds the selected epoch's weights (its sha256 recorded in metrics.json): evaluated
+    with --eval-checkpoint it gives the run's best top-1, checkpoint.pt its last."""
+    import hashlib
+
+    results = tmp_path / "results"
+    args = ["--grid", "smoke", "--datasets", "digits", "--methods", "ce", "--imb-factors", "100", "--no-progress",
+            "--tiny", "--epochs", "3", "--set", "train_cap_per_class=10", "test_cap_per_class=10",
+            "--results-dir", str(results)]
+    assert run_benchmark.main(args) == 0
+    run, = (results / "digits-tiny" / "if100").glob("ce@*/seed0")
+    trained = json.loads((run / "metrics.json").read_text())
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["epochs_done"] == trained["best"]["epoch"] + 1 and best["config"]["method"] == "ce"
+    for name in ("best.pt", "checkpoint.pt"):
+        assert trained["checkpoints"][name] == hashlib.sha256((run / name).read_bytes()).hexdigest()
+    assert not list(run.glob(".*.tmp"))
+    for name, which in (("best.pt", "best"), ("checkpoint.pt", "last")):
+        assert run_benchmark.main(args + ["--eval-checkpoint", str(run / name)]) == 0
+        folder, = run.parent.glob(f"eval-{name.removesuffix('.pt')}*")
+        evaluated = json.loads((folder / "metrics.json").read_text())
+        assert evaluated["last"]["epoch"] == trained[which]["epoch"]
+        assert evaluated["last"]["top1"] == pytest.approx(trained[which]["top1"])
+    capsys.readouterr()

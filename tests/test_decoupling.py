@@ -142,3 +142,23 @@ def test_decoupling_recipes_select_step_and_batch_as_the_releases():
     for dataset, images in (("cifar10", 12406), ("cifar100", 10847)):
         assert resolve_config("crt", dataset, 100)["epochs"] == math.ceil(2000 / math.ceil(images / 512))
     assert [resolve_config("crt", d, 100)["epochs"] for d in ("cifar10", "cifar100")] == [80, 91]
+
+
+def test_a_stage2_run_refuses_a_stage1_checkpoint_that_is_not_its_folders(tmp_path, data, stage1):
+    """A replaced stage-1 checkpoint.pt (another configuration's, or other weights of the same
+    configuration) is refused with a clear error before any weight is used."""
+    import shutil
+
+    folder, _ = stage1
+    copy = tmp_path / "ce" / "seed0"
+    shutil.copytree(folder, copy)
+    state = torch.load(copy / "checkpoint.pt", weights_only=False)
+    torch.save({**state, "config": {**state["config"], "lr": 0.5}}, copy / "checkpoint.pt")
+    with pytest.raises(LTBenchError, match=r"checkpoint\.pt was written by another configuration than its "
+                                           r"folder's config\.yaml"):
+        stage2("crt", data, tmp_path / "crt", copy)
+    method = {k: v + 1 if v.is_floating_point() else v for k, v in state["method"].items()}
+    torch.save({**state, "method": method}, copy / "checkpoint.pt")  # same config, other weights
+    with pytest.raises(LTBenchError, match=r"checkpoint\.pt is not the one its run finished with \(sha256"):
+        stage2("crt", data, tmp_path / "crt", copy)
+    assert not (tmp_path / "crt").exists()

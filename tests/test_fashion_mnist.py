@@ -124,3 +124,16 @@ def test_native_constants_are_those_of_the_real_training_set():
     train_x = _read(DatasetRequest(imb_factor=1, data_root=REAL))[0]
     mean, std = normalisation_constants(to_rgb(train_x))
     assert (round(mean, 4), round(std, 4)) == (FMNIST28_MEAN[0], FMNIST28_STD[0])
+
+
+def test_corrupt_idx_contents_name_the_users_folder_and_what_is_wrong(tmp_path):
+    """Valid gzip archives holding no idx data: the message names the folder given (not the
+    temporary copy the archives were decompressed into) and a non-empty reason."""
+    write_fmnist(tmp_path / "bad")
+    with gzip.open(tmp_path / "bad" / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(b"\x00" * 7)  # too short for an idx header
+    with pytest.raises(LTBenchError) as caught:
+        build_dataset("fashion_mnist", DatasetRequest(imb_factor=10, data_root=tmp_path / "bad"))
+    message = str(caught.value)
+    assert str(tmp_path / "bad") in message and "ltbench-fmnist-" not in message, message
+    assert "()" not in message and ": )" not in message, message

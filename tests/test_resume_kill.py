@@ -21,7 +21,7 @@ from _folders import planned_folder
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "--tiny", "--epochs", "4",
         "--set", "train_cap_per_class=12", "test_cap_per_class=5", "batch_size=16", "--no-progress"]
-TIMING = {"train_seconds", "train_images_per_s", "images_per_s"}
+TIMING = {"train_seconds", "train_images_per_s", "images_per_s", "checkpoints"}  # checkpoint.pt holds its wall time
 
 
 def start(results: Path) -> subprocess.Popen:
@@ -73,3 +73,28 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_uninterrupted_metrics(t
     assert without_timing(killed / "metrics.json") == without_timing(uninterrupted / "metrics.json"), \
         f"random seed {seed}, resumed from epoch {resumed_from}"
     assert without_timing(killed / "history.csv") == without_timing(uninterrupted / "history.csv")
+
+
+def test_sigterm_is_handled_like_ctrl_c_one_line_interrupted_then_the_rerun_resumes(tmp_path):
+    """SIGTERM (a scheduler's or `kill`'s default) mid-run: one line, exit 143, the folder is
+    interrupted (status running, no lock held) and the rerun resumes from its checkpoint."""
+    from benchmarks.reporting.load import load_run
+
+    victim = subprocess.Popen([sys.executable, str(ROOT / "run_benchmark.py"), *ARGS, "--results-dir",
+                               str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    run = folder(tmp_path)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGTERM)
+    _, err = victim.communicate(timeout=60)
+    assert victim.returncode == 143, err
+    assert err.strip().splitlines() == ["terminated (SIGTERM): finished runs are kept; rerun the same command "
+                                        "to resume"], err
+    assert (run / "status").read_text() == "running\n" and load_run(run)["state"] == "interrupted"
+    rerun = subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), *ARGS, "--results-dir", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resumed from its checkpoint after epoch" in rerun.stdout and (run / "status").read_text() == "done\n"

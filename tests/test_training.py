@@ -129,3 +129,15 @@ def test_process_count_other_than_the_releases_is_a_deviation():
     paco = build_method(resolve_config("paco", "imagenet_lt", 256, 0, overrides={"backbone": "resnet32"}), 3, counts)
     assert process_deviation(paco, 4) == {}  # the release's 4 DDP processes
     assert process_deviation(paco, 1) == {"processes": {"paper": 4, "run": 1}}
+
+
+def test_images_per_second_counts_the_images_seen_not_the_nominal_batch(tmp_path):
+    """A batch larger than the training set (drop_last false) sees the training set once per epoch,
+    not `batch_size` images: the throughput is images seen / seconds."""
+    data = small_synthetic(train_cap=4, test_cap=2)
+    config = resolve_config("ce", "synthetic", 10, 0, overrides={
+        "epochs": 1, "batch_size": 100000, "drop_last": False, "warmup_epochs": 0, "pipeline": "reference"})
+    trainer = Trainer(config, data, tmp_path, torch.device("cpu"), progress=False)
+    trainer.run()
+    row = trainer.history[0]
+    assert row["images_per_s"] * row["train_seconds"] == pytest.approx(len(data.train_labels))

@@ -6,6 +6,7 @@ formulas (tau_norm, la_posthoc) against hand-worked values."""
 import hashlib
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -212,3 +213,46 @@ def test_a_post_hoc_method_refuses_epochs(tmp_path, capsys):
     code, _, err = cli(capsys, *CELL, "epochs=3", "--methods", "tau_norm", "--results-dir", str(tmp_path),
                        "--train-stage1")
     assert code == 2 and "tau_norm is post-hoc and trains nothing: epochs must be 0, got 1" in err  # --epochs wins over --set
+
+
+def test_zero_epoch_post_hoc_runs_count_as_done_for_the_runner_and_the_report(tmp_path, capsys):
+    """The smoke grid's machinery end to end: a post-hoc run (`epochs: 0`, one history row for its
+    one evaluation) is done for the runner (a rerun skips it), the resume check and the report."""
+    import report
+    from benchmarks.reporting.load import load_runs
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    args = ["--grid", "smoke", *CELL, "--methods", "ce", "tau_norm", "la_posthoc", "--results-dir", str(results)]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, out + err
+    runs = load_runs(results)
+    assert sorted(runs["method"]) == ["ce", "la_posthoc", "tau_norm"]
+    assert (runs["state"] == "done").all(), runs[["method", "state", "reason"]].to_string()
+    code, out, err = cli(capsys, *args)
+    assert code == 0 and "trained 0, skipped (done) 3," in out, out + err
+    assert report.main(["--results-dir", str(results), "--out", str(reports), "--formats", "md",
+                        "--no-plots"]) == 0
+    assert "3 done, 0 not finished" in capsys.readouterr().out
+
+
+def test_the_stage1_run_is_the_same_whichever_methods_the_command_line_lists(tmp_path, capsys):
+    """One rule: the stage-1 run is the one the same command line trains for the stage-1 method
+    (its --set keys that the stage-1 method has; a stage-2 method's own options are its own)."""
+    common = [*CELL, "batch_size=16", "--results-dir", str(tmp_path), "--dry-run"]
+    code, out, err = cli(capsys, *common, "--methods", "ce", "tau_norm")
+    assert code == 0, err
+    together = re.search(r"after stage 1 digits IF10 ce\S* seed0 \(trained first, in this grid\): (\S+)", out).group(1)
+    assert "batch_size=16" in together
+    code, out, err = cli(capsys, *common, "--methods", "tau_norm", "--train-stage1", "--set", "tau=0.5")
+    assert code == 0, err
+    alone = re.search(r"after stage 1 digits IF10 ce\S* seed0 \(trained first, in this grid\): (\S+)", out).group(1)
+    assert alone == together
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_results_dir_that_is_a_file_is_named_so_also_through_a_two_stage_method(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.write_text("not a folder\n")
+    code, _, err = cli(capsys, *CELL, "--methods", "tau_norm", "--results-dir", str(results))
+    assert code == 2 and err == f"error: results dir {results} is a file, not a folder\n"
+    assert results.read_text() == "not a folder\n"

@@ -277,3 +277,16 @@ def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_rep
     summary = aggregate(label_variants(runs), [])
     assert sorted(zip(summary["n"], summary["seeds"])) == [(1, "0"), (3, "0 1 2")]
     assert sorted(summary["variant"])[0].startswith("batch_size 16≠128; epochs 1≠200; lr 0.05≠0.1")
+
+
+def test_lr_steps_in_another_order_is_the_same_schedule_and_the_same_folder(tmp_path):
+    """The schedule sorts its [epoch, factor] pairs, so their order changes nothing: --set lr_steps
+    in another order than the recipe's is the recipe (no new variant), and the config keeps them sorted."""
+    from benchmarks.commands.run import grid_options, parse_args
+    from benchmarks.grid import plan
+
+    base = ["--grid", "cifar10", "--imb-factors", "100", "--methods", "focal", "--results-dir", str(tmp_path)]
+    recipe, = plan(grid_options(parse_args(base)))
+    reordered, = plan(grid_options(parse_args(base + ["--set", "lr_steps=[[180,0.0001],[160,0.01]]"])))
+    assert reordered.folder == recipe.folder and "lr_steps" not in recipe.folder.parent.name
+    assert reordered.config == recipe.config and reordered.config["lr_steps"] == [[160, 0.01], [180, 0.0001]]

@@ -71,22 +71,27 @@ def _source(request: DatasetRequest) -> tuple[str, Path]:
     raise LTBenchError(f"fashion_mnist not found under {request.data_root}: {_HOW}")
 
 
-def _read_torchvision(root: Path, download: bool) -> tuple[np.ndarray, ...]:
+def _read_torchvision(root: Path, download: bool, shown: Path | None = None) -> tuple[np.ndarray, ...]:
+    """The arrays torchvision reads under `root`; messages name `shown` (the user's folder, where
+    `root` is a temporary copy) and always say what went wrong."""
     from torchvision.datasets import FashionMNIST
+
+    shown = shown or root
 
     arrays = []
     for train in (True, False):
         try:
             ds = FashionMNIST(root=str(root), train=train, download=download)
         except RuntimeError:  # torchvision: "Dataset not found. You can use download=True ..."
-            raise LTBenchError(f"fashion_mnist under {root} is incomplete: {_HOW}") from None
+            raise LTBenchError(f"fashion_mnist under {shown} is incomplete: {_HOW}") from None
         except OSError as exc:  # no network, refused connection, disk full, permissions ...
             raise LTBenchError(
                 f"downloading fashion_mnist into {root} failed ({exc}); check the network, or point "
                 f"--data-root at a folder holding the four *-ubyte.gz files"
             ) from None
         except (AssertionError, ValueError, TypeError) as exc:  # torchvision's idx parser
-            raise LTBenchError(f"fashion_mnist under {root} is corrupt (not idx files: {exc}): {_HOW}") from None
+            detail = str(exc).splitlines()[0] if str(exc) else f"{type(exc).__name__} in torchvision's reader"
+            raise LTBenchError(f"fashion_mnist under {shown} is corrupt (not idx files: {detail}): {_HOW}") from None
         arrays += [ds.data.numpy().astype(np.uint8), ds.targets.numpy().astype(np.int64)]
     return tuple(arrays)
 
@@ -102,7 +107,7 @@ def _read_gz(folder: Path) -> tuple[np.ndarray, ...]:
                     shutil.copyfileobj(src, dst)
             except (OSError, EOFError) as exc:
                 raise LTBenchError(f"fashion_mnist: cannot decompress {folder / (name + '.gz')} ({exc})") from None
-        return _read_torchvision(Path(tmp), download=False)
+        return _read_torchvision(Path(tmp), download=False, shown=folder)
 
 
 def _read(request: DatasetRequest) -> tuple[np.ndarray, ...]:

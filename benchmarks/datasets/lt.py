@@ -25,6 +25,15 @@ def lt_class_counts(n_max: int, num_classes: int, imb_factor: float) -> list[int
     return [int(n_max * ratio ** (i / (num_classes - 1.0))) for i in range(num_classes)]
 
 
+def largest_imb_factor(n_max: int, num_classes: int) -> int:
+    """The largest whole-number IF whose profile keeps at least one image of every class: n_max,
+    or a little less where the float power rounds the last class's n_max / IF just below 1."""
+    imb = max(int(n_max), 1)
+    while imb > 1 and min(lt_class_counts(n_max, num_classes, imb)) < 1:
+        imb -= 1
+    return imb
+
+
 def long_tailed_subset(
     labels,
     num_classes: int,
@@ -51,6 +60,11 @@ def long_tailed_subset(
     if n_max is None:
         n_max = len(labels) // num_classes
     counts = lt_class_counts(n_max, num_classes, imb_factor)
+    if min(counts) < 1:
+        raise LTBenchError(
+            f"imbalance factor {imb_factor:g} leaves class {counts.index(min(counts))} without a training image "
+            f"(the largest class keeps {n_max}); the largest whole-number IF this data allows is "
+            f"{largest_imb_factor(n_max, num_classes)}")
     saved_state = np.random.get_state()
     try:
         np.random.seed(seed)
