@@ -163,6 +163,16 @@ def place_run(config: dict[str, Any], options: GridOptions) -> Run:
     return Run(named, folder)
 
 
+def datasets_outside_grid(options: GridOptions) -> list[str]:
+    """The `--datasets` the grid file does not list. `--datasets` filters the grid's datasets;
+    one the grid does not list is still run, with the grid's IFs, methods, seeds and overrides
+    (so `--grid smoke --datasets synthetic` works), and the command says so in a note."""
+    if not options.datasets:
+        return []
+    listed = load_grid(options.grid)["datasets"]
+    return [name for name in dict.fromkeys(options.datasets) if name not in listed]
+
+
 def _sweep_points(method: str, dataset: str, options: GridOptions, grid: dict[str, Any]) -> list[dict[str, Any]]:
     """The sweep points of `method` ([{}]: none), their keys checked; --sweep wins over the grid's."""
     if options.sweeps:
