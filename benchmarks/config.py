@@ -291,8 +291,9 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
 
     config = dict(schema)
     dataset_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"
-    if dataset_path.exists():
-        config.update(check_keys(load_yaml(dataset_path), defaults, str(dataset_path)))
+    if dataset_path.exists():  # its `source:` declares the dataset itself (benchmarks.datasets.declared)
+        dataset_defaults = {k: v for k, v in load_yaml(dataset_path).items() if k != "source"}
+        config.update(check_keys(dataset_defaults, defaults, str(dataset_path)))
     config.update(check_keys(_section(sections, "recipe", path), defaults, f"{path} recipe"))
     per_dataset = _section(sections, "datasets", path)
     config.update(
