@@ -4,7 +4,8 @@ Layers, later wins:
   1. `configs/defaults.yaml`                     keys shared by every run
   2. `configs/datasets/<dataset>.yaml`           dataset defaults (e.g. its backbone)
   3. `configs/methods/<method>.yaml` `recipe:`   the method's paper recipe for the shared keys,
-     plus `options:`                             the method's own keys (release values)
+     plus `options:`                             the method's own keys (release values);
+     `base: <other method>` starts from that method's YAML (`method_yaml`)
   4. `configs/methods/<method>.yaml` `datasets: <dataset>:`   per-dataset recipe changes
   5. grid overrides (`overrides:` and `method_overrides: <method>:` of the grid YAML)
   6. command-line `--set key=value`
@@ -194,6 +195,55 @@ def method_file(method: str) -> Path:
     return CONFIG_DIR / "methods" / f"{method}.yaml"
 
 
+METHOD_SECTIONS = ("base", "recipe", "options", "datasets", "recipe_status", "release_precision")
+
+
+def _merge_sections(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` over `base`, one level into `recipe`/`options`/`recipe_status` and two into
+    `datasets` (a child's `datasets: cifar10: {lr: 0.2}` changes lr only, keeping the base's other
+    cifar10 keys); scalars (`release_precision`) and lists (`lr_steps`) are replaced whole."""
+    merged = dict(base)
+    for name, value in child.items():
+        if name == "datasets" and isinstance(value, dict) and isinstance(base.get(name), dict):
+            merged[name] = dict(base[name])
+            for dataset, keys in value.items():
+                inherited = base[name].get(dataset)
+                both = isinstance(inherited, dict) and isinstance(keys, dict)
+                merged[name][dataset] = {**inherited, **keys} if both else keys
+        elif isinstance(value, dict) and isinstance(base.get(name), dict):
+            merged[name] = {**base[name], **value}
+        else:
+            merged[name] = value
+    return merged
+
+
+def method_yaml(method: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A method's YAML with its `base:` resolved: `base: ce` starts from ce's YAML (its own base
+    resolved first), merged with this file's sections (`_merge_sections`), so that a variant of a
+    recipe states only what differs. An unknown base or a cycle (`a: base b`, `b: base a`) is an
+    LTBenchError naming the chain."""
+    path = method_file(method)
+    if not path.exists():
+        if _chain:
+            raise LTBenchError(f"{method_file(_chain[-1])}: base {method!r} is not a method recipe (no {path}); "
+                               f"known: {', '.join(sorted(p.stem for p in path.parent.glob('*.yaml')))}")
+        raise LTBenchError(f"method {method!r} has no recipe file {path}")
+    data = load_yaml(path)
+    extra = set(data) - set(METHOD_SECTIONS)
+    if extra:
+        raise LTBenchError(f"{path}: unknown section(s) {sorted(extra)}; accepted: {sorted(METHOD_SECTIONS)}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise LTBenchError(f"{path}: base must be a method name (e.g. base: ce), got {base!r}")
+    chain = (*_chain, method)
+    if base in chain:
+        raise LTBenchError(f"{path}: base {base!r} makes a cycle ({' -> '.join((*chain, base))}); "
+                           "a recipe can start from another only if that one does not start from it")
+    return _merge_sections(method_yaml(base, chain), data)
+
+
 # How a method's recipe on a dataset was obtained (the `recipe_status:` section of its YAML, a
 # mapping dataset -> status; datasets it does not name are `release`):
 #   release        read in the release's code or its README command
@@ -211,7 +261,7 @@ def release_precision(method: str) -> str:
     from benchmarks.precision import PRECISIONS
 
     path = method_file(method)
-    value = load_yaml(path).get("release_precision", "fp32") if path.exists() else "fp32"
+    value = method_yaml(method).get("release_precision", "fp32") if path.exists() else "fp32"
     if value not in PRECISIONS:
         raise LTBenchError(f"{path}: release_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
     return value
@@ -222,7 +272,7 @@ def recipe_status(method: str, dataset: str) -> str:
     path = method_file(method)
     if not path.exists():
         raise LTBenchError(f"method {method!r} has no recipe file {path}")
-    statuses = _section(load_yaml(path), "recipe_status", path)
+    statuses = _section(method_yaml(method), "recipe_status", path)
     _check_dataset_names(statuses, path, "recipe_status")
     for name, status in statuses.items():  # every entry, not only the dataset asked about
         if status not in RECIPE_STATUSES:
@@ -278,12 +328,8 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
     path = method_file(method)
     if not path.exists():
         raise LTBenchError(f"method {method!r} has no recipe file {path}")
-    method_yaml = load_yaml(path)
-    allowed = {"recipe", "options", "datasets", "recipe_status", "release_precision"}
-    extra = set(method_yaml) - allowed
-    if extra:
-        raise LTBenchError(f"{path}: unknown section(s) {sorted(extra)}; accepted: {sorted(allowed)}")
-    options = _section(method_yaml, "options", path)
+    sections = method_yaml(method)
+    options = _section(sections, "options", path)
     clash = set(options) & set(defaults)
     if clash:
         raise LTBenchError(f"{path}: options {sorted(clash)} shadow shared keys; set them under recipe:")
@@ -296,10 +342,11 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
 
     config = dict(schema)
     dataset_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"
-    if dataset_path.exists():
-        config.update(check_keys(load_yaml(dataset_path), defaults, str(dataset_path)))
-    config.update(check_keys(_section(method_yaml, "recipe", path), defaults, f"{path} recipe"))
-    per_dataset = _section(method_yaml, "datasets", path)
+    if dataset_path.exists():  # its `source:` declares the dataset itself (benchmarks.datasets.declared)
+        dataset_defaults = {k: v for k, v in load_yaml(dataset_path).items() if k != "source"}
+        config.update(check_keys(dataset_defaults, defaults, str(dataset_path)))
+    config.update(check_keys(_section(sections, "recipe", path), defaults, f"{path} recipe"))
+    per_dataset = _section(sections, "datasets", path)
     _check_dataset_names(per_dataset, path, "datasets")
     config.update(
         check_keys(per_dataset.get(dataset) or {}, schema, f"{path} datasets.{dataset}")

@@ -7,10 +7,13 @@ lists, every key and value checked even when the command line leaves the method 
 or change each of them (`--sweep` replaces the grid file's sweeps).
 
 Folders: a run of the paper recipe lives in `<method>/seed<S>/`, any other configuration in
-`<method>@<variant>/seed<S>/` (`run_dir`, `benchmarks.variants`). A non-recipe run that an older
-version wrote into `<method>/seed<S>/` (before variants existed) is still found there: while its
-variant folder does not exist, a `<method>/seed<S>/` whose config.yaml is this very configuration
-is the run's folder (`place_run`), so it is skipped or resumed, not trained again elsewhere.
+`<method>@<variant>/seed<S>/` (`run_dir`, `benchmarks.variants`), under a dataset folder that
+carries the grid label when the grid's `overrides:` or --tiny promise keys to every method
+(`grid_promise`; those keys are then left out of the variant labels). A run that an older version
+wrote elsewhere (before grid labels: `<dataset>-tiny/.../<method>@<all deviations>/`; before
+variants: `<method>/seed<S>/`) is still found there: while its folder has nothing, an older
+folder whose config.yaml is this very configuration as that version wrote it is the run's folder
+(`place_run`), so it is skipped or resumed, not trained again elsewhere.
 
 Order of work: plan (resolve and validate every run's config) -> preflight (data present, results
 folder writable, no run folder or checkpoint holding a different config) -> run each cell. Bad
@@ -48,7 +51,7 @@ from benchmarks.results import (
     atomic_write_yaml, check_locking, check_writable_dir, done_problem, format_imb_factor, read_config, read_metrics,
     read_status, remove_stale_temp_files, run_dir, write_status,
 )
-from benchmarks.variants import check_sweeps, sweep_points, variant_name, with_variant
+from benchmarks.variants import check_sweeps, config_grid_label, sweep_points, variant_name, with_variant
 
 GRID_KEYS = {"description", "datasets", "imb_factors", "methods", "seeds", "overrides", "method_overrides", "sweeps"}
 TINY_TRAIN_CAP, TINY_TEST_CAP, TINY_EPOCHS = 20, 10, 2
@@ -136,9 +139,29 @@ class Run:
 
 
 def dataset_label(config: dict[str, Any]) -> str:
-    """Folder name of the dataset: tiny-subset runs live apart from real ones."""
+    """Folder name of the dataset: tiny-subset runs live apart from real ones, and runs under a
+    grid promise (`grid_promise`) in a folder named by it (`digits-tiny@<hash>`), read from the
+    config's `variant` entry."""
     tiny = config["train_cap_per_class"] > 0 or config["test_cap_per_class"] > 0
-    return config["dataset"] + ("-tiny" if tiny else "")
+    return config["dataset"] + ("-tiny" if tiny else "") + config_grid_label(config)
+
+
+def grid_promise(grid: dict[str, Any], options: GridOptions) -> dict[str, Any]:
+    """What the grid promises every method: its `overrides:` and what --tiny sets (the subset
+    caps, and its epochs: 2, or --epochs given with --tiny), less execution keys (they never name
+    a folder) and less a key the command line sets with --set (that one is the user's change, and
+    its method labels say it). Empty for a grid without overrides run without --tiny: then every
+    folder is where it always was."""
+    promise = {k: v for k, v in (grid.get("overrides") or {}).items() if k not in options.overrides}
+    if options.tiny:
+        tiny = {"train_cap_per_class": TINY_TRAIN_CAP, "test_cap_per_class": TINY_TEST_CAP,
+                "epochs": TINY_EPOCHS if options.epochs is None else options.epochs}
+        promise.update({k: v for k, v in tiny.items() if k not in options.overrides})
+    elif options.epochs is not None:
+        promise.pop("epochs", None)  # --epochs alone changes every run: its labels say so
+    defaults = load_yaml(CONFIG_DIR / "defaults.yaml")  # types as the configs have them (1 -> 1.0 for a float key)
+    typed = check_keys({k: v for k, v in promise.items() if k in defaults}, defaults, f"grid {options.grid!r} overrides")
+    return {k: typed.get(k, v) for k, v in sorted(promise.items()) if k not in EXECUTION_KEYS}
 
 
 def _has_run_files(folder: Path) -> bool:
@@ -152,20 +175,40 @@ def _holds_config(folder: Path, config: dict[str, Any]) -> bool:
         return False
 
 
-def place_run(config: dict[str, Any], options: GridOptions) -> Run:
-    """The run of a resolved `config` and its folder (see the module docstring): the recipe in
-    `<method>/seed<S>/`, a variant in `<method>@<variant>/seed<S>/` with the `variant` entry added
-    to its config, unless an older version's `<method>/seed<S>/` already holds this configuration
-    (and the variant folder has nothing yet), which then stays its folder, config unchanged."""
-    named = with_variant(config, options.name)
-    variant = variant_name(named)
-    where = (options.results_dir, dataset_label(config), config["imb_factor"], config["method"], config["seed"])
-    folder = run_dir(*where, variant=variant)
-    if variant and options.name is None:
-        unlabelled = run_dir(*where)
-        if not _has_run_files(folder) and _holds_config(unlabelled, config):
-            return Run(config, unlabelled)
+def place_run(config: dict[str, Any], options: GridOptions, grid: dict[str, Any] | None = None,
+              promised: dict[str, Any] | None = None) -> Run:
+    """The run of a resolved `config` and its folder (see the module docstring): under the grid
+    label of `grid` (the grid promise; `promised`: the part that applies to this method), the
+    recipe in `<method>/seed<S>/`, a variant in `<method>@<variant>/seed<S>/`, with the `variant`
+    entry added to its config. While that folder has nothing yet, an older version's folder that
+    holds this very configuration stays its folder, with the config as that version wrote it:
+    first the layout before grid labels (`<dataset>[-tiny]/if<IF>/<method>@<all deviations>/`),
+    then the one before variants (`<method>/seed<S>/`, no `variant` entry)."""
+    named = with_variant(config, options.name, grid, promised)
+    where = (config["imb_factor"], config["method"], config["seed"])
+    folder = run_dir(options.results_dir, dataset_label(named), *where, variant=variant_name(named))
+    plain_label = dataset_label({k: v for k, v in config.items() if k != "variant"})
+    older = []
+    if grid:
+        flat = with_variant(config, options.name)  # the record the version before grid labels wrote
+        older.append((run_dir(options.results_dir, plain_label, *where, variant=variant_name(flat)), flat))
+    if options.name is None:
+        older.append((run_dir(options.results_dir, plain_label, *where), config))
+    if not _has_run_files(folder):
+        for old_folder, old_config in older:
+            if old_folder != folder and _holds_config(old_folder, old_config):
+                return Run(old_config, old_folder)
     return Run(named, folder)
+
+
+def datasets_outside_grid(options: GridOptions) -> list[str]:
+    """The `--datasets` the grid file does not list. `--datasets` filters the grid's datasets;
+    one the grid does not list is still run, with the grid's IFs, methods, seeds and overrides
+    (so `--grid smoke --datasets synthetic` works), and the command says so in a note."""
+    if not options.datasets:
+        return []
+    listed = load_grid(options.grid)["datasets"]
+    return [name for name in dict.fromkeys(options.datasets) if name not in listed]
 
 
 def _sweep_points(method: str, dataset: str, options: GridOptions, grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -206,6 +249,7 @@ def plan(options: GridOptions) -> list[Run]:
         METHODS.get(name) if isinstance(name, str) else _bad_name("method", name)
     # The values (IF, seed, every key) are checked by resolve_config -> config.validate_config.
 
+    promise = grid_promise(grid, options)
     cli = dict(options.overrides)
     if options.tiny:
         cli.setdefault("train_cap_per_class", TINY_TRAIN_CAP)
@@ -234,13 +278,18 @@ def plan(options: GridOptions) -> list[Run]:
             cli = {k: v for k, v in cli.items() if k != "epochs" or "epochs" in options.overrides}
         return grid_over, cli
 
+    def promised(grid_over: dict[str, Any], method_cli: dict[str, Any]) -> dict[str, Any]:
+        """The part of the grid promise that a method's layers apply (a post-hoc method keeps its 0 epochs)."""
+        return {k: v for k, v in promise.items() if k in grid_over or k in method_cli}
+
     def make_stage1(method: str, config: dict[str, Any]) -> Run:
         """The run this command line trains for `method` in the cell of `config` (no sweep points):
         its --set keys that `method` has (a stage-2 method's own options are not the stage 1's)."""
         schema = paper_recipe(method, config["dataset"])[1]
         grid_over, method_cli = method_layers(method, {k: v for k, v in cli.items() if k in schema})
         return place_run(resolve_config(method, config["dataset"], config["imb_factor"], config["seed"],
-                                        grid_overrides=grid_over, overrides=method_cli), options)
+                                        grid_overrides=grid_over, overrides=method_cli), options,
+                         promise, promised(grid_over, method_cli))
 
     for name, sweeps in (grid.get("sweeps") or {}).items():
         # every point's keys and values, also of methods the command line left out (as method_overrides)
@@ -266,7 +315,8 @@ def plan(options: GridOptions) -> list[Run]:
                                                 overrides={**method_cli, **point})
                         if config not in configs:
                             configs.append(config)
-                    runs.extend(place_run(config, options) for config in configs)
+                    runs.extend(place_run(config, options, promise, promised(grid_over, method_cli))
+                                for config in configs)
     if not runs:
         raise LTBenchError(f"grid {options.grid!r} has no runs (an empty list of datasets, IFs, methods or seeds)")
     seen: dict[Path, Run] = {}
@@ -684,7 +734,7 @@ def summary_table(outcomes: list[Outcome]) -> str:
         c, m = o.run.config, o.metrics
         best = m["best"] if m else {}
         lines.append(
-            f"| {dataset_label(c)} | {format_imb_factor(c['imb_factor'])} | {c['method']} | {c['seed']} | {o.status} | "
+            f"| {o.run.folder.parts[-4]} | {format_imb_factor(c['imb_factor'])} | {c['method']} | {c['seed']} | {o.status} | "
             f"{fmt(best.get('top1'))} | {fmt(m['last']['top1'] if m else None)} | {fmt(best.get('many'))} | "
             f"{fmt(best.get('medium'))} | {fmt(best.get('few'))} | {o.seconds:.1f} | {o.run.variant} |"
         )

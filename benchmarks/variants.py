@@ -1,9 +1,13 @@
 """Recipe variants and sweeps: which folder a non-recipe configuration lives in.
 
-A run's identity is (dataset, IF, method, variant, seed). The variant is empty for the method's
-paper recipe (its folder is `<method>/seed<S>/`, as it always was); any other configuration gets a
-label and lives in `<method>@<label>/seed<S>/`, next to the recipe's folder, so that an ablation
-and the recipe run of the same seed never collide. The label is `--name NAME` when given, else
+A run's identity is (dataset, grid promise, IF, method, variant, seed). The grid promise is what
+a grid's `overrides:` and `--tiny` apply to every method (its epochs, batch size, subset caps: the
+smoke grid's compression); it names the dataset-level folder (`digits-tiny@<hash>`, `grid_label`)
+and is left out of each method's label, which names only what differs from it (`beyond_grid`).
+Without a promise (a real grid, `--set` only) nothing changes: the variant is empty for the
+method's paper recipe (its folder is `<method>/seed<S>/`, as it always was); any other
+configuration gets a label and lives in `<method>@<label>/seed<S>/`, next to the recipe's folder,
+so that an ablation and the recipe run of the same seed never collide. The label is `--name NAME` when given, else
 `variant_label` of the run's recipe deviations (`benchmarks.config.recipe_deviations`, so
 execution keys such as `pipeline` or `amp` never make a variant). The run's config.yaml records
 it under the key `variant`: {name, deviations: {key: value}}, the full mapping even when the label
@@ -92,22 +96,58 @@ def check_variant_name(name: str) -> str:
     return name
 
 
-def variant_record(config: dict[str, Any], name: str | None = None) -> dict[str, Any] | None:
-    """The `variant` entry of a resolved config: {name, deviations} or None on the paper recipe
-    (unless a name is given: a named run of the recipe is its own variant)."""
+def beyond_grid(config: dict[str, Any], deviations: dict[str, Any], promised: dict[str, Any]) -> dict[str, Any]:
+    """What `config` changes beyond its recipe with the grid's promise applied: each key whose
+    value differs from `promised` where the grid promises the key, from the recipe elsewhere
+    (`deviations`: {key: run value} against the recipe). A promised key that a method override
+    or `--set` changes again is included (`batch_size=16` under a grid that promises 32), and so is
+    one left at the recipe's value against the promise: the grid label and this mapping together
+    determine the configuration."""
+    beyond = {k: v for k, v in deviations.items() if k not in promised or promised[k] != v}
+    beyond.update({k: config[k] for k in promised if k not in deviations and k in config and config[k] != promised[k]})
+    return dict(sorted(beyond.items()))
+
+
+def grid_label(grid: dict[str, Any]) -> str:
+    """The dataset-level folder suffix of a grid promise ({key: value} that the grid's
+    `overrides:` and --tiny apply to every method): "" for none, else "@" and the first
+    HASH_LENGTH hex digits of its sha256 (the same digest as the variant labels')."""
+    return "@" + _digest(grid) if grid else ""
+
+
+def variant_record(config: dict[str, Any], name: str | None = None, grid: dict[str, Any] | None = None,
+                   promised: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The `variant` entry of a resolved config.
+
+    Without a grid promise: {name, deviations}, or None on the paper recipe (unless a name is
+    given: a named run of the recipe is its own variant), as it always was. With one (`grid`,
+    and `promised`: the part of it that applies to this method, default all of it):
+    {name, deviations, grid, beyond_grid}, always, where the label names only `beyond_grid`
+    (`beyond_grid()`), since the dataset folder's grid label says the rest."""
     from benchmarks.config import recipe_deviations
 
     deviations = {key: d["run"] for key, d in sorted(recipe_deviations(config).items())}
+    if grid:
+        beyond = beyond_grid(config, deviations, grid if promised is None else promised)
+        label = name if name is not None else (variant_label(beyond) if beyond else "")
+        return {"name": label, "deviations": deviations, "grid": dict(sorted(grid.items())), "beyond_grid": beyond}
     if name is None and not deviations:
         return None
     return {"name": name if name is not None else variant_label(deviations), "deviations": deviations}
 
 
-def with_variant(config: dict[str, Any], name: str | None = None) -> dict[str, Any]:
-    """`config` with its `variant` entry (none on the paper recipe without a name)."""
+def with_variant(config: dict[str, Any], name: str | None = None, grid: dict[str, Any] | None = None,
+                 promised: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`config` with its `variant` entry (none on the paper recipe without a name or a grid promise)."""
     config = {k: v for k, v in config.items() if k != VARIANT_KEY}
-    record = variant_record(config, name)
+    record = variant_record(config, name, grid, promised)
     return config if record is None else {**config, VARIANT_KEY: record}
+
+
+def config_grid_label(config: dict[str, Any] | None) -> str:
+    """The grid label of the dataset folder a config lives under ("" without a grid promise)."""
+    record = (config or {}).get(VARIANT_KEY)
+    return grid_label(record.get("grid") or {}) if isinstance(record, dict) else ""
 
 
 def variant_name(config: dict[str, Any] | None) -> str:
@@ -121,8 +161,8 @@ def is_named(config: dict[str, Any] | None) -> bool:
     record = (config or {}).get(VARIANT_KEY)
     if not isinstance(record, dict) or not record.get("name"):
         return False
-    deviations = record.get("deviations") or {}
-    return not deviations or record["name"] != variant_label(deviations)
+    labelled = record.get("beyond_grid", record.get("deviations")) or {}
+    return not labelled or record["name"] != variant_label(labelled)
 
 
 # -- sweeps ----------------------------------------------------------------------------------------

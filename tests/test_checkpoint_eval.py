@@ -74,7 +74,7 @@ def test_bccl_release_checkpoint_resnet32_on_cifar_shaped_data(tmp_path, capsys)
     results = tmp_path / "results"
     assert run_benchmark.main(SYNTH + ["--results-dir", str(results), "--eval-checkpoint", str(path)]) == 0
     assert "bccl/bcl-release" in capsys.readouterr().out
-    folder, = (results / "digits-tiny" / "if100").glob("bccl@*/eval-bccl_cifar10_if100")  # the smoke grid's variant
+    folder, = results.glob("digits-tiny@*/if100/bccl*/eval-bccl_cifar10_if100")  # under the smoke grid's label
     assert (folder / "status").read_text().strip() == "done" and (folder / "config.yaml").exists()
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["best"] == metrics["last"] and metrics["last"]["epoch"] == 199
@@ -199,7 +199,7 @@ def test_ldam_drw_release_checkpoint(tmp_path, capsys, use_norm):
         ["--results-dir", str(results), "--eval-checkpoint", str(path)]
     assert run_benchmark.main(args) == 0
     assert "ldam-drw-release" in capsys.readouterr().out
-    folder, = (results / "digits-tiny" / "if100").glob("ce@*/eval-ckpt*")  # the smoke grid's variant of ce
+    folder, = results.glob("digits-tiny@*/if100/ce@*/eval-ckpt*")  # the smoke grid's ce with --set test_cap_per_class
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["checkpoint"]["format"] == "ldam-drw-release" and metrics["last"]["epoch"] == 199
     assert metrics["checkpoint"]["method_keys_not_in_checkpoint"] == ["class_counts"]

@@ -44,7 +44,7 @@ def test_tiny_run_writes_the_run_folder_and_is_skipped_when_rerun(tmp_path, caps
         assert (folder / name).exists(), name
     config = yaml.safe_load((folder / "config.yaml").read_text())
     assert config["train_cap_per_class"] == 20 and config["epochs"] == 1
-    assert "| digits-tiny | 10 | ce | 0 | done |" in out
+    assert re.search(r"\| digits-tiny@[0-9a-f]{10} \| 10 \| ce \| 0 \| done \|", out)  # the folder's grid label
 
     before = snapshot(results)
     code, out, _ = run_cli(args, capsys)
@@ -118,8 +118,12 @@ def test_finished_run_with_another_config_is_not_overwritten(tmp_path, capsys):
     results = tmp_path / "results"
     args = TINY + ["--methods", "ce", "--tiny", "--epochs", "1", "--name", "quick", "--results-dir", str(results)]
     assert run_cli(args, capsys)[0] == 0
-    assert read_status(results / "digits-tiny" / "if10" / "ce@quick" / "seed0") == "done"
+    [done] = results.glob("digits-tiny@*/if10/ce@quick/seed0")
+    assert read_status(done) == "done"
     before = snapshot(results)
-    code, _, err = run_cli(args[:-2] + ["--epochs", "2", "--results-dir", str(results)], capsys)
-    assert code == 2 and "another configuration (differs in: epochs, variant)" in err
+    code, _, err = run_cli(args + ["--set", "lr=0.2"], capsys)
+    assert code == 2 and "another configuration (differs in: lr, variant)" in err
     assert snapshot(results) == before
+    # --tiny's epochs are part of the grid promise: another promise is another dataset folder, never this one
+    code, out, _ = run_cli(args[:-2] + ["--epochs", "2", "--results-dir", str(results), "--dry-run"], capsys)
+    assert code == 0 and "/ce@quick/seed0" in out and str(done) not in out

@@ -18,7 +18,7 @@ def test_train_log_holds_the_console_lines_epochs_and_steps(tmp_path, capsys):
     results = tmp_path / "results"
     assert run_benchmark.main(ARGS + ["--no-progress", "--log-interval", "2", "--results-dir", str(results)]) == 0
     out = capsys.readouterr().out
-    (folder,) = [f.parent for f in (results / "digits-tiny" / "if10").glob("ce*/seed0/status")]  # ce@<variant>
+    (folder,) = [f.parent for f in results.glob("digits-tiny*/if10/ce*/seed0/status")]  # under the grid label
     log = (folder / "train.log").read_text()
     lines = log.splitlines()
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[1/1\] digits IF10 ce\S* seed0 -> ", lines[0])

@@ -46,7 +46,7 @@ def test_ltbench_entry_point_dispatches(tmp_path, capsys):
     assert ltbench(["--help"]) == 0 and "ltbench {run,report}" in capsys.readouterr().out
     assert ltbench(["train"]) == 2 and "unknown command 'train'" in capsys.readouterr().err
     assert ltbench(["run", "--dry-run", "--methods", "ce", "--results-dir", str(tmp_path)]) == 0
-    assert re.search(r"digits-tiny/if100/ce@[^/\s]+/seed0", capsys.readouterr().out)  # the smoke grid's variant
+    assert re.search(r"digits-tiny@[0-9a-f]{10}/if100/ce/seed0", capsys.readouterr().out)  # under the smoke grid's label
     assert ltbench(["report", "--results-dir", str(tmp_path / "none")]) == 2
 
 
@@ -113,7 +113,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
               "--jobs", "2", "--no-progress", "--device", "cpu")
     assert "trained 2" in out, out
     for cell in ("if100", "if10"):
-        folder, = (work / "results" / "digits-tiny" / cell).glob("ce@*/seed0")  # --tiny: a variant of the recipe
+        folder, = (work / "results").glob(f"digits-tiny@*/{cell}/ce/seed0")  # --tiny: the grid label says it
         assert (folder / "status").read_text().strip() == "done"
         assert (folder / "worker.log").is_file()  # written by the `python -m` worker that trained it
     out = run(ltbench_cmd, "report", "--formats", "md", "--no-plots")

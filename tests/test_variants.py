@@ -183,7 +183,10 @@ def test_grid_sweeps_are_per_method_and_the_ablation_grid_is_one_key_at_a_time(t
 
 def test_tiny_ablation_grid_plans_eight_variants_of_digits(tmp_path, capsys):
     code, out, _ = run_cli(["--grid", "bccl-ablation-tiny", "--dry-run", "--results-dir", str(tmp_path)], capsys)
-    assert code == 0 and "8 runs" in out and all("/digits-tiny/if100/bccl@" in p for p in folders_of(out))
+    assert code == 0 and "8 runs" in out
+    assert all(re.search(r"/digits-tiny@[0-9a-f]{10}/if100/bccl(@|/)", p) for p in folders_of(out))
+    labels = {p.split("/")[-2] for p in folders_of(out)}  # the grid's compression keys are in the folder above
+    assert "bccl@eta=0.0" in labels and not any("epochs=" in label for label in labels)
 
 
 def bad_grid(tmp_path, sweeps):
@@ -244,7 +247,7 @@ def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_rep
     args = CELL + ["--results-dir", str(results)]
     # The layout before variants: every configuration in <method>/seed<S>/, no `variant` key in its config.
     with monkeypatch.context() as before_variants:
-        before_variants.setattr("benchmarks.grid.with_variant", lambda config, name=None: config)
+        before_variants.setattr("benchmarks.grid.with_variant", lambda config, *args: config)
         assert run_cli(args + ["--seeds", "0", "1"], capsys)[0] == 0
     old = [results / "digits-tiny" / "if10" / "ce" / f"seed{s}" for s in (0, 1)]
     assert sorted(find_runs(results)) == old
@@ -268,9 +271,11 @@ def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_rep
     with_lr = [a for arg in args for a in ([arg, "lr=0.05"] if arg == "batch_size=16" else [arg])]
     assert run_cli(with_lr + ["--seeds", "0"], capsys)[0] == 0
     new = sorted(set(find_runs(results)) - set(old))
-    assert [(p.parent.parent, p.name) for p in new] == [(old[0].parent.parent, "seed0"), (old[0].parent.parent, "seed2")]
+    [grid_folder] = {p.parents[2] for p in new}  # under the grid label: --tiny's epochs and smoke's warmup_epochs
+    assert re.fullmatch(r"digits-tiny@[0-9a-f]{10}", grid_folder.name) and [p.name for p in new] == ["seed0", "seed2"]
     lr, same = (p.parent.name for p in new)
-    assert same.startswith("ce@batch_size=16,epochs=1,") and lr == same.replace("epochs=1,", "epochs=1,lr=0.05,")
+    assert same == "ce@batch_size=16,test_cap_per_class=4,train_cap_per_class=8"  # what --set changed
+    assert lr == "ce@batch_size=16,lr=0.05,test_cap_per_class=4,train_cap_per_class=8"
     # the report: old and new folders of one configuration are one variant; the other one its own row
     runs = load_runs(results)
     assert list(runs["state"]) == ["done"] * 4 and set(runs["method"]) == {"ce"}
@@ -290,3 +295,93 @@ def test_lr_steps_in_another_order_is_the_same_schedule_and_the_same_folder(tmp_
     reordered, = plan(grid_options(parse_args(base + ["--set", "lr_steps=[[180,0.0001],[160,0.01]]"])))
     assert reordered.folder == recipe.folder and "lr_steps" not in recipe.folder.parent.name
     assert reordered.config == recipe.config and reordered.config["lr_steps"] == [[160, 0.01], [180, 0.0001]]
+
+
+# -- grid labels: what a grid promises every method names the dataset folder, not each label --------
+def test_the_grid_promise_names_the_dataset_folder_and_labels_say_the_rest(tmp_path, capsys):
+    base = ["--datasets", "digits", "--imb-factors", "10", "--seeds", "0", "--dry-run", "--results-dir", str(tmp_path)]
+    code, out, _ = run_cli(["--methods", "ce", "la_posthoc", "ce_drw", *base], capsys)
+    assert code == 0
+    folders = [p.split("/")[-4:-1] for p in folders_of(out)]
+    [grid_folder] = {f[0] for f in folders}
+    assert re.fullmatch(r"digits-tiny@[0-9a-f]{10}", grid_folder)
+    # the smoke grid's epochs, batch size, warmup and test cap are the folder's; a post-hoc method's
+    # recipe epochs (0) are not labelled; a method override is
+    assert {f[2] for f in folders} == {"ce", "la_posthoc", "ce_drw@reweight_epoch=2"}
+    code, out, _ = run_cli(["--methods", "ce", "--set", "lr=0.2", *base], capsys)
+    assert [p.split("/")[-4:-1] for p in folders_of(out)] == [[grid_folder, "if10", "ce@lr=0.2"]]
+    # another promise, another dataset folder: the same label never means two configurations
+    for extra in (["--tiny"], ["--tiny", "--epochs", "1"], ["--set", "batch_size=16"]):
+        code, out, _ = run_cli(["--methods", "ce", *extra, *base], capsys)
+        [(label, _, method)] = [p.split("/")[-4:-1] for p in folders_of(out)]
+        assert code == 0 and label != grid_folder and label.startswith("digits-tiny@")
+        grid_folder_seen = label
+    # --set of a promised key is the user's change: labelled, and the promise is the grid's without it
+    assert method == "ce@batch_size=16" and grid_folder_seen != grid_folder
+
+
+def test_the_grid_promise_is_recorded_and_plain_grids_keep_their_folders(tmp_path):
+    from benchmarks.grid import GridOptions, plan
+
+    runs = plan(GridOptions(datasets=["digits"], methods=["ce", "ce_drw"], imb_factors=[10], seeds=[0],
+                            overrides={"lr": 0.2}, results_dir=tmp_path))
+    ce, ce_drw = (run.config["variant"] for run in runs)
+    assert ce["grid"] == {"batch_size": 32, "epochs": 3, "test_cap_per_class": 25, "warmup_epochs": 1}
+    assert ce["beyond_grid"] == {"lr": 0.2} and ce["name"] == "lr=0.2"
+    assert ce["deviations"] == {"batch_size": 32, "epochs": 3, "lr": 0.2, "test_cap_per_class": 25, "warmup_epochs": 1}
+    assert ce_drw["beyond_grid"] == {"lr": 0.2, "reweight_epoch": 2}
+    # a grid without overrides and without --tiny: folders and configs exactly as before grid labels
+    grid = tmp_path / "plain.yaml"
+    grid.write_text(yaml.safe_dump({"datasets": ["digits"], "imb_factors": [10], "methods": ["ce"], "seeds": [0]}))
+    [recipe] = plan(GridOptions(grid=str(grid), results_dir=tmp_path))
+    [tuned] = plan(GridOptions(grid=str(grid), overrides={"lr": 0.2}, results_dir=tmp_path))
+    assert recipe.folder == tmp_path / "digits" / "if10" / "ce" / "seed0" and "variant" not in recipe.config
+    assert tuned.folder == tmp_path / "digits" / "if10" / "ce@lr=0.2" / "seed0"
+    assert tuned.config["variant"] == {"name": "lr=0.2", "deviations": {"lr": 0.2}}
+
+
+def test_a_method_override_back_to_the_recipe_value_is_labelled(tmp_path):
+    """A promised key that a method sets back to its recipe value differs from the promise: its
+    label says so, so it never shares a folder with the run at the promised value."""
+    from benchmarks.grid import GridOptions, plan
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"datasets": ["digits"], "imb_factors": [10], "methods": ["ce", "focal"],
+                                    "seeds": [0], "overrides": {"batch_size": 32},
+                                    "method_overrides": {"focal": {"batch_size": 128}}}))
+    ce, focal = plan(GridOptions(grid=str(grid), results_dir=tmp_path))
+    assert ce.folder.parent.name == "ce" and focal.folder.parent.name == "focal@batch_size=128"
+    assert focal.config["variant"]["deviations"] == {} and focal.config["variant"]["beyond_grid"] == {"batch_size": 128}
+
+
+def test_folders_of_the_layout_before_grid_labels_are_still_skipped_resumed_and_reported(
+        tmp_path, capsys, monkeypatch, one_thread):
+    results = tmp_path / "results"
+    args = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--tiny", "--epochs", "1",
+            "--set", "train_cap_per_class=8", "test_cap_per_class=4", "--no-progress", "--results-dir", str(results)]
+    with monkeypatch.context() as before_grid_labels:  # the version before: no grid promise, every key in the label
+        before_grid_labels.setattr("benchmarks.grid.grid_promise", lambda grid, options: {})
+        assert run_cli(args + ["--seeds", "0", "1"], capsys)[0] == 0
+    old = sorted(find_runs(results))
+    assert [p.parent.name for p in old] == ["ce@batch_size=32,epochs=1,test_cap_per_class=4,train_cap_per_class=8,"
+                                            "warmup_epochs=1"] * 2
+    assert old[0].parents[2].name == "digits-tiny"
+    (old[1] / "metrics.json").unlink()  # seed 1 interrupted after its last checkpoint
+    (old[1] / "status").write_text("running\n")
+    finished = (old[0] / "metrics.json").read_bytes()
+
+    code, out, _ = run_cli(args + ["--seeds", "0", "1", "--dry-run"], capsys)
+    assert code == 0 and str(old[0]) in out and str(old[1]) in out
+    code, out, err = run_cli(args + ["--seeds", "0", "1"], capsys)
+    assert code == 0, out + err
+    assert "trained 1, skipped (done) 1" in out and f"done already, skipped ({old[0]})" in out
+    assert read_status(old[1]) == "done" and (old[0] / "metrics.json").read_bytes() == finished
+    assert sorted(find_runs(results)) == old  # nothing trained again under the grid label
+    assert "grid" not in yaml.safe_load((old[1] / "config.yaml").read_text())["variant"]  # kept as it was written
+
+    assert run_cli(args + ["--seeds", "2"], capsys)[0] == 0  # a new seed: the new layout
+    [new] = sorted(set(find_runs(results)) - set(old))
+    assert re.fullmatch(r"digits-tiny@[0-9a-f]{10}", new.parents[2].name)
+    assert new.parent.name == "ce@test_cap_per_class=4,train_cap_per_class=8"
+    summary = aggregate(label_variants(load_runs(results)), [])  # one configuration, one report row
+    assert list(zip(summary["n"], summary["seeds"])) == [(3, "0 1 2")]

@@ -31,10 +31,12 @@ from benchmarks import LTBenchError
 from benchmarks.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
 from benchmarks.grid import (
-    DataCache, GridOptions, count_outcomes, finished, grid_names, no_recipe_in_grid, plan, preflight, run_grid, summary_table,
+    DataCache, GridOptions, count_outcomes, datasets_outside_grid, finished, grid_names, load_grid, no_recipe_in_grid,
+    plan, preflight, run_grid, summary_table,
 )
 from benchmarks.logs import LOGGER
 from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
+from benchmarks.replay import DEFAULT_REPLAY_DIR, replay_runs
 from benchmarks.variants import check_variant_name, parse_sweep_arguments
 
 
@@ -43,7 +45,9 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--grid", default="smoke", help=f"grid in configs/grids/ (known: {', '.join(grid_names())})")
     # List options accumulate: `--set a=1 --set b=2` keeps both (argparse's default would keep the last).
-    p.add_argument("--datasets", nargs="+", action="extend", help="only these datasets of the grid")
+    p.add_argument("--datasets", nargs="+", action="extend",
+                   help="only these of the grid's datasets; a dataset the grid does not list is run with the grid's "
+                        "IFs, methods, seeds and overrides, and a note says so")
     p.add_argument("--methods", nargs="+", action="extend", help="only these methods")
     p.add_argument("--imb-factors", nargs="+", action="extend", type=float, help="imbalance factors (>= 1)")
     p.add_argument("--seeds", nargs="+", action="extend", type=int, help="seeds")
@@ -72,7 +76,11 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--unsafe-load", action="store_true",
                    help="--eval-checkpoint: unpickle the file fully (weights_only=False) when it holds types outside "
                         "the release formats' allow-list; only for files you trust (unpickling can run code)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go (default: results)")
+    p.add_argument("--results-dir", type=Path,
+                   help="where run folders go (default: results; with --replay: replays)")
+    p.add_argument("--replay", type=Path, metavar="RUN_FOLDER",
+                   help="train a run folder's config.yaml again, as it is, into --results-dir (default replays/) "
+                        "under the same <dataset>/if<IF>/<method>/seed<S> path; no grid options apply")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files into each run folder")
     p.add_argument("--train-stage1", action="store_true",
@@ -162,9 +170,23 @@ def grid_options(args: argparse.Namespace) -> GridOptions:
         split_dir=args.split_dir,
         sweeps=parse_sweep_arguments(args.sweep) or None,
         name=None if args.name is None else check_variant_name(args.name),
-        results_dir=args.results_dir, device=args.device, tensorboard=args.tensorboard,
+        results_dir=args.results_dir or (DEFAULT_REPLAY_DIR if args.replay else Path("results")),
+        device=args.device, tensorboard=args.tensorboard,
         progress=not args.no_progress, log_interval=args.log_interval, train_stage1=args.train_stage1,
     )
+
+
+# What a replay takes from the command line: where and how to run, never what to compute.
+REPLAY_REFUSES = ("--grid", "--datasets", "--methods", "--imb-factors", "--seeds", "--epochs", "--tiny", "--set",
+                  "--sweep", "--name", "--eval-checkpoint", "--train-stage1", "--cell", "--jobs", "--launcher")
+
+
+def _replay(args: argparse.Namespace, argv: list[str], options: GridOptions):
+    given = [flag for flag in REPLAY_REFUSES if any(a == flag or a.startswith(flag + "=") for a in argv)]
+    if given:
+        raise LTBenchError(f"--replay runs the folder's config.yaml as it is: {', '.join(given)} do not apply "
+                           "(to change a key, run the grid with --set instead)")
+    return replay_runs(args.replay, options.results_dir)
 
 
 @main_guard
@@ -176,12 +198,20 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.log_interval < 0:
         raise LTBenchError(f"--log-interval must be >= 0 (0: per epoch only), got {args.log_interval}")
     options = grid_options(args)
-    runs = plan(options)
-    skipped = no_recipe_in_grid(options)
+    if args.replay is not None:
+        runs, skipped = _replay(args, argv, options), []
+    else:
+        runs = plan(options)
+        skipped = no_recipe_in_grid(options)
     for method, dataset in skipped:  # listed, not silently absent (docs/methods/<method>.md says why)
         (print if args.dry_run else LOGGER.info)(f"no recipe: {method} on {dataset} (not run)")
     if args.cell is not None:
         runs = select_cell(runs, args.cell)
+    outside = datasets_outside_grid(options) if args.cell is None else []
+    if outside:
+        LOGGER.info(f"note: grid {options.grid} does not list {', '.join(outside)} (its datasets: "
+                    f"{', '.join(map(str, load_grid(options.grid)['datasets']))}); running "
+                    f"{'it' if len(outside) == 1 else 'them'} with the grid's IFs, methods, seeds and overrides")
     if args.dry_run:
         for run in runs:
             print(f"{run.label:45s} {run.folder}")
@@ -202,7 +232,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if not distributed.is_main():  # torchrun: rank 0 reports, the others only compute
         launch(runs)
         return 0
-    LOGGER.info(f"grid {options.grid}: {len(runs)} runs {where}, results in {options.results_dir}")
+    what = f"replay of {args.replay}" if args.replay is not None else f"grid {options.grid}"
+    LOGGER.info(f"{what}: {len(runs)} runs {where}, results in {options.results_dir}")
     outcomes = launch(runs)
     if args.worker_outcome is not None:
         write_worker_outcome(args.worker_outcome, outcomes[0])

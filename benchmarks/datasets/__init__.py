@@ -10,8 +10,9 @@ large for memory, a `FileImages` sequence of paths that decodes image i with PIL
 Registered: `cifar10`, `cifar100` (torchvision's readers), `digits` (scikit-learn's bundled
 digits, the offline default), `fashion_mnist` (Fashion-MNIST-LT, torchvision's reader or the
 four original idx archives), `synthetic`, `synthetic100` (CIFAR-shaped, learnable, for tests and
-timing), `imagenet_lt`, `inat2018` (file lists, `benchmarks.datasets.large`). Importing the
-modules below registers them.
+timing), `imagenet_lt`, `inat2018` (file lists, `benchmarks.datasets.large`), and every dataset
+declared by a YAML file alone (`benchmarks.datasets.declared`, docs/datasets.md). The registry
+imports every module of this package on first use; importing a module registers its datasets.
 """
 
 from __future__ import annotations
@@ -103,16 +104,10 @@ class DatasetEntry:
     has_val_split: bool = False  # provides LTData.val_* (select_on: val), when its split file exists
 
 
-DATASETS: Registry[DatasetEntry] = Registry(
-    "dataset",
-    modules=(
-        "benchmarks.datasets.cifar",
-        "benchmarks.datasets.digits",
-        "benchmarks.datasets.fashion_mnist",
-        "benchmarks.datasets.synthetic",
-        "benchmarks.datasets.large",
-    ),
-)
+# Every module of this package is imported on first lookup (as the methods registry does for
+# bccl/ and baselines/): a new dataset is its module, or a YAML file alone (`declared`), never an
+# edit here.
+DATASETS: Registry[DatasetEntry] = Registry("dataset", packages=("benchmarks.datasets",))
 
 
 def build_dataset(name: str, request: DatasetRequest) -> LTData:

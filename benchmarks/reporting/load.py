@@ -6,7 +6,8 @@ carries the run's scalars (best / last top-1, groups, epochs) and its parsed con
 per-class lists and epoch histories are read only by the plots that need them.
 
 The identity of a run (dataset label, IF, method, variant, seed) comes from its folder path
-(`<method>/seed<S>` for the paper recipe, `<method>@<variant>/seed<S>` for any other configuration),
+(`<method>/seed<S>` for the paper recipe, `<method>@<variant>/seed<S>` for any other configuration;
+a dataset folder's grid label, `digits-tiny@<hash>`, is dropped: cells group by dataset, then deviations),
 which is what the grid runner keys on; the config supplies the real dataset name (`cifar10` for a
 `cifar10-tiny/` folder), the recipe keys and the backbone.
 """
@@ -39,6 +40,7 @@ UNREADABLE = "unreadable"  # config.yaml or status that does not parse, or a con
 def _identity_from_path(folder: Path) -> dict[str, Any]:
     """`.../<dataset_label>/if<IF>/<method>[@<variant>]/seed<S>` -> its parts (what the folder claims)."""
     label, if_part, method_part, seed_part = folder.parts[-4:]
+    label = label.partition("@")[0]  # `digits-tiny@<grid label>`: the report's cells group by dataset, then by deviations
     method, variant = split_method_folder(method_part)
     imb = if_part[2:]
     seed = seed_part[4:]
