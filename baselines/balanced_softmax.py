@@ -21,8 +21,8 @@ import torch
 
 from baselines.ce import CrossEntropy
 from benchmarks.config import check_ranges
-from benchmarks.losses import logit_adjusted_ce
-from benchmarks.methods import METHODS
+from benchmarks.train.losses import logit_adjusted_ce
+from benchmarks.train.methods import METHODS
 
 
 def balanced_softmax_loss(logits: torch.Tensor, labels: torch.Tensor,
@@ -38,7 +38,7 @@ class BalancedSoftmax(CrossEntropy):
 
     name = "balanced_softmax"
     views = ("autoaug_cutout",)
-    # its schedule (warmup_cosine_stepped_first, benchmarks/schedules.py) reads the warmup's start lr
+    # its schedule (warmup_cosine_stepped_first, benchmarks/train/schedules.py) reads the warmup's start lr
     option_keys = ("warmup_start_lr",)
     takes_class_weights = False
 

@@ -46,13 +46,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmarks import LTBenchError, distributed
+from benchmarks import LTBenchError
+from benchmarks.train import distributed
 from benchmarks.config import check_ranges
-from benchmarks.losses import logit_adjusted_ce
-from benchmarks.methods import METHODS, Method
-from benchmarks.models import build_backbone, build_classifier, projection_head
-from benchmarks.precision import float32
-from benchmarks.views import autoaug_view
+from benchmarks.train.losses import logit_adjusted_ce
+from benchmarks.train.methods import METHODS, Method
+from benchmarks.train.models import build_backbone, build_classifier, projection_head
+from benchmarks.train.precision import float32
+from benchmarks.data.views import autoaug_view
 
 
 @float32

@@ -6,7 +6,7 @@ gamma 1; Cui et al., CVPR 2019). The method is `focal`'s; only its recipe
 from __future__ import annotations
 
 from baselines.focal import Focal
-from benchmarks.methods import METHODS
+from benchmarks.train.methods import METHODS
 
 
 @METHODS.register("cb_focal")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.methods import METHODS, Method
-from benchmarks.models import build_backbone, build_classifier
+from benchmarks.train.methods import METHODS, Method
+from benchmarks.train.models import build_backbone, build_classifier
 
 
 @METHODS.register("ce")

@@ -7,7 +7,7 @@ CE's, only its recipe (configs/methods/ce_drw.yaml) differs."""
 from __future__ import annotations
 
 from baselines.ce import CrossEntropy
-from benchmarks.methods import METHODS
+from benchmarks.train.methods import METHODS
 
 
 @METHODS.register("ce_drw")

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 
 from benchmarks import LTBenchError
 from benchmarks.config import check_ranges
-from benchmarks.methods import METHODS, Method, load_stage1_module
-from benchmarks.models import LinearClassifier, build_backbone, build_classifier
-from benchmarks.precision import float32
+from benchmarks.train.methods import METHODS, Method, load_stage1_module
+from benchmarks.train.models import LinearClassifier, build_backbone, build_classifier
+from benchmarks.train.precision import float32
 
 # tau_norm.py sweeps p over np.linspace(0, 2, 21) and prints the accuracies of each.
 TAU_SWEEP = tuple(float(t) for t in np.linspace(0, 2, 21))

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from baselines.ce import CrossEntropy
 from benchmarks.config import check_ranges
-from benchmarks.methods import METHODS
-from benchmarks.precision import float32
+from benchmarks.train.methods import METHODS
+from benchmarks.train.precision import float32
 
 
 @float32

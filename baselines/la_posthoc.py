@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from benchmarks.config import check_ranges
-from benchmarks.methods import METHODS, Method, load_stage1_module
-from benchmarks.models import build_backbone, build_classifier
+from benchmarks.train.methods import METHODS, Method, load_stage1_module
+from benchmarks.train.models import build_backbone, build_classifier
 
 
 def posthoc_adjustment(class_counts: torch.Tensor, tau: float) -> torch.Tensor:

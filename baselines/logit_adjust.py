@@ -3,16 +3,16 @@
 
     L = CE(z + tau * log pi, y)        pi_c = n_c / N, tau = 1
 
-the term BCCL and BCL also train with (`benchmarks.losses.logit_adjusted_ce`, one formulation
+the term BCCL and BCL also train with (`benchmarks.train.losses.logit_adjusted_ce`, one formulation
 for all three). Evaluation uses the raw logits.
 """
 
 from __future__ import annotations
 
 from baselines.ce import CrossEntropy
-from benchmarks.losses import logit_adjusted_ce
+from benchmarks.train.losses import logit_adjusted_ce
 from benchmarks.config import check_ranges
-from benchmarks.methods import METHODS
+from benchmarks.train.methods import METHODS
 
 
 @METHODS.register("logit_adjust")

@@ -67,9 +67,9 @@ import torch.nn.functional as F
 
 from benchmarks import LTBenchError
 from benchmarks.config import check_ranges
-from benchmarks.methods import METHODS, Method
-from benchmarks.models import build_backbone, build_classifier, projection_head
-from benchmarks.precision import float32
+from benchmarks.train.methods import METHODS, Method
+from benchmarks.train.models import build_backbone, build_classifier, projection_head
+from benchmarks.train.precision import float32
 
 
 @float32
@@ -168,7 +168,7 @@ class PaCo(Method):
         self.supt = float(config["supt"])
         self.momentum = float(config["moco_m"])
         self.shuffle_bn_groups = int(config["shuffle_bn_groups"])
-        from benchmarks import distributed
+        from benchmarks.train import distributed
 
         self.world = distributed.world_size()
         if self.shuffle_bn_groups % self.world:
@@ -247,7 +247,7 @@ class PaCo(Method):
     @torch.no_grad()
     def _keys_across_ranks(self, images: torch.Tensor) -> torch.Tensor:
         """The release's `_batch_shuffle_ddp` / `_batch_unshuffle_ddp` around the key forward."""
-        from benchmarks import distributed
+        from benchmarks.train import distributed
 
         local = images.shape[0]
         everything = self.gather(images)

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import torch
 
-from benchmarks.precision import islands_enabled
+from benchmarks.train.precision import islands_enabled
 
 
 class KMeansResult(NamedTuple):
@@ -80,7 +80,7 @@ def batched_kmeans(
     Precision: BCCL re-clusters inside its training step, so under autocast. The release clusters
     inside its fp16 autocast block; a fp16 run here does the same (the Lloyd matmuls in fp16, as
     autocast decides). Under bf16 (the speed option, no release) k-means is one of the float32
-    islands of `benchmarks.precision`: bf16 matmuls moved centroids by up to ~0.08 and changed
+    islands of `benchmarks.train.precision`: bf16 matmuls moved centroids by up to ~0.08 and changed
     ~10 % of the assignments in a test. Outside a training step (tests) it runs in float32.
     """
     check_every = 1 if points.device.type == "cpu" else 8

@@ -3,13 +3,13 @@
 Formulas are those of docs/methods/bccl.md, restated from the released code:
 
 * `logit_adjusted_ce`      CE(logits + log pi, y)                      (LA-CE, tau_LA = 1;
-                           `benchmarks.losses`, shared with BCL and logit_adjust)
+                           `benchmarks.train.losses`, shared with BCL and logit_adjust)
 * `class_averaged_supcon`  SupCon over the 2B projections whose negatives are divided by the
                            batch count of their class (the "balanced" part of BCCL)
 * `centroid_loss`          mean of a * (1 - 2q) over every anchor x centroid pair
 
 Under bf16 autocast (the speed option) every term is computed in float32 with autocast disabled
-(`benchmarks.precision.float32`): exp / log-sum-exp at temperature 0.1 lose too much in 8
+(`benchmarks.train.precision.float32`): exp / log-sum-exp at temperature 0.1 lose too much in 8
 mantissa bits. Under fp16, BCCL's release precision, they run inside autocast as in the release.
 Nothing loops over samples: each term is a handful of (2B x 2B) or (2B x CK) tensor operations.
 """
@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.losses import logit_adjusted_ce  # noqa: F401  (shared with BCL and logit_adjust)
-from benchmarks.precision import float32
+from benchmarks.train.losses import logit_adjusted_ce  # noqa: F401  (shared with BCL and logit_adjust)
+from benchmarks.train.precision import float32
 
 
 def supcon_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 The package holds the harness (datasets, views, models, the epoch loop, evaluation, the results
 store, grids and the report); the methods live in `bccl/` and `baselines/` and register themselves
-in `benchmarks.methods.METHODS`.
+in `benchmarks.train.methods.METHODS`.
 
 Where the YAML configs come from (`CONFIG_DIR`). In a checkout they live in the top-level
 `configs/` folder, which is where every command, grid path and doc tells users to look, so it

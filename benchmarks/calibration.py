@@ -1,9 +1,9 @@
 """Calibration in numpy only: the equal-width bins of Guo et al. 2017 and the ECE over them.
 
-`benchmarks.evaluation` computes a run's ECE with these at evaluation time; the report draws its
+`benchmarks.train.evaluation` computes a run's ECE with these at evaluation time; the report draws its
 reliability diagrams from the same bins without importing torch. The definition (bins
 (b/15, (b+1)/15] of the max softmax probability, ECE = sum |B|/N |accuracy(B) - confidence(B)|)
-is restated in `benchmarks.evaluation`, whose `expected_calibration_error` is the public entry.
+is restated in `benchmarks.train.evaluation`, whose `expected_calibration_error` is the public entry.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Layers 1-4 are the *paper recipe*; whatever layers 5-6 change is a deviation, li
 `recipe_deviations` and written to the run's metadata. A method's YAML also says, per dataset, how
 its recipe was obtained (`recipe_status:`, `recipe_status()`: read in a release, or reconstructed);
 the report labels reconstructed recipes; and the precision its release trained in
-(`release_precision:`, `release_precision()`, see `benchmarks.precision`). A method YAML is checked
+(`release_precision:`, `release_precision()`, see `benchmarks.train.precision`). A method YAML is checked
 whole, whichever dataset runs: `datasets:` and `recipe_status:` name registered datasets, every
 status is known, and `options:` holds exactly the keys the method's code reads (`Method.option_keys`).
 
@@ -43,7 +43,7 @@ import yaml
 from benchmarks import CONFIG_DIR, LTBenchError
 
 # What names a run (its folder): `variant` is set by the grid planner, and only on runs that are
-# not the paper recipe (see benchmarks.variants).
+# not the paper recipe (see benchmarks.run.variants).
 IDENTITY_KEYS = ("dataset", "imb_factor", "method", "variant", "seed")
 
 # How a run executes, not what it computes: changing these is not a deviation from the recipe
@@ -257,8 +257,8 @@ NO_RECIPE = "none"
 
 def release_precision(method: str) -> str:
     """The precision the method's release trained in (`release_precision:` of its YAML, default
-    fp32; see `benchmarks.precision`)."""
-    from benchmarks.precision import PRECISIONS
+    fp32; see `benchmarks.train.precision`)."""
+    from benchmarks.train.precision import PRECISIONS
 
     path = method_file(method)
     value = method_yaml(method).get("release_precision", "fp32") if path.exists() else "fp32"
@@ -284,7 +284,7 @@ def recipe_status(method: str, dataset: str) -> str:
 def _check_dataset_names(section: dict[str, Any], path: Path, name: str) -> None:
     """Every key of a method YAML's per-dataset `section` names a registered dataset: a typo would
     otherwise silently drop that dataset's entry."""
-    from benchmarks.datasets import DATASETS
+    from benchmarks.data.datasets import DATASETS
 
     known = DATASETS.names()
     for key in section:
@@ -296,7 +296,7 @@ def _check_dataset_names(section: dict[str, Any], path: Path, name: str) -> None
 
 def _check_option_keys(method: str, options: dict[str, Any], path: Path) -> None:
     """The YAML's `options:` are exactly the keys the method's code reads (`Method.option_keys`)."""
-    from benchmarks.methods import METHODS
+    from benchmarks.train.methods import METHODS
 
     reads = METHODS.get(method).option_keys
     unread = [key for key in options if key not in reads]
@@ -342,7 +342,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
 
     config = dict(schema)
     dataset_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"
-    if dataset_path.exists():  # its `source:` declares the dataset itself (benchmarks.datasets.declared)
+    if dataset_path.exists():  # its `source:` declares the dataset itself (benchmarks.data.datasets.declared)
         dataset_defaults = {k: v for k, v in load_yaml(dataset_path).items() if k != "source"}
         config.update(check_keys(dataset_defaults, defaults, str(dataset_path)))
     config.update(check_keys(_section(sections, "recipe", path), defaults, f"{path} recipe"))
@@ -375,7 +375,7 @@ def resolve_config(
 
 def canonical_lr_steps(steps: Any) -> Any:
     """lr_steps' [epoch, factor] pairs sorted by epoch: the schedule sorts them
-    (`benchmarks.schedules`), so their order is not part of a configuration, and another order
+    (`benchmarks.train.schedules`), so their order is not part of a configuration, and another order
     than the recipe's must not make a new variant. Anything malformed comes back as it is, for
     `validate_config` to refuse."""
     if isinstance(steps, list) and all(isinstance(s, list) and len(s) == 2 for s in steps):
@@ -408,7 +408,7 @@ SHARED_RANGES = {
     "reweight_beta": ">= 0 < 1",
     "reweight_epoch": ">= 0",
 }
-CLASSIFIERS = ("linear", "cosine")  # what benchmarks.models.build_classifier builds
+CLASSIFIERS = ("linear", "cosine")  # what benchmarks.train.models.build_classifier builds
 LINEAR_INITS = ("kaiming", "default")
 _CONDITION = re.compile(r"(>=|<=|>|<)\s*(-?[0-9.]+)")
 _TESTS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b, "<": lambda v, b: v < b}
@@ -457,7 +457,7 @@ def validate_config(config: dict[str, Any]) -> None:
     method's own options through its `Method.check_config` hook, so a new method brings its
     checks with it.
     """
-    from benchmarks.methods import METHODS
+    from benchmarks.train.methods import METHODS
 
     where = _where(config)
     for key in ("dataset", "method"):
@@ -499,13 +499,13 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     import torch
 
     from baselines.reweighting import REWEIGHT_RULES
-    from benchmarks.datasets import DATASETS
-    from benchmarks.models import BACKBONES
-    from benchmarks.optimizers import MOMENTUM_FORMS
-    from benchmarks.samplers import SAMPLER_EPOCHS, SAMPLERS
-    from benchmarks.schedules import learning_rate
-    from benchmarks.training import Execution
-    from benchmarks.views.large import check_views_config
+    from benchmarks.data.datasets import DATASETS
+    from benchmarks.train.models import BACKBONES
+    from benchmarks.train.optimizers import MOMENTUM_FORMS
+    from benchmarks.data.samplers import SAMPLER_EPOCHS, SAMPLERS
+    from benchmarks.train.schedules import learning_rate
+    from benchmarks.train.training import Execution
+    from benchmarks.data.views.large import check_views_config
 
     learning_rate(0, config)  # unknown lr_schedule
     Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, memory_format

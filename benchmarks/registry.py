@@ -1,7 +1,7 @@
 """A name -> object registry whose lookup error lists the names it knows.
 
-There is one instance for methods (`benchmarks.methods.METHODS`) and one for datasets
-(`benchmarks.datasets.DATASETS`). Entries register themselves with the `register` decorator.
+There is one instance for methods (`benchmarks.train.methods.METHODS`) and one for datasets
+(`benchmarks.data.datasets.DATASETS`). Entries register themselves with the `register` decorator.
 """
 
 from __future__ import annotations

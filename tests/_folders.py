@@ -4,7 +4,7 @@ so they follow the results layout, variants included, instead of spelling it out
 from pathlib import Path
 
 from benchmarks.commands.run import grid_options, parse_args
-from benchmarks.grid import plan
+from benchmarks.run.grid import plan
 
 
 def planned_folders(argv: list[str]) -> list[Path]:

@@ -61,6 +61,6 @@ class TinyCNN(nn.Module):
 
 
 def register_tiny_backbone() -> None:
-    from benchmarks.models import BACKBONES
+    from benchmarks.train.models import BACKBONES
 
     BACKBONES.setdefault("tiny_cnn", TinyCNN)

@@ -10,8 +10,8 @@ from bccl.losses import centroid_loss, class_averaged_supcon
 from bccl.method import BCCL, should_recluster
 from benchmarks import LTBenchError
 from benchmarks.config import recipe_deviations, resolve_config
-from benchmarks.methods import METHODS, build_method
-from benchmarks.models import CosineClassifier
+from benchmarks.train.methods import METHODS, build_method
+from benchmarks.train.models import CosineClassifier
 
 C = 3
 B = 4

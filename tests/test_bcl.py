@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import baselines.bcl  # noqa: F401  (registers "bcl")
 from baselines.bcl import BCL, balanced_contrastive_loss
 from benchmarks.config import resolve_config
-from benchmarks.methods import build_method
+from benchmarks.train.methods import build_method
 
 
 def naive_bcl(z, labels, prototypes, tau, prototype_positive=True, prototype_anchors=False):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import baselines.ce  # noqa: F401  (registers "ce")
 from benchmarks.config import resolve_config
-from benchmarks.methods import build_method
+from benchmarks.train.methods import build_method
 
 
 def test_recipe_values():

@@ -13,13 +13,13 @@ import run_benchmark
 import yaml
 from _tiny_data import TEST_COUNTS, make_imagenet_lt_tree, register_tiny_backbone
 from benchmarks import LTBenchError
-from benchmarks.checkpoint_eval import load_for_evaluation, to_method_state
+from benchmarks.run.checkpoint_eval import load_for_evaluation, to_method_state
 from benchmarks.config import resolve_config
-from benchmarks.datasets import DatasetRequest, build_dataset
-from benchmarks.loaders import normalised_tensor
-from benchmarks.methods import build_method
-from benchmarks.models import resnet32
-from benchmarks.predictions import labels_fingerprint, read_predictions
+from benchmarks.data.datasets import DatasetRequest, build_dataset
+from benchmarks.data.loaders import normalised_tensor
+from benchmarks.train.methods import build_method
+from benchmarks.train.models import resnet32
+from benchmarks.store.predictions import labels_fingerprint, read_predictions
 
 
 class ReleaseNormedLinear(nn.Module):
@@ -214,7 +214,7 @@ def test_release_types_load_weights_only_and_anything_else_needs_unsafe_load(tmp
     import argparse
     import fractions
 
-    from benchmarks.checkpoint_eval import _load_file
+    from benchmarks.run.checkpoint_eval import _load_file
 
     state = {"encoder.conv1.weight": torch.zeros(2, 2)}
     release = tmp_path / "release.pth.tar"  # what releases pickle beside tensors: numpy scalars, arrays, args

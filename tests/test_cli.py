@@ -8,7 +8,7 @@ import yaml
 
 import run_benchmark
 from _folders import planned_folder
-from benchmarks.results import read_status
+from benchmarks.store.results import read_status
 
 TINY = ["--datasets", "digits", "--imb-factors", "10", "--no-progress"]
 

@@ -13,8 +13,8 @@ from benchmarks import CONFIG_DIR, LTBenchError
 from benchmarks.commands import report
 from benchmarks.commands import run as run_command
 from benchmarks.config import check_ranges, has_recipe, parse_set_arguments, resolve_config, validate_config, yaml_load
-from benchmarks.grid import GridOptions, plan
-from benchmarks.methods import METHODS
+from benchmarks.run.grid import GridOptions, plan
+from benchmarks.train.methods import METHODS
 
 
 def test_yaml_floats_with_an_exponent_and_no_dot_are_floats():
@@ -248,8 +248,8 @@ def test_every_paper_grid_runs_every_method_with_a_recipe_and_names_the_others(g
     """Issue 22 point 9: one command gives the whole comparison table; a method without a recipe
     for a dataset is named in the grid's description and reported as "no recipe", never absent."""
     from benchmarks.config import no_recipe_methods
-    from benchmarks.grid import GridOptions, load_grid, no_recipe_in_grid, plan
-    from benchmarks.methods import METHODS
+    from benchmarks.run.grid import GridOptions, load_grid, no_recipe_in_grid, plan
+    from benchmarks.train.methods import METHODS
 
     options = GridOptions(grid=grid, results_dir=tmp_path)
     runs = plan(options)

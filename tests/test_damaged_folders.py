@@ -14,7 +14,7 @@ import pytest
 from benchmarks.config import resolve_config
 from benchmarks.reporting import build_report
 from benchmarks.reporting.load import load_runs
-from benchmarks.results import done_problem
+from benchmarks.store.results import done_problem
 from test_report import write_run  # noqa: E402  (tests/ is on sys.path: one fixture writer for both)
 
 GARBAGE = bytes(range(256)) * 4  # not UTF-8, not YAML, not JSON, not CSV
@@ -137,7 +137,7 @@ def test_a_folder_whose_loading_fails_unforeseen_is_still_a_row(tmp_path, monkey
 def test_identity_of_a_variant_folder_is_its_method_before_the_at_and_its_config_variant(tmp_path):
     """`<method>@<variant>/seed<S>/`: the method is the part before `@`; the config's `variant`
     entry must name the folder's variant (an older version's `<method>/seed<S>/` has none)."""
-    from benchmarks.results import identity_problem
+    from benchmarks.store.results import identity_problem
 
     config = {"method": "ce", "seed": 0, "variant": {"name": "eta=0.0", "deviations": {"eta": {"paper": 0.1, "run": 0.0}}}}
     assert identity_problem(tmp_path / "ce@eta=0.0" / "seed0", config) is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import LTBenchError
-from benchmarks.datasets import DATASETS, DatasetRequest, build_dataset
+from benchmarks.data.datasets import DATASETS, DatasetRequest, build_dataset
 
 
 def write_cifar10_folder(root, per_class_train=30, per_class_test=5):

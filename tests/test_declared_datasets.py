@@ -1,4 +1,4 @@
-"""Datasets declared by a YAML file alone (benchmarks/datasets/declared.py), on PNGs the test
+"""Datasets declared by a YAML file alone (benchmarks/data/datasets/declared.py), on PNGs the test
 writes: an image folder taken as given and a file list made long-tailed by the CIFAR protocol;
 and the datasets registry finds its modules without a list."""
 
@@ -16,10 +16,10 @@ from PIL import Image
 import benchmarks.config as config_module
 import run_benchmark
 from benchmarks import CONFIG_DIR, LTBenchError
-from benchmarks.datasets import DATASETS, DatasetRequest, build_dataset
-from benchmarks.datasets.declared import declared_entry, register_declared
-from benchmarks.datasets.lt import lt_class_counts
-from benchmarks.results import find_runs, read_metrics
+from benchmarks.data.datasets import DATASETS, DatasetRequest, build_dataset
+from benchmarks.data.datasets.declared import declared_entry, register_declared
+from benchmarks.data.datasets.lt import lt_class_counts
+from benchmarks.store.results import find_runs, read_metrics
 
 TRAIN_COUNTS = {"ant": 12, "bee": 6, "cat": 3}  # already long-tailed: IF 4
 
@@ -129,8 +129,8 @@ def test_a_yaml_file_alone_declares_a_dataset_that_a_grid_runs(image_folder, tmp
 
 def test_the_registry_imports_every_module_of_the_package():
     DATASETS.names()
-    package = Path(importlib.import_module("benchmarks.datasets").__file__).parent
+    package = Path(importlib.import_module("benchmarks.data.datasets").__file__).parent
     for path in package.glob("*.py"):
         if path.stem != "__init__":
-            assert f"benchmarks.datasets.{path.stem}" in sys.modules, path.name
-    assert DATASETS._modules == () and DATASETS._packages == ("benchmarks.datasets",)
+            assert f"benchmarks.data.datasets.{path.stem}" in sys.modules, path.name
+    assert DATASETS._modules == () and DATASETS._packages == ("benchmarks.data.datasets",)

@@ -10,10 +10,10 @@ import torch
 
 from benchmarks import LTBenchError
 from benchmarks.config import resolve_config
-from benchmarks.datasets import DatasetRequest, build_dataset
-from benchmarks.results import DONE, atomic_write_yaml, write_status
-from benchmarks.schedules import learning_rate
-from benchmarks.training import Trainer, write_metrics
+from benchmarks.data.datasets import DatasetRequest, build_dataset
+from benchmarks.store.results import DONE, atomic_write_yaml, write_status
+from benchmarks.train.schedules import learning_rate
+from benchmarks.train.training import Trainer, write_metrics
 
 CPU = torch.device("cpu")
 SMALL = {"batch_size": 16, "pipeline": "reference", "train_cap_per_class": 12, "test_cap_per_class": 4}

@@ -22,9 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 import run_benchmark
 from _tiny_data import TEST_COUNTS, TRAIN_COUNTS, make_imagenet_lt_tree, register_tiny_backbone
-from benchmarks import distributed
-from benchmarks.loaders import ShardedBatches
-from benchmarks.methods import METHODS, Method
+from benchmarks.train import distributed
+from benchmarks.data.loaders import ShardedBatches
+from benchmarks.train.methods import METHODS, Method
 
 WORLD = 2
 
@@ -70,7 +70,7 @@ def check_collectives(rank: int) -> None:
 def check_queues(rank: int) -> None:
     """BCCL's and PaCo's queues get every rank's projections and stay identical across ranks."""
     from benchmarks.config import resolve_config
-    from benchmarks.methods import build_method
+    from benchmarks.train.methods import build_method
 
     counts = torch.tensor(TRAIN_COUNTS)
     for method_name, over in (("bccl", {"queue_size": 4}), ("paco", {"queue_size": 8, "shuffle_bn_groups": 2})):
@@ -108,7 +108,7 @@ def compare_ddp_with_hand_written(rank: int, name: str) -> dict:
     batches and RNG states: the DDP path of the training loop and the hand-written all-reduce of
     benchmarks/perf/ddp_step.py. Returns what rank 0 records (losses, equalities)."""
     from benchmarks.config import resolve_config
-    from benchmarks.methods import build_method
+    from benchmarks.train.methods import build_method
     from benchmarks.perf.ddp_step import ddp_step, hand_written_step, sgd
 
     counts = torch.tensor([20, 10, 5, 3, 2])
@@ -161,8 +161,8 @@ def check_resume(rank: int, out: Path) -> None:
     """PaCo (momentum key encoder, queue, BN shuffled across ranks) for 2 epochs on 2 ranks, and
     the same run cut after epoch 1 and resumed from its checkpoint by a new pair of Trainers."""
     from benchmarks.config import resolve_config
-    from benchmarks.datasets import DatasetRequest, build_dataset
-    from benchmarks.training import Trainer
+    from benchmarks.data.datasets import DatasetRequest, build_dataset
+    from benchmarks.train.training import Trainer
 
     data = build_dataset("synthetic", DatasetRequest(imb_factor=10, train_cap_per_class=4, test_cap_per_class=2))
     config = resolve_config("paco", "synthetic", 10, overrides={

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.methods import METHODS
+from benchmarks.train.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = re.compile(r"docs/[A-Za-z0-9_<>./-]*[A-Za-z0-9_>]")

@@ -10,7 +10,7 @@ import scipy
 import sklearn
 import torch
 
-from benchmarks.environment import RECORDED_PACKAGES, environment_record
+from benchmarks.store.environment import RECORDED_PACKAGES, environment_record
 
 
 def test_env_record_names_every_package_that_can_change_a_number():
@@ -42,7 +42,7 @@ def test_git_provenance_counts_untracked_files_and_hashes_the_uncommitted_change
     diff (untracked files included) tells two dirty trees on the same commit apart."""
     import subprocess
 
-    from benchmarks import environment
+    from benchmarks.store import environment
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from benchmarks import LTBenchError
-from benchmarks.datasets import DATASETS, DatasetRequest, build_dataset
-from benchmarks.datasets.fashion_mnist import FMNIST_MEAN, FMNIST_STD, normalisation_constants, to_rgb32
-from benchmarks.grid import GridOptions, plan
+from benchmarks.data.datasets import DATASETS, DatasetRequest, build_dataset
+from benchmarks.data.datasets.fashion_mnist import FMNIST_MEAN, FMNIST_STD, normalisation_constants, to_rgb32
+from benchmarks.run.grid import GridOptions, plan
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -89,7 +89,7 @@ REAL = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.mark.skipif(not (REAL / "train-images-idx3-ubyte.gz").exists(), reason="Debian's dataset-fashion-mnist not installed")
 def test_constants_are_those_of_the_real_padded_training_set():
-    from benchmarks.datasets.fashion_mnist import _read
+    from benchmarks.data.datasets.fashion_mnist import _read
 
     train_x = _read(DatasetRequest(imb_factor=1, data_root=REAL))[0]
     mean, std = normalisation_constants(to_rgb32(train_x))
@@ -104,7 +104,7 @@ def test_fmnist_grid_plans_every_cell_with_the_lt_protocol_ifs():
 
 
 def test_native_28_variant_keeps_the_pixels_unpadded_with_their_own_constants(tmp_path):
-    from benchmarks.datasets.fashion_mnist import FMNIST28_MEAN, FMNIST28_STD
+    from benchmarks.data.datasets.fashion_mnist import FMNIST28_MEAN, FMNIST28_STD
 
     train_x, train_y, test_x, _ = write_fmnist(tmp_path / "fm")
     padded = build_dataset("fashion_mnist", DatasetRequest(imb_factor=10, data_root=tmp_path / "fm"))
@@ -119,7 +119,7 @@ def test_native_28_variant_keeps_the_pixels_unpadded_with_their_own_constants(tm
 
 @pytest.mark.skipif(not (REAL / "train-images-idx3-ubyte.gz").exists(), reason="Debian's dataset-fashion-mnist not installed")
 def test_native_constants_are_those_of_the_real_training_set():
-    from benchmarks.datasets.fashion_mnist import FMNIST28_MEAN, FMNIST28_STD, _read, to_rgb
+    from benchmarks.data.datasets.fashion_mnist import FMNIST28_MEAN, FMNIST28_STD, _read, to_rgb
 
     train_x = _read(DatasetRequest(imb_factor=1, data_root=REAL))[0]
     mean, std = normalisation_constants(to_rgb(train_x))

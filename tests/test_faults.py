@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import run_benchmark
-from benchmarks import results as results_module
+from benchmarks.store import results as results_module
 from benchmarks.commands import report as report_cli
-from benchmarks.grid import GridOptions, plan, run_grid
-from benchmarks.results import atomic_write_text, done_problem, read_status
+from benchmarks.run.grid import GridOptions, plan, run_grid
+from benchmarks.store.results import atomic_write_text, done_problem, read_status
 from test_integrity import ARGS, copy, folder_of, metrics_of, reference, run  # noqa: F401  (fixtures too)
 
 HISTORY_TIMING = ("train_seconds", "images_per_s")
@@ -159,7 +159,7 @@ def test_a_status_that_is_a_folder_fails_that_cell_and_the_grid_goes_on(copy, ca
 # -- class 2: errors found only when a cell runs ---------------------------------------------------
 def test_an_error_found_only_in_a_run_fails_that_cell_and_the_grid_goes_on(tmp_path, capsys, monkeypatch):
     from benchmarks import LTBenchError
-    from benchmarks.training import Trainer
+    from benchmarks.train.training import Trainer
 
     original = Trainer.run
 

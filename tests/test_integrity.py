@@ -16,10 +16,10 @@ import yaml
 import run_benchmark
 from _folders import planned_folder
 from benchmarks.config import resolve_config
-from benchmarks.datasets import DatasetRequest, build_dataset
+from benchmarks.data.datasets import DatasetRequest, build_dataset
 from benchmarks.reporting.load import load_run
-from benchmarks.results import RunLock, RunLocked, done_problem, read_status
-from benchmarks.training import Trainer
+from benchmarks.store.results import RunLock, RunLocked, done_problem, read_status
+from benchmarks.train.training import Trainer
 
 ARGS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "--tiny", "--epochs", "2",
         "--set", "train_cap_per_class=8", "test_cap_per_class=4", "batch_size=16", "--no-progress"]
@@ -76,7 +76,7 @@ def test_a_cell_locked_by_a_live_runner_is_skipped_and_said_so(tmp_path, capsys)
 def test_the_lock_of_a_killed_process_is_free(tmp_path):
     folder = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from benchmarks.results import RunLock; "
+        [sys.executable, "-c", "import sys, time; from benchmarks.store.results import RunLock; "
                                "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
          str(folder)], stdout=subprocess.PIPE, text=True)
     try:
@@ -177,7 +177,7 @@ def test_checkpoints_hold_and_restore_every_rng_state(tmp_path):
 
 
 def test_platform_without_flock_fails_at_start_and_still_reports(tmp_path, capsys, monkeypatch):
-    import benchmarks.results as results_module
+    import benchmarks.store.results as results_module
 
     monkeypatch.setattr(results_module, "fcntl", None)  # what a Windows interpreter has
     results = tmp_path / "results"

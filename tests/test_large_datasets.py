@@ -14,11 +14,11 @@ import run_benchmark
 from _tiny_data import TEST_COUNTS, TRAIN_COUNTS, make_imagenet_lt_tree, register_tiny_backbone, write_image
 from benchmarks import LTBenchError
 from benchmarks.config import resolve_config
-from benchmarks.datasets import DATASETS, DatasetRequest, build_dataset
-from benchmarks.datasets.large import FileImages, read_text_list
-from benchmarks.methods import build_method
-from benchmarks.schedules import learning_rate
-from benchmarks.views.large import (
+from benchmarks.data.datasets import DATASETS, DatasetRequest, build_dataset
+from benchmarks.data.datasets.large import FileImages, read_text_list
+from benchmarks.train.methods import build_method
+from benchmarks.train.schedules import learning_rate
+from benchmarks.data.views.large import (
     LARGE_VIEW_NAMES, RANDAUG_OPS, TimmRandAugment, check_views_config, large_reference_transform,
 )
 
@@ -142,7 +142,7 @@ def test_views_config_checks():
 # -- backbones, recipes, grids ------------------------------------------------------------------
 
 def test_torchvision_backbones_keep_the_release_key_names():
-    from benchmarks.models import build_backbone
+    from benchmarks.train.models import build_backbone
 
     net = build_backbone("resnet50")
     keys = list(net.state_dict())
@@ -247,7 +247,7 @@ def test_select_on_val_chooses_the_best_validation_epoch_and_reports_its_test_ac
     import pandas as pd
     import torch
 
-    from benchmarks.training import Trainer
+    from benchmarks.train.training import Trainer
 
     register_tiny_backbone()
     make_imagenet_lt_tree(tmp_path)

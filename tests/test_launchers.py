@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from benchmarks.launchers import LocalParallel, worker_result
-from benchmarks.results import read_status, write_status
+from benchmarks.run.launchers import LocalParallel, worker_result
+from benchmarks.store.results import read_status, write_status
 from _folders import planned_folders
 
 CELLS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "1", "--tiny",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.loaders import FastLoader, ShardedBatches
+from benchmarks.data.loaders import FastLoader, ShardedBatches
 
 N, B = 50, 8
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

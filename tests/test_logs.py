@@ -8,7 +8,7 @@ import logging
 import re
 
 import run_benchmark
-from benchmarks.logs import LOGGER, run_log, setup_console
+from benchmarks.store.logs import LOGGER, run_log, setup_console
 
 ARGS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--tiny", "--epochs", "2",
         "--set", "batch_size=32"]  # at most 20 images per class, LT: 6 steps of 32 (drop_last false)

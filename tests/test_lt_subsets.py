@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks import LTBenchError
-from benchmarks.datasets import cap_per_class, long_tailed_subset, lt_class_counts
+from benchmarks.data.datasets import cap_per_class, long_tailed_subset, lt_class_counts
 
 GOLDEN_TOTALS = {
     ("cifar10", 100): 12406, ("cifar10", 50): 13996, ("cifar10", 10): 20431,

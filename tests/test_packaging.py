@@ -17,7 +17,7 @@ import pytest
 import benchmarks
 from benchmarks import CONFIG_DIR
 from benchmarks.commands import main as ltbench
-from benchmarks.launchers import worker_base_env, worker_command
+from benchmarks.run.launchers import worker_base_env, worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import baselines.paco  # noqa: F401  (registers "paco")
 from baselines.paco import PaCo, paco_loss
 from benchmarks.config import resolve_config
-from benchmarks.methods import build_method
+from benchmarks.train.methods import build_method
 
 
 def naive_paco(q, k, queue, labels, queue_labels, class_logits, counts, alpha, beta, gamma, tau,

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import LTBenchError
-from benchmarks.paper_numbers import STATUSES, load_paper_numbers, lookup
+from benchmarks.reporting.paper_numbers import STATUSES, load_paper_numbers, lookup
 from benchmarks.reporting.tables import source_notes
 
 SIM_SIM = ["rrc224_randaug", "simclr224", "simclr224"]

@@ -5,7 +5,7 @@ import torch
 from baselines.bcl import balanced_contrastive_loss
 from baselines.paco import paco_loss
 from bccl.losses import centroid_loss, class_averaged_supcon
-from benchmarks.models import CosineClassifier, LinearClassifier, projection_head
+from benchmarks.train.models import CosineClassifier, LinearClassifier, projection_head
 
 
 def bf16(fn):
@@ -56,7 +56,7 @@ def test_cosine_classifier_init_norms():
 
 def test_recipes_pick_the_released_classifier_init_and_batching():
     from benchmarks.config import resolve_config
-    from benchmarks.methods import build_method
+    from benchmarks.train.methods import build_method
 
     config = resolve_config("bccl")
     method = build_method(config, 10, torch.tensor([100] * 10))
@@ -78,7 +78,7 @@ def test_recipes_pick_the_released_classifier_init_and_batching():
 
 def test_amp_resolves_to_the_release_precision_on_cuda_and_fp32_on_cpu():
     from benchmarks.config import release_precision
-    from benchmarks.precision import resolve_precision
+    from benchmarks.train.precision import resolve_precision
 
     assert release_precision("bccl") == "fp16"
     assert [release_precision(m) for m in ("bcl", "paco", "ce")] == ["fp32"] * 3
@@ -90,7 +90,7 @@ def test_amp_resolves_to_the_release_precision_on_cuda_and_fp32_on_cpu():
 
 
 def test_fp16_step_runs_heads_under_autocast_like_the_release_and_bf16_keeps_float32_islands():
-    from benchmarks.precision import islands
+    from benchmarks.train.precision import islands
 
     torch.manual_seed(0)
     module, h = CosineClassifier(64, 10), torch.randn(8, 64)
@@ -107,8 +107,8 @@ def _fp16_trainer(tmp_path, monkeypatch, epochs=2):
     import contextlib
 
     from benchmarks.config import resolve_config
-    from benchmarks.datasets import DatasetRequest, build_dataset
-    from benchmarks.training import Execution, Trainer
+    from benchmarks.data.datasets import DatasetRequest, build_dataset
+    from benchmarks.train.training import Execution, Trainer
 
     monkeypatch.setattr(Execution, "autocast", lambda self: contextlib.nullcontext())
     data = build_dataset("synthetic", DatasetRequest(imb_factor=10, train_cap_per_class=4, test_cap_per_class=2))
@@ -145,8 +145,8 @@ def test_precision_is_recorded_per_method_with_a_deviation_where_it_differs(tmp_
     """On this CPU `amp: auto` trains in fp32: CE matches its release, BCCL (fp16 release) records
     the deviation; a fp16 BCCL run records none."""
     from benchmarks.config import resolve_config
-    from benchmarks.precision import precision_deviation
-    from benchmarks.training import Execution
+    from benchmarks.train.precision import precision_deviation
+    from benchmarks.train.training import Execution
 
     cpu = torch.device("cpu")
     for method, amp, run, deviation in (("ce", "auto", "fp32", None), ("bccl", "auto", "fp32", "fp16"),

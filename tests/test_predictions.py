@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from benchmarks import LTBenchError
-from benchmarks import evaluation
-from benchmarks.evaluation import (
+from benchmarks.train import evaluation
+from benchmarks.train.evaluation import (
     EvalOutputs, calibration_bins, calibration_metrics, evaluation_metrics,
     expected_calibration_error,
 )
-from benchmarks.predictions import (
+from benchmarks.store.predictions import (
     PREDICTIONS_FILE, EpochPredictions, labels_fingerprint, paired_correctness, read_predictions,
     write_predictions,
 )

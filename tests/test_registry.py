@@ -11,7 +11,7 @@ import pytest
 import baselines
 import bccl
 from benchmarks import LTBenchError
-from benchmarks.methods import METHODS
+from benchmarks.train.methods import METHODS
 from benchmarks.registry import Registry
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import run_benchmark
-from benchmarks.results import find_runs, read_status
+from benchmarks.store.results import find_runs, read_status
 
 CELL = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "--tiny", "--epochs", "1",
         "--set", "lr=0.05", "--no-progress"]

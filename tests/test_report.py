@@ -24,11 +24,11 @@ import pytest
 
 from benchmarks import PROJECT_ROOT
 from benchmarks.config import recipe_deviations, resolve_config
-from benchmarks.paper_numbers import PaperNumber, load_paper_numbers
+from benchmarks.reporting.paper_numbers import PaperNumber, load_paper_numbers
 from benchmarks.reporting import build_report
 from benchmarks.reporting.aggregate import aggregate, label_variants, verdict
 from benchmarks.reporting.load import load_runs
-from benchmarks.results import RunLock, atomic_write_json, atomic_write_yaml, run_dir, write_csv, write_status
+from benchmarks.store.results import RunLock, atomic_write_json, atomic_write_yaml, run_dir, write_csv, write_status
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -419,7 +419,7 @@ def test_report_imports_no_training_code():
     code = ("import sys, runpy; sys.argv = ['report.py', '--help']\n"
             "try:\n    runpy.run_path('report.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "import benchmarks.reporting.plots, benchmarks.reporting.html\n"
-            "bad = [m for m in ('torch', 'benchmarks.training', 'benchmarks.methods', 'benchmarks.grid') "
+            "bad = [m for m in ('torch', 'benchmarks.train.training', 'benchmarks.train.methods', 'benchmarks.run.grid') "
             "if m in sys.modules]\nassert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

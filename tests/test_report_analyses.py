@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 
 from benchmarks.config import resolve_config
-from benchmarks.predictions import EpochPredictions, write_predictions
+from benchmarks.store.predictions import EpochPredictions, write_predictions
 from benchmarks.reporting import build_report
 from benchmarks.reporting.cost import cost_fields
 from benchmarks.reporting.diagnostics import confusion_matrix, run_confusion, weight_norms
 from benchmarks.reporting.shift import FAMILY, count_ranks, shifted_accuracy
-from benchmarks.results import atomic_write_json
+from benchmarks.store.results import atomic_write_json
 from test_report import PNG_MAGIC, write_run
 
 # cifar10 IF100, ce: a tie at 300 (classes 0 and 2: class 0 ranks first), class 9 has no test image

@@ -21,7 +21,7 @@ from benchmarks.config import resolve_config
 from benchmarks.reporting import build_report, build_report_from_csv
 from benchmarks.reporting.compare import SEED_MATCHED, WELCH, run_predictions
 from benchmarks.reporting.stats import clip_interval, holm
-from benchmarks.variants import variant_name, with_variant
+from benchmarks.run.variants import variant_name, with_variant
 from test_report import report_cli, write_run
 from test_report_stats import LABELS, correctness, run
 
@@ -181,8 +181,8 @@ def test_top5_shown_from_100_classes_and_na_for_runs_without_it(tree):
 def test_top5_recorded_at_evaluation():
     import torch
 
-    from benchmarks.evaluation import EvalOutputs, _predict_batch, evaluation_metrics, top5_accuracy
-    from benchmarks.training import epoch_summary
+    from benchmarks.train.evaluation import EvalOutputs, _predict_batch, evaluation_metrics, top5_accuracy
+    from benchmarks.train.training import epoch_summary
 
     logits = torch.randn(64, 12, generator=torch.Generator().manual_seed(0))
     labels = np.random.default_rng(1).integers(0, 12, 64)

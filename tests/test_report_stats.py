@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.config import resolve_config
-from benchmarks.predictions import EpochPredictions, write_predictions
+from benchmarks.store.predictions import EpochPredictions, write_predictions
 from benchmarks.reporting import build_report
 from benchmarks.reporting.compare import swept_keys
 from benchmarks.reporting.stats import mcnemar, paired_bootstrap, seeds_needed, welch

@@ -11,10 +11,10 @@ from scipy.stats import chisquare
 
 from benchmarks import LTBenchError
 from benchmarks.config import resolve_config
-from benchmarks.datasets import DatasetRequest, build_dataset
-from benchmarks.loaders import FastLoader, ReferenceLoader, ShardedBatches
-from benchmarks.samplers import EpochSampler, epoch_length, epoch_order
-from benchmarks.training import Trainer
+from benchmarks.data.datasets import DatasetRequest, build_dataset
+from benchmarks.data.loaders import FastLoader, ReferenceLoader, ShardedBatches
+from benchmarks.data.samplers import EpochSampler, epoch_length, epoch_order
+from benchmarks.train.training import Trainer
 
 COUNTS = [40, 17, 9, 5, 2]  # long-tailed; 40 is no multiple of 17, 9 or 3: partial cycles everywhere
 LABELS = torch.repeat_interleave(torch.arange(len(COUNTS)), torch.tensor(COUNTS))
@@ -182,8 +182,8 @@ def test_folders_written_before_samplers_read_as_instance_sampling(tmp_path):
     import yaml
 
     from benchmarks.config import ADDED_KEYS
-    from benchmarks.results import read_config
-    from benchmarks.training import CHECKPOINT_KEYS, read_checkpoint
+    from benchmarks.store.results import read_config
+    from benchmarks.train.training import CHECKPOINT_KEYS, read_checkpoint
 
     config = resolve_config("ce", "synthetic", 10, 0)
     old = {k: v for k, v in config.items() if k not in ADDED_KEYS}

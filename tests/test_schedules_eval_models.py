@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.evaluation import accuracy_metrics, shot_groups
-from benchmarks.models import CosineClassifier, projection_head, resnet32
-from benchmarks.schedules import learning_rate
+from benchmarks.train.evaluation import accuracy_metrics, shot_groups
+from benchmarks.train.models import CosineClassifier, projection_head, resnet32
+from benchmarks.train.schedules import learning_rate
 
 
 def test_warmup_cosine_bccl_recipe():
@@ -75,7 +75,7 @@ def test_resnet32_parameter_count():
 
 
 def test_resnet20_and_resnet8_are_the_6n_plus_2_family_members():
-    from benchmarks.models import build_backbone
+    from benchmarks.train.models import build_backbone
 
     # ResNet-6n+2 with n blocks per stage: n = 3 (20 layers) and n = 1 (8 layers)
     for name, blocks, layers in (("resnet20", 3, 20), ("resnet8", 1, 8)):

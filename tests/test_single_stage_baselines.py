@@ -16,10 +16,10 @@ from baselines.ldam import ldam_loss, ldam_margins
 from baselines.reweighting import class_balanced_weights
 from benchmarks import LTBenchError
 from benchmarks.config import resolve_config
-from benchmarks.datasets import DatasetRequest, build_dataset
-from benchmarks.losses import logit_adjusted_ce
-from benchmarks.methods import build_method
-from benchmarks.training import Trainer
+from benchmarks.data.datasets import DatasetRequest, build_dataset
+from benchmarks.train.losses import logit_adjusted_ce
+from benchmarks.train.methods import build_method
+from benchmarks.train.training import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -200,8 +200,8 @@ def test_balanced_softmax_has_the_releases_views_steps_and_warmup(dataset, class
     lr of utils.py CosineAnnealingLRWarmup stepped before each epoch (0.05 up to 0.1, cosine to 0)."""
     import numpy as np
 
-    from benchmarks.loaders import ReferenceLoader
-    from benchmarks.schedules import learning_rate
+    from benchmarks.data.loaders import ReferenceLoader
+    from benchmarks.train.schedules import learning_rate
 
     config = resolve_config("balanced_softmax", dataset, 100)
     counts = _lt_counts(classes, n_max, 100)
@@ -234,7 +234,7 @@ def test_a_schedule_that_needs_warmup_start_lr_is_refused_without_it():
 def test_ldam_drw_confidences_come_from_the_scaled_cosines():
     """Issue 22 point 8: ECE from the logits the model predicts with, s * cos (s = 30), not from
     softmax of the raw cosines (which sit near 1 / C); the top-1 ranking is unchanged."""
-    from benchmarks.evaluation import predict
+    from benchmarks.train.evaluation import predict
 
     method, images, _ = method_and_batch("ldam_drw")
     method.eval()
@@ -252,7 +252,7 @@ def test_ldam_drw_confidences_come_from_the_scaled_cosines():
 def test_keras_momentum_is_the_logit_adjustment_releases_update():
     """Issue 22 point 5: Keras SGD (v <- m v - lr g; w <- w + m v - lr g) equals PyTorch's Nesterov
     SGD while the lr is constant and differs once it changes; logit_adjust's recipe uses Keras's."""
-    from benchmarks.optimizers import KerasSGD
+    from benchmarks.train.optimizers import KerasSGD
 
     assert resolve_config("logit_adjust")["momentum_form"] == "keras"
     assert resolve_config("ce")["momentum_form"] == "pytorch"

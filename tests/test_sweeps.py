@@ -20,7 +20,7 @@ from _folders import planned_folders
 from benchmarks.reporting import build_report
 from benchmarks.reporting.aggregate import aggregate, label_variants
 from benchmarks.reporting.load import load_runs
-from benchmarks.results import find_runs, read_config, read_status
+from benchmarks.store.results import find_runs, read_config, read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = {

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from benchmarks.config import resolve_config
-from benchmarks.datasets import DatasetRequest, build_dataset
-from benchmarks.predictions import read_predictions
-from benchmarks.training import NonFiniteLoss, Trainer
+from benchmarks.data.datasets import DatasetRequest, build_dataset
+from benchmarks.store.predictions import read_predictions
+from benchmarks.train.training import NonFiniteLoss, Trainer
 
 
 def small_synthetic(train_cap=30, test_cap=10):
@@ -53,7 +53,7 @@ def test_short_ce_run_beats_chance_by_a_clear_margin(tmp_path):
 
 
 def test_weight_norms_of_a_cosine_classifier_are_its_class_columns():
-    from benchmarks.methods import build_method
+    from benchmarks.train.methods import build_method
 
     config = resolve_config("ldam_drw", "synthetic", 10, 0)
     method = build_method(config, 10, torch.arange(10, 0, -1))
@@ -119,8 +119,8 @@ def test_nan_loss_stops_the_run_with_epoch_and_step(tmp_path):
 
 def test_process_count_other_than_the_releases_is_a_deviation():
     import baselines.paco  # noqa: F401  (registers "paco")
-    from benchmarks.methods import build_method
-    from benchmarks.training import process_deviation
+    from benchmarks.train.methods import build_method
+    from benchmarks.train.training import process_deviation
 
     counts = torch.tensor([20, 10, 5])
     ce = build_method(resolve_config("ce", "cifar10", 100, 0), 3, counts)

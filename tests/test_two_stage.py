@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 import run_benchmark
 from benchmarks import LTBenchError
-from benchmarks.grid import DataCache, GridOptions, plan
-from benchmarks.results import read_status
+from benchmarks.run.grid import DataCache, GridOptions, plan
+from benchmarks.store.results import read_status
 
 SETS = ["train_cap_per_class=8", "test_cap_per_class=4"]
 CELL = ["--datasets", "digits", "--imb-factors", "10", "--tiny", "--epochs", "1", "--no-progress", "--set", *SETS]
@@ -69,7 +69,7 @@ def test_the_grid_trains_the_stage1_run_first_and_names_its_checkpoint(trained):
 
 
 def test_the_stage1_weights_are_loaded_and_frozen(trained):
-    from benchmarks.training import Trainer
+    from benchmarks.train.training import Trainer
 
     results, _ = trained
     ce_state = torch.load(folder(results, "ce") / "checkpoint.pt", weights_only=False)["method"]
@@ -151,7 +151,7 @@ def test_jobs_start_a_stage2_cell_only_after_its_stage1_cell(tmp_path, capsys, m
 def test_slurm_holds_a_stage2_job_until_its_stage1_job_has_ended(tmp_path, monkeypatch):
     """sbatch is not here: a stand-in executor records what submitit would be asked."""
     pytest.importorskip("submitit")
-    from benchmarks.launchers import Slurm, SlurmOptions
+    from benchmarks.run.launchers import Slurm, SlurmOptions
 
     class Job:
         def __init__(self, job_id):

@@ -12,8 +12,8 @@ from benchmarks import LTBenchError
 from benchmarks.config import resolve_config
 from benchmarks.reporting.aggregate import aggregate, label_variants
 from benchmarks.reporting.load import load_runs
-from benchmarks.results import find_runs, read_status
-from benchmarks.variants import (
+from benchmarks.store.results import find_runs, read_status
+from benchmarks.run.variants import (
     HASH_LENGTH, MAX_LABEL_LENGTH, check_variant_name, parse_sweep_arguments, sweep_points, variant_label,
     variant_name, with_variant,
 )
@@ -247,7 +247,7 @@ def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_rep
     args = CELL + ["--results-dir", str(results)]
     # The layout before variants: every configuration in <method>/seed<S>/, no `variant` key in its config.
     with monkeypatch.context() as before_variants:
-        before_variants.setattr("benchmarks.grid.with_variant", lambda config, *args: config)
+        before_variants.setattr("benchmarks.run.grid.with_variant", lambda config, *args: config)
         assert run_cli(args + ["--seeds", "0", "1"], capsys)[0] == 0
     old = [results / "digits-tiny" / "if10" / "ce" / f"seed{s}" for s in (0, 1)]
     assert sorted(find_runs(results)) == old
@@ -288,7 +288,7 @@ def test_lr_steps_in_another_order_is_the_same_schedule_and_the_same_folder(tmp_
     """The schedule sorts its [epoch, factor] pairs, so their order changes nothing: --set lr_steps
     in another order than the recipe's is the recipe (no new variant), and the config keeps them sorted."""
     from benchmarks.commands.run import grid_options, parse_args
-    from benchmarks.grid import plan
+    from benchmarks.run.grid import plan
 
     base = ["--grid", "cifar10", "--imb-factors", "100", "--methods", "focal", "--results-dir", str(tmp_path)]
     recipe, = plan(grid_options(parse_args(base)))
@@ -321,7 +321,7 @@ def test_the_grid_promise_names_the_dataset_folder_and_labels_say_the_rest(tmp_p
 
 
 def test_the_grid_promise_is_recorded_and_plain_grids_keep_their_folders(tmp_path):
-    from benchmarks.grid import GridOptions, plan
+    from benchmarks.run.grid import GridOptions, plan
 
     runs = plan(GridOptions(datasets=["digits"], methods=["ce", "ce_drw"], imb_factors=[10], seeds=[0],
                             overrides={"lr": 0.2}, results_dir=tmp_path))
@@ -343,7 +343,7 @@ def test_the_grid_promise_is_recorded_and_plain_grids_keep_their_folders(tmp_pat
 def test_a_method_override_back_to_the_recipe_value_is_labelled(tmp_path):
     """A promised key that a method sets back to its recipe value differs from the promise: its
     label says so, so it never shares a folder with the run at the promised value."""
-    from benchmarks.grid import GridOptions, plan
+    from benchmarks.run.grid import GridOptions, plan
 
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"datasets": ["digits"], "imb_factors": [10], "methods": ["ce", "focal"],
@@ -360,7 +360,7 @@ def test_folders_of_the_layout_before_grid_labels_are_still_skipped_resumed_and_
     args = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--tiny", "--epochs", "1",
             "--set", "train_cap_per_class=8", "test_cap_per_class=4", "--no-progress", "--results-dir", str(results)]
     with monkeypatch.context() as before_grid_labels:  # the version before: no grid promise, every key in the label
-        before_grid_labels.setattr("benchmarks.grid.grid_promise", lambda grid, options: {})
+        before_grid_labels.setattr("benchmarks.run.grid.grid_promise", lambda grid, options: {})
         assert run_cli(args + ["--seeds", "0", "1"], capsys)[0] == 0
     old = sorted(find_runs(results))
     assert [p.parent.name for p in old] == ["ce@batch_size=32,epochs=1,test_cap_per_class=4,train_cap_per_class=8,"

@@ -25,13 +25,13 @@ from PIL import Image, ImageEnhance, ImageOps
 import baselines.bcl  # noqa: F401  (registers "bcl")
 import baselines.paco  # noqa: F401  (registers "paco")
 import bccl.method  # noqa: F401  (registers "bccl")
-import benchmarks.views.cifar10_policy as cp
-import benchmarks.views.fast as fv
+import benchmarks.data.views.cifar10_policy as cp
+import benchmarks.data.views.fast as fv
 from benchmarks import LTBenchError
 from benchmarks.config import recipe_deviations, resolve_config
-from benchmarks.methods import build_method
-from benchmarks.views import FastView, autoaug_view, reference_transform
-from benchmarks.views.large import check_views_config
+from benchmarks.train.methods import build_method
+from benchmarks.data.views import FastView, autoaug_view, reference_transform
+from benchmarks.data.views.large import check_views_config
 from _view_images import assert_exact, from_pil, to_pil, view_test_images
 
 MEAN = (0.4914, 0.4822, 0.4465)

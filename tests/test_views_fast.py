@@ -1,4 +1,4 @@
-"""The batched views (`benchmarks.views.fast`) against the per-image PIL reference.
+"""The batched views (`benchmarks.data.views.fast`) against the per-image PIL reference.
 
 1. Fidelity: each op at fixed parameters equals torchvision's functional op (or Pillow's
    filter, for the blur) on the PIL image of the same uint8 input. Tolerance: exact, max
@@ -24,11 +24,11 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode
 
-import benchmarks.views.blur as blur
-import benchmarks.views.fast as fv
+import benchmarks.data.views.blur as blur
+import benchmarks.data.views.fast as fv
 from benchmarks import LTBenchError
-from benchmarks.views import VIEW_NAMES, FastView, reference_transform
-from benchmarks.views.reference import Cutout
+from benchmarks.data.views import VIEW_NAMES, FastView, reference_transform
+from benchmarks.data.views.reference import Cutout
 from _view_images import assert_exact, from_pil, to_pil, view_test_images
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -417,7 +417,7 @@ def test_compiled_cpu_contrastive_path_equals_masked(name):
 def test_compiled_cpu_hue_is_pillows_on_every_colour():
     """`contrastive_cpu._hue` against the torch op (itself checked against Pillow on every colour,
     above) on all 2^24 colours, for shifts across the range."""
-    from benchmarks.views.contrastive_cpu import _hue
+    from benchmarks.data.views.contrastive_cpu import _hue
 
     c = torch.arange(1 << 24, dtype=torch.int64)
     rgb = torch.stack([(c >> 16) & 255, (c >> 8) & 255, c & 255]).float()
@@ -504,7 +504,7 @@ def test_without_numba_the_torch_path_gives_the_same_views(name, monkeypatch, ca
     with_numba = fv.render_view(name, x, params, "grouped")
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
     monkeypatch.setattr(fv, "_NUMBA", None)
-    from benchmarks.logs import LOGGER
+    from benchmarks.store.logs import LOGGER
 
     # caplog listens at the root; the commands' console setup (run by earlier tests) stops LOGGER propagating
     monkeypatch.setattr(LOGGER, "propagate", False)

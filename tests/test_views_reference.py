@@ -11,9 +11,9 @@ import torch
 import torchvision.transforms as T
 
 from benchmarks import LTBenchError
-from benchmarks.views import VIEW_NAMES, reference_transform
-from benchmarks.views.cifar10_policy import CIFAR10Policy
-from benchmarks.views.reference import Cutout, PILGaussianBlur, build_compose
+from benchmarks.data.views import VIEW_NAMES, reference_transform
+from benchmarks.data.views.cifar10_policy import CIFAR10Policy
+from benchmarks.data.views.reference import Cutout, PILGaussianBlur, build_compose
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)

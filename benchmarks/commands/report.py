@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.cli import ArgumentParser, main_guard
+from benchmarks.commands.cli import ArgumentParser, main_guard
 from benchmarks.reporting import FORMATS, build_report, build_report_from_csv
 from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE
 

@@ -28,16 +28,16 @@ import sys
 from pathlib import Path
 
 from benchmarks import LTBenchError
-from benchmarks.cli import ArgumentParser, main_guard
+from benchmarks.commands.cli import ArgumentParser, main_guard
 from benchmarks.config import parse_set_arguments
-from benchmarks.grid import (
+from benchmarks.run.grid import (
     DataCache, GridOptions, count_outcomes, datasets_outside_grid, finished, grid_names, load_grid, no_recipe_in_grid,
     plan, preflight, run_grid, summary_table,
 )
-from benchmarks.logs import LOGGER
-from benchmarks.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
-from benchmarks.replay import DEFAULT_REPLAY_DIR, replay_runs
-from benchmarks.variants import check_variant_name, parse_sweep_arguments
+from benchmarks.store.logs import LOGGER
+from benchmarks.run.launchers import LAUNCHERS, LocalParallel, Slurm, SlurmOptions, write_worker_outcome
+from benchmarks.run.replay import DEFAULT_REPLAY_DIR, replay_runs
+from benchmarks.run.variants import check_variant_name, parse_sweep_arguments
 
 
 def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
@@ -133,12 +133,12 @@ def make_launcher(args: argparse.Namespace, argv: list[str], options: GridOption
     """Check the launch options and return (what runs the cells, a phrase for the header line)."""
     if args.jobs < 1:
         raise LTBenchError(f"--jobs must be >= 1, got {args.jobs}")
-    from benchmarks import distributed
-    from benchmarks.training import parse_device, resolve_device
+    from benchmarks.train import distributed
+    from benchmarks.train.training import parse_device, resolve_device
 
     parse_device(options.device)  # the name, here; whether CUDA is present, where the runs happen
 
-    if distributed.launched_by_torchrun():  # one run across the torchrun processes (benchmarks/distributed.py)
+    if distributed.launched_by_torchrun():  # one run across the torchrun processes (benchmarks/train/distributed.py)
         if args.jobs != 1 or args.launcher != "local":
             raise LTBenchError("under torchrun every process works on the same run: --jobs and --launcher slurm "
                                "do not combine with it")
@@ -221,13 +221,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"{len(runs)} runs")
         return 0
     if args.eval_checkpoint is not None:
-        from benchmarks.checkpoint_eval import evaluate_checkpoint
+        from benchmarks.run.checkpoint_eval import evaluate_checkpoint
 
         return evaluate_checkpoint(args.eval_checkpoint, runs, options, unsafe_load=args.unsafe_load)
     cache = DataCache(options)  # the datasets preflight builds are the ones the cells train on
     launch, where = make_launcher(args, argv, options, cache)
     preflight(runs, options, cache)
-    from benchmarks import distributed
+    from benchmarks.train import distributed
 
     if not distributed.is_main():  # torchrun: rank 0 reports, the others only compute
         launch(runs)

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from benchmarks.config import resolve_config  # noqa: E402
-from benchmarks.datasets import DatasetRequest, build_dataset  # noqa: E402
-from benchmarks.training import Trainer  # noqa: E402
+from benchmarks.data.datasets import DatasetRequest, build_dataset  # noqa: E402
+from benchmarks.train.training import Trainer  # noqa: E402
 
 COMBINED = {"pipeline": "fast", "amp": "bf16", "memory_format": "channels_last", "backbone": "resnet8"}
 LEVERS: dict[str, tuple[str, dict]] = {  # name: (dataset, overrides)

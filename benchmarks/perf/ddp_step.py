@@ -2,7 +2,7 @@
 
 Until issue 17 the training loop averaged gradients by hand after `backward`: every gradient
 all-reduced in one flat buffer per dtype, then divided by the world size. The loop now wraps the
-method in DistributedDataParallel (`benchmarks.distributed.wrap_training_step`), which reduces
+method in DistributedDataParallel (`benchmarks.train.distributed.wrap_training_step`), which reduces
 buckets of gradients while backward still runs. That old path survives only here, implemented
 in this script (`allreduce_gradients`, `hand_written_step`), as the reference the DDP path is
 timed against and tested against (tests/test_distributed.py: equal losses, gradients and
@@ -41,9 +41,9 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks import distributed  # noqa: E402
+from benchmarks.train import distributed  # noqa: E402
 from benchmarks.config import resolve_config  # noqa: E402
-from benchmarks.methods import Method, build_method  # noqa: E402
+from benchmarks.train.methods import Method, build_method  # noqa: E402
 
 
 # -- the hand-written path (what training.py did before DDP) ---------------------------------------

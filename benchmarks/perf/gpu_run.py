@@ -50,9 +50,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.config import resolve_config  # noqa: E402
-from benchmarks.datasets import DatasetRequest, build_dataset  # noqa: E402
-from benchmarks.launchers import _die_with_parent  # noqa: E402
-from benchmarks.training import Trainer  # noqa: E402
+from benchmarks.data.datasets import DatasetRequest, build_dataset  # noqa: E402
+from benchmarks.run.launchers import _die_with_parent  # noqa: E402
+from benchmarks.train.training import Trainer  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001  (a cut-off run keeps what it printed)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results import RunLock, RunLocked, done_problem, find_runs  # noqa: E402
+from benchmarks.store.results import RunLock, RunLocked, done_problem, find_runs  # noqa: E402
 
 TIMING = {"train_seconds", "train_images_per_s", "images_per_s"}
 WRITE_MOMENTS = ("history.csv", "checkpoint.pt", "metrics.json")  # kill right after this write of the last epoch
@@ -57,7 +57,7 @@ def child_killed_after_write(moment: str, epochs: int, argv: list[str]) -> int:
     metrics.json: any (status `done` next). Patching the one function every run-folder write goes
     through (`results.atomic_write_bytes`) keeps the hook out of the runner's code.
     """
-    import benchmarks.results as results
+    import benchmarks.store.results as results
 
     original = results.atomic_write_bytes
     seen = {"full_history": False}

@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.config import resolve_config  # noqa: E402
-from benchmarks.datasets import DatasetRequest, build_dataset  # noqa: E402
-from benchmarks.methods import METHODS, build_method  # noqa: E402
-from benchmarks.views import FastView, reference_transform  # noqa: E402
+from benchmarks.data.datasets import DatasetRequest, build_dataset  # noqa: E402
+from benchmarks.train.methods import METHODS, build_method  # noqa: E402
+from benchmarks.data.views import FastView, reference_transform  # noqa: E402
 
 
 def ms(fn):

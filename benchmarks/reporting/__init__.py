@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import LTBenchError
-from benchmarks.paper_numbers import PAPER_NUMBERS_FILE, load_paper_numbers
+from benchmarks.reporting.paper_numbers import PAPER_NUMBERS_FILE, load_paper_numbers
 from benchmarks.reporting.aggregate import DEFAULT_TOLERANCE, aggregate, label_variants, report_order
 from benchmarks.reporting.analyses import build_analyses, insert_cell_sections
 from benchmarks.reporting.compare import (
@@ -42,7 +42,7 @@ from benchmarks.reporting.tables import (
 from benchmarks.reporting.kept import (
     per_class_frame, read_comparisons, read_per_class, read_runs_csv, runs_csv_frame,
 )
-from benchmarks.results import atomic_write_bytes, atomic_write_text, check_writable_dir
+from benchmarks.store.results import atomic_write_bytes, atomic_write_text, check_writable_dir
 
 FORMATS = ("md", "csv", "tex", "html", "png")
 PLOTS_DIR = "plots"

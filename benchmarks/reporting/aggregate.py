@@ -52,11 +52,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.paper_numbers import PaperNumber, lookup
+from benchmarks.reporting.paper_numbers import PaperNumber, lookup
 from benchmarks.reporting.load import GROUPS
 from benchmarks.reporting.recipe import format_deviations, recipe_label, run_deviations
 from benchmarks.reporting.stats import clip_interval, mean_ci, seeds_needed
-from benchmarks.variants import is_named, variant_name
+from benchmarks.run.variants import is_named, variant_name
 
 REPRODUCED, BELOW, ABOVE = "reproduced", "below", "above"
 NO_PAPER, RECIPE_DIFFERS = "no paper number", "recipe differs"

@@ -54,7 +54,7 @@ import pandas as pd
 
 from benchmarks import LTBenchError
 from benchmarks.config import EXECUTION_KEYS, IDENTITY_KEYS
-from benchmarks.predictions import PREDICTIONS_FILE, paired_correctness, read_predictions
+from benchmarks.store.predictions import PREDICTIONS_FILE, paired_correctness, read_predictions
 from benchmarks.reporting.aggregate import CELL_KEYS, method_rank
 from benchmarks.reporting.stats import clip_interval, holm, mcnemar, mean_ci, paired_bootstrap, seed_matched, welch
 

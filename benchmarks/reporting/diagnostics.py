@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import LTBenchError
-from benchmarks.predictions import read_predictions
+from benchmarks.store.predictions import read_predictions
 from benchmarks.reporting.shift import count_ranks
-from benchmarks.results import read_metrics
+from benchmarks.store.results import read_metrics
 
 MAX_CONFUSION_CLASSES = 100
 

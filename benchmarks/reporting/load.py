@@ -23,7 +23,7 @@ import yaml
 
 from benchmarks.config import yaml_problem
 from benchmarks.reporting.cost import cost_fields
-from benchmarks.results import (
+from benchmarks.store.results import (
     DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, config_problem, done_problem, find_runs, format_imb_factor,
     read_config, read_metrics, read_status, split_method_folder,
 )

@@ -19,7 +19,7 @@ from benchmarks.reporting.aggregate import NO_PAPER, RECIPE_DIFFERS, REPRODUCED
 from benchmarks.reporting.cost import cost_text
 from benchmarks.reporting.load import GROUPS, epochs_done
 from benchmarks.reporting.recipe import RECONSTRUCTED
-from benchmarks.results import atomic_write_text
+from benchmarks.store.results import atomic_write_text
 
 NA = "n/a"
 
