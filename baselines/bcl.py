@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from benchmarks import LTBenchError
 from benchmarks.train import distributed
-from benchmarks.config import check_ranges
+from benchmarks.checks import check_ranges
 from benchmarks.train.losses import logit_adjusted_ce
 from benchmarks.train.methods import METHODS, Method
 from benchmarks.train.models import build_backbone, build_classifier, projection_head

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks import LTBenchError
-from benchmarks.config import check_ranges
+from benchmarks.checks import check_ranges
 from benchmarks.train.methods import METHODS, Method, load_stage1_module
 from benchmarks.train.models import LinearClassifier, build_backbone, build_classifier
 from benchmarks.train.precision import float32

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.config import check_ranges
+from benchmarks.checks import check_ranges
 from benchmarks.train.methods import METHODS, Method, load_stage1_module
 from benchmarks.train.models import build_backbone, build_classifier
 

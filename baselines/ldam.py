@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.ce import CrossEntropy
-from benchmarks.config import check_ranges
+from benchmarks.checks import check_ranges
 from benchmarks.train.methods import METHODS
 from benchmarks.train.precision import float32
 

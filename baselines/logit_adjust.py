@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from baselines.ce import CrossEntropy
 from benchmarks.train.losses import logit_adjusted_ce
-from benchmarks.config import check_ranges
+from benchmarks.checks import check_ranges
 from benchmarks.train.methods import METHODS
 
 

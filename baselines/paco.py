@@ -66,7 +66,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks import LTBenchError
-from benchmarks.config import check_ranges
+from benchmarks.checks import check_ranges
 from benchmarks.train.methods import METHODS, Method
 from benchmarks.train.models import build_backbone, build_classifier, projection_head
 from benchmarks.train.precision import float32

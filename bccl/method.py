@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from bccl.kmeans import batched_kmeans
 from bccl.losses import centroid_loss, class_averaged_supcon, logit_adjusted_ce
 from bccl.queues import ClassQueues
-from benchmarks.config import check_ranges
+from benchmarks.checks import check_ranges
 from benchmarks.train.methods import METHODS, Method
 from benchmarks.train.models import build_backbone, build_classifier, projection_head
 

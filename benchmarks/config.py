@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from benchmarks import CONFIG_DIR, LTBenchError
+from benchmarks.checks import _non_finite, _where, check_ranges  # noqa: F401 (check_ranges re-exported)
+from benchmarks.store.results import ADDED_KEYS, ADDED_OPTIONS, with_added_keys  # noqa: F401 (re-exported)
+from benchmarks.store.yamlio import ProjectYAMLLoader, load_yaml, yaml_load, yaml_problem  # noqa: F401 (re-exported)
 
 # What names a run (its folder): `variant` is set by the grid planner, and only on runs that are
 # not the paper recipe (see benchmarks.run.variants).
@@ -49,109 +52,6 @@ IDENTITY_KEYS = ("dataset", "imb_factor", "method", "variant", "seed")
 # How a run executes, not what it computes: changing these is not a deviation from the recipe
 # (they are still recorded in config.yaml and env.json).
 EXECUTION_KEYS = ("pipeline", "amp", "memory_format", "compile", "num_workers", "eval_batch_size", "sync_bn")
-
-# Keys added to the configuration after results were first written, each with the value that
-# computes what the code before it computed. A config.yaml or checkpoint written before a key
-# existed lacks it; `with_added_keys` fills it in when such a file is read, so that the run still
-# counts as finished with today's configuration, resumes and reports.
-ADDED_KEYS: dict[str, Any] = {
-    "sampler": "instance",
-    "sampler_samples_per_class": 1,
-    "sampler_epoch": "sampler",
-    "select_on": "test",
-    "reweight": "none",
-    "reweight_beta": 0.9999,
-    "reweight_epoch": 0,
-    "momentum_form": "pytorch",
-}
-# The same for keys of one method's `options:` (added only to that method's configs).
-ADDED_OPTIONS: dict[str, dict[str, Any]] = {
-    "bcl": {"bn_groups": 1},  # before bn_groups, BCL normalised the whole 3B batch at once
-}
-
-
-def with_added_keys(config: Any) -> Any:
-    """`config` (a run's config as read from a file) with every missing `ADDED_KEYS` key at its
-    old-behaviour value; anything that is not a mapping is returned as it is."""
-    if not isinstance(config, dict):
-        return config
-    added = {**ADDED_KEYS, **ADDED_OPTIONS.get(config.get("method"), {})}
-    return {**{k: v for k, v in added.items() if k not in config}, **config}
-
-
-class ProjectYAMLLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` with YAML 1.2 floats and duplicate mapping keys refused.
-
-    PyYAML implements YAML 1.1, whose float pattern needs a dot: `1e-3` would be the string
-    "1e-3" and then a type error (or, in a string-typed key, silently a string). A key given twice
-    in one mapping would silently keep the last value; it is an error instead (`<<` merges are
-    not duplicates: a mapping's own keys override merged ones, as YAML intends).
-    """
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    duplicate = key in seen
-                except TypeError:  # an unhashable key: SafeLoader raises its own error below
-                    break
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"found duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-# Copy the resolvers before changing them: the class attribute is shared with yaml.SafeLoader.
-ProjectYAMLLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-ProjectYAMLLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-                |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(stream: Any) -> Any:
-    """Parse YAML text or a file object with the project's loader (see `ProjectYAMLLoader`)."""
-    return yaml.load(stream, Loader=ProjectYAMLLoader)
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            data = yaml_load(f)
-    except yaml.YAMLError as exc:
-        raise LTBenchError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LTBenchError(f"{path}: cannot read ({exc})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise LTBenchError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """The first line of a YAML error, with its position when the parser gives one."""
-    problem = getattr(exc, "problem", None)
-    mark = getattr(exc, "problem_mark", None)
-    if problem and mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return str(exc).splitlines()[0]
-
 
 def _type_name(value: Any) -> str:
     return type(value).__name__
@@ -322,6 +222,72 @@ def no_recipe_methods(dataset: str) -> list[str]:
             if not has_recipe(path.stem, dataset)]
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How the run executes on this machine, resolved from the `auto` settings (`EXECUTION_KEYS`).
+
+    It lives with the configuration (not the trainer) so that checking a config's execution keys
+    needs no trainer; torch and `benchmarks.train.precision` are imported by the methods that use them.
+    """
+
+    device: "torch.device"
+    pipeline: str  # reference | fast
+    precision: str  # fp32 | fp16 | bf16: what the training step runs in (benchmarks/train/precision.py)
+    release_precision: str  # what the method's release trained in
+    fp32_islands: bool  # heads, classifiers, losses and k-means leave autocast
+    channels_last: bool
+    cudnn_benchmark: bool  # cuDNN picks the fastest kernels for the fixed shapes (CUDA; the releases do too)
+    compile: bool
+
+    @classmethod
+    def resolve(cls, config: dict[str, Any], device: "torch.device") -> "Execution":
+        from benchmarks.train import precision  # torch: imported when a run executes, not to read keys
+
+        cuda = device.type == "cuda"
+        pipeline = config["pipeline"] if config["pipeline"] != "auto" else ("fast" if cuda else "reference")
+        memory_format = config["memory_format"]
+        if memory_format == "auto":
+            memory_format = "channels_last" if cuda else "contiguous"
+        for key, value, allowed in (
+            ("pipeline", pipeline, ("reference", "fast")),
+            ("amp", config["amp"], precision.AMP_MODES[1:]),
+            ("memory_format", memory_format, ("channels_last", "contiguous")),
+        ):
+            if value not in allowed and value != "auto":
+                raise LTBenchError(f"{key} must be one of auto, {', '.join(allowed)}; got {value!r}")
+        release = release_precision(config["method"])
+        run_precision = precision.resolve_precision(config["amp"], release, device.type)
+        return cls(
+            device=device,
+            pipeline=pipeline,
+            precision=run_precision,
+            release_precision=release,
+            fp32_islands=precision.islands_for(run_precision),
+            channels_last=memory_format == "channels_last",
+            cudnn_benchmark=cuda,
+            compile=bool(config["compile"]) and cuda,
+        )
+
+    def autocast(self):
+        """The training step's precision context: autocast and whether float32 islands apply."""
+        import contextlib
+
+        from benchmarks.train import precision
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(precision.autocast(self.precision, self.device.type))
+        stack.enter_context(precision.islands(self.fp32_islands))
+        return stack
+
+    def record(self) -> dict[str, Any]:
+        """metrics.json's `precision`: what ran, what the release ran, and the TF32 flags."""
+        import torch
+
+        return {"run": self.precision, "release": self.release_precision, "fp32_islands": self.fp32_islands,
+                "tf32_conv": bool(torch.backends.cudnn.allow_tf32),
+                "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
+
+
 def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The paper recipe of `method` on `dataset` (layers 1-4) and the schema of accepted keys."""
     defaults = load_yaml(CONFIG_DIR / "defaults.yaml")
@@ -410,43 +376,6 @@ SHARED_RANGES = {
 }
 CLASSIFIERS = ("linear", "cosine")  # what benchmarks.train.models.build_classifier builds
 LINEAR_INITS = ("kaiming", "default")
-_CONDITION = re.compile(r"(>=|<=|>|<)\s*(-?[0-9.]+)")
-_TESTS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b, "<": lambda v, b: v < b}
-
-
-def _where(config: dict[str, Any]) -> str:
-    return f"(run {config.get('method')} on {config.get('dataset')})"
-
-
-def _non_finite(value: Any) -> bool:
-    """Whether a number anywhere in `value` (lists and mappings included) is NaN or infinite."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, (list, tuple)):
-        return any(_non_finite(v) for v in value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    return False
-
-
-def check_ranges(config: dict[str, Any], ranges: dict[str, str], where: str = "") -> None:
-    """Raise LTBenchError unless each `config[key]` is a finite number meeting its conditions.
-
-    `ranges` maps keys to conditions such as ">= 1", "> 0" or ">= 0 <= 1" (all must hold).
-    """
-    where = where or _where(config)
-    for key, conditions in ranges.items():
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LTBenchError(f"{key} must be a number, got {value!r} {where}")
-        if not math.isfinite(value):
-            raise LTBenchError(f"{key} must be a finite number, got {value} {where}")
-        for op, bound in _CONDITION.findall(conditions):
-            if not _TESTS[op](value, float(bound)):
-                bound = int(float(bound)) if float(bound).is_integer() else bound
-                raise LTBenchError(f"{key} must be {op} {bound}, got {value} {where}")
-
-
 def validate_config(config: dict[str, Any]) -> None:
     """Every value check of one resolved run config: the one place where they live.
 
@@ -504,7 +433,6 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     from benchmarks.train.optimizers import MOMENTUM_FORMS
     from benchmarks.data.samplers import SAMPLER_EPOCHS, SAMPLERS
     from benchmarks.train.schedules import learning_rate
-    from benchmarks.train.training import Execution
     from benchmarks.data.views.large import check_views_config
 
     learning_rate(0, config)  # unknown lr_schedule

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmarks.config import yaml_problem
+from benchmarks.store.yamlio import yaml_problem
 from benchmarks.reporting.cost import cost_fields
 from benchmarks.store.results import (
     DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, config_problem, done_problem, find_runs, format_imb_factor,

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from benchmarks import LTBenchError
-from benchmarks.config import yaml_load
+from benchmarks.store.yamlio import yaml_load
 
 
 # Package data (pyproject.toml package-data), found the same way in a checkout and an installed wheel.

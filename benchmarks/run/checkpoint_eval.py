@@ -325,7 +325,8 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
     from benchmarks.train.methods import build_method
     from benchmarks.store.logs import LOGGER, run_log
     from benchmarks.store.results import DONE, atomic_write_json, atomic_write_yaml, write_status
-    from benchmarks.train.training import Execution, epoch_summary, metrics_record, resolve_device, seed_epoch
+    from benchmarks.config import Execution
+    from benchmarks.train.training import epoch_summary, metrics_record, resolve_device, seed_epoch
 
     cells = sorted({(r.config["dataset"], r.config["imb_factor"], r.config["method"]) for r in runs})
     if len(cells) != 1:

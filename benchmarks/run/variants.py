@@ -27,8 +27,8 @@ import re
 from typing import Any
 
 from benchmarks import LTBenchError
+from benchmarks.store.results import VARIANT_KEY, variant_name  # noqa: F401 (re-exported)
 
-VARIANT_KEY = "variant"
 MAX_LABEL_LENGTH = 120  # longer labels keep a readable prefix and end in "~" + HASH_LENGTH hex digits
 HASH_LENGTH = 10
 SAFE_TEXT = re.compile(r"[A-Za-z0-9._+-]+")  # a value's characters that need no escaping in a folder name
@@ -149,11 +149,6 @@ def config_grid_label(config: dict[str, Any] | None) -> str:
     record = (config or {}).get(VARIANT_KEY)
     return grid_label(record.get("grid") or {}) if isinstance(record, dict) else ""
 
-
-def variant_name(config: dict[str, Any] | None) -> str:
-    """The variant label a config was run under ("" for the paper recipe and for old folders)."""
-    record = (config or {}).get(VARIANT_KEY)
-    return record.get("name", "") if isinstance(record, dict) else ""
 
 
 def is_named(config: dict[str, Any] | None) -> bool:

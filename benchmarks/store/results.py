@@ -44,7 +44,35 @@ from typing import Any
 import yaml
 
 from benchmarks import LTBenchError
-from benchmarks.config import yaml_load
+from benchmarks.store.yamlio import yaml_load
+
+# Keys added to the configuration after results were first written, each with the value that
+# computes what the code before it computed. A config.yaml or checkpoint written before a key
+# existed lacks it; `with_added_keys` fills it in when such a file is read, so that the run still
+# counts as finished with today's configuration, resumes and reports.
+ADDED_KEYS: dict[str, Any] = {
+    "sampler": "instance",
+    "sampler_samples_per_class": 1,
+    "sampler_epoch": "sampler",
+    "select_on": "test",
+    "reweight": "none",
+    "reweight_beta": 0.9999,
+    "reweight_epoch": 0,
+    "momentum_form": "pytorch",
+}
+# The same for keys of one method's `options:` (added only to that method's configs).
+ADDED_OPTIONS: dict[str, dict[str, Any]] = {
+    "bcl": {"bn_groups": 1},  # before bn_groups, BCL normalised the whole 3B batch at once
+}
+
+
+def with_added_keys(config: Any) -> Any:
+    """`config` (a run's config as read from a file) with every missing `ADDED_KEYS` key at its
+    old-behaviour value; anything that is not a mapping is returned as it is."""
+    if not isinstance(config, dict):
+        return config
+    added = {**ADDED_KEYS, **ADDED_OPTIONS.get(config.get("method"), {})}
+    return {**{k: v for k, v in added.items() if k not in config}, **config}
 
 try:
     import fcntl  # the run lock (`RunLock`): POSIX only
@@ -185,8 +213,6 @@ def _load_if_present(path: Path, load) -> Any:
 
 def read_config(folder: Path) -> dict[str, Any] | None:
     """A run folder's config.yaml, with the keys added since it was written (`config.ADDED_KEYS`)."""
-    from benchmarks.config import with_added_keys
-
     return with_added_keys(_load_if_present(Path(folder) / "config.yaml", yaml_load))
 
 
@@ -303,13 +329,20 @@ def config_problem(config: Any) -> str | None:
     return None
 
 
+VARIANT_KEY = "variant"  # config.yaml's record of the variant a run belongs to (see benchmarks.run.variants)
+
+
+def variant_name(config: dict[str, Any] | None) -> str:
+    """The variant label a config was run under ("" for the paper recipe and for old folders)."""
+    record = (config or {}).get(VARIANT_KEY)
+    return record.get("name", "") if isinstance(record, dict) else ""
+
+
 def identity_problem(folder: Path, config: dict[str, Any]) -> str | None:
     """Why a seed folder's config.yaml names another run than its path (another method, variant
     or seed), or None. The method is the folder name's part before `@`, the variant the part after
     it (none: the paper recipe, or an older version's folder of a configuration whose config.yaml
     has no `variant` entry). Evaluation folders (`eval-*`) sit beside the seeds and are not checked."""
-    from benchmarks.run.variants import variant_name
-
     folder = Path(folder)
     if not folder.name.startswith("seed"):
         return None

@@ -17,12 +17,10 @@ during `backward`), and only rank 0 writes files; see `benchmarks.train.distribu
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ import torch
 
 from benchmarks import LTBenchError
 from benchmarks.train import distributed, precision
-from benchmarks.config import release_precision
+from benchmarks.config import Execution  # noqa: F401 (re-exported: its home until issue 23)
 from benchmarks.data.datasets import LTData
 from benchmarks.train.evaluation import EvalOutputs, TestEvaluator, evaluation_metrics
 from benchmarks.data.loaders import FastLoader, ReferenceLoader
@@ -45,60 +43,6 @@ from benchmarks.train.schedules import learning_rate
 
 class NonFiniteLoss(RuntimeError):
     """A loss became NaN or Inf; the run stops and is marked failed with the epoch and step."""
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How the run executes on this machine, resolved from the `auto` settings."""
-
-    device: torch.device
-    pipeline: str  # reference | fast
-    precision: str  # fp32 | fp16 | bf16: what the training step runs in (benchmarks/train/precision.py)
-    release_precision: str  # what the method's release trained in
-    fp32_islands: bool  # heads, classifiers, losses and k-means leave autocast
-    channels_last: bool
-    cudnn_benchmark: bool  # cuDNN picks the fastest kernels for the fixed shapes (CUDA; the releases do too)
-    compile: bool
-
-    @classmethod
-    def resolve(cls, config: dict[str, Any], device: torch.device) -> "Execution":
-        cuda = device.type == "cuda"
-        pipeline = config["pipeline"] if config["pipeline"] != "auto" else ("fast" if cuda else "reference")
-        memory_format = config["memory_format"]
-        if memory_format == "auto":
-            memory_format = "channels_last" if cuda else "contiguous"
-        for key, value, allowed in (
-            ("pipeline", pipeline, ("reference", "fast")),
-            ("amp", config["amp"], precision.AMP_MODES[1:]),
-            ("memory_format", memory_format, ("channels_last", "contiguous")),
-        ):
-            if value not in allowed and value != "auto":
-                raise LTBenchError(f"{key} must be one of auto, {', '.join(allowed)}; got {value!r}")
-        release = release_precision(config["method"])
-        run_precision = precision.resolve_precision(config["amp"], release, device.type)
-        return cls(
-            device=device,
-            pipeline=pipeline,
-            precision=run_precision,
-            release_precision=release,
-            fp32_islands=precision.islands_for(run_precision),
-            channels_last=memory_format == "channels_last",
-            cudnn_benchmark=cuda,
-            compile=bool(config["compile"]) and cuda,
-        )
-
-    def autocast(self):
-        """The training step's precision context: autocast and whether float32 islands apply."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(precision.autocast(self.precision, self.device.type))
-        stack.enter_context(precision.islands(self.fp32_islands))
-        return stack
-
-    def record(self) -> dict[str, Any]:
-        """metrics.json's `precision`: what ran, what the release ran, and the TF32 flags."""
-        return {"run": self.precision, "release": self.release_precision, "fp32_islands": self.fp32_islands,
-                "tf32_conv": bool(torch.backends.cudnn.allow_tf32),
-                "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
 
 
 def parse_device(name: str) -> torch.device | None:
