@@ -434,10 +434,11 @@ def _check_names(config: dict[str, Any], where: str) -> None:
     from benchmarks.data.samplers import SAMPLER_EPOCHS, SAMPLERS
     from benchmarks.train.schedules import learning_rate
     from benchmarks.data.views.large import check_views_config
+    from benchmarks.train.methods import METHODS
 
     learning_rate(0, config)  # unknown lr_schedule
     Execution.resolve(config, torch.device("cpu"))  # pipeline, amp, memory_format
-    check_views_config(config)  # known view names; 224-pixel views only with test224 (and vice versa)
+    check_views_config(config, METHODS.get(config["method"]).views)  # known names; one image family
     for key, choices in (("backbone", BACKBONES), ("classifier", CLASSIFIERS), ("linear_init", LINEAR_INITS),
                          ("select_on", ("test", "val")), ("momentum_form", MOMENTUM_FORMS), ("sampler", SAMPLERS),
                          ("sampler_epoch", SAMPLER_EPOCHS),

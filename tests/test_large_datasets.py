@@ -18,6 +18,7 @@ from benchmarks.data.datasets import DATASETS, DatasetRequest, build_dataset
 from benchmarks.data.datasets.large import FileImages, read_text_list
 from benchmarks.train.methods import build_method
 from benchmarks.train.schedules import learning_rate
+from benchmarks.train.methods import METHODS
 from benchmarks.data.views.large import (
     LARGE_VIEW_NAMES, RANDAUG_OPS, TimmRandAugment, check_views_config, large_reference_transform,
 )
@@ -136,7 +137,8 @@ def test_views_config_checks():
         check_views_config({"views": ["autoaug_cutout", "simclr"], "test_view": "test224", "method": "bccl",
                             "dataset": "x"})
     with pytest.raises(LTBenchError, match="the method takes 2 views"):
-        check_views_config({"views": ["simclr224"], "test_view": "test224", "method": "bccl", "dataset": "x"})
+        check_views_config({"views": ["simclr224"], "test_view": "test224", "method": "bccl", "dataset": "x"},
+                           METHODS.get("bccl").views)
 
 
 # -- backbones, recipes, grids ------------------------------------------------------------------

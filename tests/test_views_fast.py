@@ -25,6 +25,7 @@ from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode
 
 import benchmarks.data.views.blur as blur
+import benchmarks.data.views.batch as vb
 import benchmarks.data.views.fast as fv
 from benchmarks import LTBenchError
 from benchmarks.data.views import VIEW_NAMES, FastView, reference_transform
@@ -411,7 +412,7 @@ def test_compiled_cpu_contrastive_path_equals_masked(name):
         hue_slot = torch.where(params["applied"], (params["order"] == 3).int().argmax(dim=1), 4)
         combos = set(zip(hue_slot.tolist(), params["gray"].tolist()))
         assert len(combos) == 10, combos
-        assert torch.equal(fv.render_view(name, x, params, "grouped"), fv.render_view(name, x, params, "masked"))
+        assert torch.equal(vb.render_view(name, x, params, "grouped"), vb.render_view(name, x, params, "masked"))
 
 
 def test_compiled_cpu_hue_is_pillows_on_every_colour():
@@ -445,7 +446,7 @@ def test_compiled_cpu_autoaugment_path_equals_masked(name):
         tables = fv.policy_tables(32, 32, "cpu", fv.AUTOAUG_VIEWS[name])
         op, applied, _ = fv.autoaugment_steps(params["policy"], params["u"], params["sign"], tables)
         seen |= set(op[applied].tolist())
-        assert torch.equal(fv.render_view(name, x, params, "grouped"), fv.render_view(name, x, params, "masked"))
+        assert torch.equal(vb.render_view(name, x, params, "grouped"), vb.render_view(name, x, params, "masked"))
     assert seen == set(tables.op.flatten().tolist())  # every op of the policy ran
 
 
@@ -478,8 +479,8 @@ def test_cuda_matches_cpu_and_does_not_sync(name):
     x = X.repeat(4, 1, 1, 1)
     torch.manual_seed(0)
     params = fv.sample_view(name, len(x), 32, 32, "cpu")
-    cpu = fv.render_view(name, x, params, "grouped")
-    gpu = fv.render_view(name, x.cuda(), {k: v.cuda() for k, v in params.items()}, "masked").cpu()
+    cpu = vb.render_view(name, x, params, "grouped")
+    gpu = vb.render_view(name, x.cuda(), {k: v.cuda() for k, v in params.items()}, "masked").cpu()
     diff = (cpu - gpu).abs()
     assert float((diff > 0).float().mean()) < 1e-3
     if name not in fv.AUTOAUG_VIEWS:  # float64 cos / sin may differ by an ulp: a rare other source pixel
@@ -501,9 +502,9 @@ def test_without_numba_the_torch_path_gives_the_same_views(name, monkeypatch, ca
     torch.manual_seed(21)
     x = X.repeat(8, 1, 1, 1)
     params = fv.sample_view(name, len(x), 32, 32, "cpu")
-    with_numba = fv.render_view(name, x, params, "grouped")
+    with_numba = vb.render_view(name, x, params, "grouped")
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
-    monkeypatch.setattr(fv, "_NUMBA", None)
+    monkeypatch.setattr(vb, "_NUMBA", None)
     from benchmarks.store.logs import LOGGER
 
     # caplog listens at the root; the commands' console setup (run by earlier tests) stops LOGGER propagating
@@ -511,8 +512,8 @@ def test_without_numba_the_torch_path_gives_the_same_views(name, monkeypatch, ca
     LOGGER.addHandler(caplog.handler)
     try:
         with caplog.at_level("WARNING", logger="ltbench"):
-            without = fv.render_view(name, x, params, "grouped")
-            fv.render_view(name, x, params, "grouped")
+            without = vb.render_view(name, x, params, "grouped")
+            vb.render_view(name, x, params, "grouped")
     finally:
         LOGGER.removeHandler(caplog.handler)
     assert torch.equal(with_numba, without)

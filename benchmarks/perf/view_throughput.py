@@ -32,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.data.views import VIEW_NAMES, FastView, reference_transform  # noqa: E402
-from benchmarks.data.views.fast import keep_freed_memory  # noqa: E402
+from benchmarks.data.views.batch import keep_freed_memory  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)

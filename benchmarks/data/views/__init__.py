@@ -12,7 +12,7 @@ CIFAR10Policy, `autoaug_cutout_tv`: torchvision's); methods name `autoaug_cutout
 """
 
 from benchmarks import LTBenchError
-from benchmarks.data.views.fast import FastView
+from benchmarks.data.views.batch import FastView
 from benchmarks.data.views.reference import AUTOAUG_VIEWS, AUTOAUGMENT_POLICIES, VIEW_NAMES, reference_transform
 
 AUTOAUG_VIEW = "autoaug_cutout"  # the name methods use in `views`; resolved by `autoaug_view`

@@ -1,7 +1,7 @@
 """The AutoAugment views (`autoaug_cutout`, `autoaug_cutout_tv`) on CPU: crop, flip and both
 AutoAugment steps as one compiled loop per image (numba), bit for bit the masked torch path.
 
-`benchmarks.data.views.fast.render_view(name, images, params, "grouped")` calls `render_autoaug_cpu`
+`benchmarks.data.views.batch.render_view(name, images, params, "grouped")` calls `render_autoaug_cpu`
 for these views on CPU; the masked strategy (`fast.autoaugment` on the whole batch) is the
 accelerators' path and the tests' reference, compared bit for bit over seeds, with every op of
 each policy, and with torchvision / the releases' policy on PIL images.
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from benchmarks.data.views import fast as F
+import benchmarks.data.views.fast as F
 from benchmarks.data.views.contrastive_cpu import F32, HALF, ONE, ZERO, _blend, _trunc_level
 from benchmarks.data.views.reference import AUTOAUG_VIEWS, AUTOAUGMENT_FILL, CROP_PADDING, CUTOUT_LENGTH
 
@@ -345,7 +345,7 @@ def render_autoaug(images, out, top, left, flip, pad, ops, entries, release, fac
 
 
 def render_autoaug_cpu(name: str, images: torch.Tensor, params: dict) -> torch.Tensor:
-    """`fast.render_view(name, images, params, "grouped")` for the AutoAugment views on CPU: the
+    """`batch.render_view(name, images, params, "grouped")` for the AutoAugment views on CPU: the
     same float32 levels (Cutout applied) as the masked strategy, for the same draws."""
     n, c, h, w = images.shape
     ctx = _ctx(h, w, images.device, AUTOAUG_VIEWS[name])

@@ -211,8 +211,10 @@ def all_view_names() -> tuple[str, ...]:
     return tuple(VIEW_NAMES) + LARGE_VIEW_NAMES
 
 
-def check_views_config(config: dict) -> None:
-    """Plan-time check of the `views` / `test_view` keys: known names, and one image family.
+def check_views_config(config: dict, method_views: tuple[str, ...] | None = None) -> None:
+    """Plan-time check of the `views` / `test_view` keys: known names, as many as the method takes
+    (`method_views`, the method's `views`: the caller looks the method up, so the views do not
+    import the methods), and one image family.
 
     The CIFAR views crop to the input's own size, the 224 views to 224; mixing the two in one run
     would feed the network tensors of two sizes, so it is refused with the keys to change.
@@ -227,10 +229,8 @@ def check_views_config(config: dict) -> None:
     for name in names + [test_view]:
         if not isinstance(name, str) or name not in known:
             raise LTBenchError(f"unknown view {name!r} {where}; known: {', '.join(known)}")
-    if names and config.get("method"):
-        from benchmarks.train.methods import METHODS
-
-        expected = METHODS.get(config["method"]).views
+    if names and method_views is not None:
+        expected = method_views
         if len(names) != len(expected):
             raise LTBenchError(f"views {names} {where}: the method takes {len(expected)} views "
                                f"({', '.join(expected)} on CIFAR)")

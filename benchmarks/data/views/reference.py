@@ -1,7 +1,7 @@
 """Reference view pipelines: per image, torchvision transforms on PIL images.
 
 This is the faithful pipeline (what the released codes run through a DataLoader); the batched
-`benchmarks.data.views.fast.FastView` is tested against it and measured next to it
+`benchmarks.data.views.batch.FastView` is tested against it and measured next to it
 (`benchmarks/perf/view_throughput.py`).
 
 Randomness comes from torch's global generator (every torchvision transform, and Cutout below)
