@@ -36,3 +36,44 @@ class LTBenchError(Exception):
 
     The command lines print its message on one line and exit with status 2, having written nothing.
     """
+
+
+# Module paths before the stage folders (issue 23), kept as aliases for one release (0.1 -> 0.2):
+# `import benchmarks.training` gives the very module `benchmarks.train.training` (same object, so
+# monkeypatching either name patches both, and pickles naming an old path still load). No file is
+# left at the old paths; the finder below maps them. Documented in docs/api.md.
+MOVED_MODULES = {
+    "benchmarks.datasets": "benchmarks.data.datasets",
+    "benchmarks.evaluation": "benchmarks.train.evaluation",
+    "benchmarks.grid": "benchmarks.run.grid",
+    "benchmarks.logs": "benchmarks.store.logs",
+    "benchmarks.losses": "benchmarks.train.losses",
+    "benchmarks.predictions": "benchmarks.store.predictions",
+    "benchmarks.results": "benchmarks.store.results",
+    "benchmarks.training": "benchmarks.train.training",
+}
+
+
+def _install_aliases() -> None:
+    import importlib
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            return importlib.util.spec_from_loader(name, self) if name in MOVED_MODULES else None
+
+        def create_module(self, spec):
+            module = importlib.import_module(MOVED_MODULES[spec.name])
+            self.real_spec = module.__spec__  # importlib overwrites it with the alias's spec
+            return module
+
+        def exec_module(self, module):  # the real module is already executed: restore its spec
+            module.__spec__ = self.real_spec
+
+    if not any(type(f).__name__ == "_MovedModuleFinder" for f in sys.meta_path):
+        sys.meta_path.insert(0, _MovedModuleFinder())
+
+
+_install_aliases()
