@@ -100,7 +100,7 @@ def test_api_page_loss_example_prints_what_the_page_says():
 
 # The README's quick start, verbatim: CI (.ci/run) runs exactly these two commands, and users copy them.
 QUICK_START = (
-    "pip install -e '.[dev]' && python run_benchmark.py && python report.py",
+    "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]' && python run_benchmark.py && python report.py",
     "python -m pytest -q",
 )
 
