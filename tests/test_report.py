@@ -29,6 +29,7 @@ from benchmarks.reporting import build_report
 from benchmarks.reporting.aggregate import aggregate, label_variants, verdict
 from benchmarks.reporting.load import load_runs
 from benchmarks.store.results import RunLock, atomic_write_json, atomic_write_yaml, run_dir, write_csv, write_status
+from benchmarks.store.results import history_epochs as history_epochs_of
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -61,6 +62,7 @@ def write_run(root: Path, config: dict, status: str = "done", best: float | None
     num_classes = 100 if config["dataset"] == "cifar100" else 10
     counts = class_counts(num_classes, config["imb_factor"], 500 if num_classes == 100 else 5000)
     epochs = history_epochs if history_epochs is not None else config["epochs"]
+    rows = history_epochs_of(epochs) if history_epochs is None else range(epochs)  # a post-hoc run: row 0
     if best is not None:
         last = best - 0.5 if last is None else last
         # per-class accuracy falling along the tail around `best`; groups as the evaluation has them
@@ -76,7 +78,7 @@ def write_run(root: Path, config: dict, status: str = "done", best: float | None
                     "few": mean(few), "per_class": per_class}
 
         metrics = {
-            "best": summary(best, epochs - 3), "last": summary(last, epochs - 1), "epochs": config["epochs"],
+            "best": summary(best, max(epochs - 3, 0)), "last": summary(last, max(epochs - 1, 0)), "epochs": config["epochs"],
             "num_classes": num_classes, "class_counts": counts, "train_images": sum(counts),
             "test_images": 100 * num_classes, "train_seconds": 12.5, "train_images_per_s": 1000.0,
             "dataset_info": {"name": config["dataset"]},
@@ -88,9 +90,9 @@ def write_run(root: Path, config: dict, status: str = "done", best: float | None
         atomic_write_json(folder / "metrics.json", metrics)
     write_csv(folder / "history.csv", [
         {"epoch": e, "lr": 0.1, "loss": 2.0 / (e + 1), "loss_ce": 2.0 / (e + 1),
-         "top1": (best or 50.0) * (e + 1) / epochs, "many": 90.0, "medium": 60.0, "few": None,
+         "top1": (best or 50.0) * (e + 1) / max(epochs, 1), "many": 90.0, "medium": 60.0, "few": None,
          "train_seconds": 0.1, "images_per_s": 1000.0}
-        for e in range(epochs)
+        for e in rows
     ])
     write_status(folder, status)
     atomic_write_json(folder / "env.json", {"python": "3.11"})
