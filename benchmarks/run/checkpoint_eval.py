@@ -355,7 +355,11 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
         from benchmarks.run.grid import place_run
 
         resolved, name, replaced = checkpoint_configuration(raw["config"], config, options, path)
-        run = place_run(resolved, dataclasses.replace(options, name=name))
+        # under the grid label the checkpoint's run had (its variant entry records the grid's promise)
+        record = raw["config"].get("variant")
+        grid = (record.get("grid") or None) if isinstance(record, dict) else None
+        promised = {k: v for k, v in grid.items() if resolved.get(k) == v} if grid else None
+        run = place_run(resolved, dataclasses.replace(options, name=name), grid, promised)
         if replaced:
             LOGGER.warning(
                 "--eval-checkpoint: evaluating the configuration the checkpoint records, not the command line's: "
