@@ -265,8 +265,10 @@ def history_problem(folder: Path, epochs: Any) -> str | None:
         return "history.csv is missing"
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as exc:
         return f"history.csv unreadable ({type(exc).__name__})"
-    if isinstance(epochs, int) and found != list(range(epochs)):
-        return f"history.csv holds epochs {_span(found)}, not 0..{epochs - 1}"
+    # A post-hoc run (epochs 0: it trains nothing) records its one evaluation as epoch 0.
+    expected = list(range(epochs)) if isinstance(epochs, int) and epochs > 0 else [0]
+    if isinstance(epochs, int) and found != expected:
+        return f"history.csv holds epochs {_span(found)}, not 0..{expected[-1]}"
     return None
 
 
