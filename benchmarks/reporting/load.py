@@ -134,6 +134,7 @@ def load_run(folder: Path) -> dict[str, Any]:
         best_on_test_top1=((metrics or {}).get("best_on_test") or {}).get("top1", np.nan),  # what the step ran in ("": older runs)
         train_seconds=(metrics or {}).get("train_seconds", np.nan),
         images_per_s=(metrics or {}).get("train_images_per_s", np.nan),
+        num_classes=(metrics or {}).get("num_classes", np.nan),  # chance level = 100 / num_classes
         **_group_values((metrics or {}).get("best"), "best"),
         **_group_values((metrics or {}).get("last"), "last"),
     )
