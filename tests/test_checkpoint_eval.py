@@ -54,7 +54,7 @@ def randomise_bn(model):
 
 
 SYNTH = ["--grid", "smoke", "--datasets", "digits", "--methods", "bccl", "--imb-factors", "100",
-         "--no-progress", "--set", "test_cap_per_class=20"]
+         "--no-progress", "--set", "test_cap_per_class=20", "backbone=resnet32"]  # the release checkpoints are ResNet-32s
 
 
 def test_bccl_release_checkpoint_resnet32_on_cifar_shaped_data(tmp_path, capsys):
@@ -195,7 +195,7 @@ def test_ldam_drw_release_checkpoint(tmp_path, capsys, use_norm):
                 "best_acc1": torch.tensor(70.36), "optimizer": {"state": {}, "param_groups": []}}, path)
     results = tmp_path / "results"
     args = ["--grid", "smoke", "--datasets", "digits", "--methods", "ce", "--imb-factors", "100", "--no-progress",
-            "--set", "test_cap_per_class=20"] + (["classifier=cosine"] if use_norm else []) + \
+            "--set", "test_cap_per_class=20", "backbone=resnet32"] + (["classifier=cosine"] if use_norm else []) + \
         ["--results-dir", str(results), "--eval-checkpoint", str(path)]
     assert run_benchmark.main(args) == 0
     assert "ldam-drw-release" in capsys.readouterr().out

@@ -68,6 +68,19 @@ def test_the_grid_trains_the_stage1_run_first_and_names_its_checkpoint(trained):
     assert metrics(results, "tau_norm")["posthoc"] == {"tau": 1.0, "tau_chosen_on": None}
 
 
+def test_a_finished_posthoc_run_reads_as_done(trained):
+    """Its history.csv holds its one evaluation as epoch 0 while metrics.json says epochs 0: that
+    is whole (it was read as cut short, so the report listed every post-hoc run as incomplete)."""
+    from benchmarks.reporting.load import load_runs
+    from benchmarks.results import done_problem
+
+    results, _ = trained
+    for method in ("tau_norm", "la_posthoc"):
+        assert done_problem(folder(results, method)) is None, method
+    runs = load_runs(results)
+    assert set(runs["state"]) == {"done"}, runs[["method", "state"]]
+
+
 def test_the_stage1_weights_are_loaded_and_frozen(trained):
     from benchmarks.train.training import Trainer
 

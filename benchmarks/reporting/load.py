@@ -136,7 +136,7 @@ def load_run(folder: Path) -> dict[str, Any]:
         precision=((metrics or {}).get("precision") or {}).get("run", ""),
         selected_on=((metrics or {}).get("selection") or {}).get("split", "test"),  # the split that chose "best"
         best_on_test_top1=((metrics or {}).get("best_on_test") or {}).get("top1", np.nan),  # what the step ran in ("": older runs)
-        num_classes=(metrics or {}).get("num_classes", np.nan),
+        num_classes=(metrics or {}).get("num_classes", np.nan),  # chance level = 100 / num_classes
         **cost_fields(metrics),  # train_seconds, images_per_s, peak_memory_mb, eval_seconds, device
         **_group_values((metrics or {}).get("best"), "best"),
         **_group_values((metrics or {}).get("last"), "last"),

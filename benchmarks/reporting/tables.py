@@ -272,6 +272,19 @@ def leaderboard_table(cell: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CHANCE_MARGIN = 2.0  # points above 100 / C that still read as "learned nothing" (one class predicted)
+
+
+def chance_level_runs(runs: pd.DataFrame) -> list[str]:
+    """The finished runs whose best top-1 is within CHANCE_MARGIN of chance, as 'dataset IF n method
+    seed s' labels: a reader must see at the top that such a cell learned nothing, and why."""
+    if "num_classes" not in runs or "best_top1" not in runs:
+        return []
+    done = runs[(runs["state"] == "done") & runs["num_classes"].notna() & runs["best_top1"].notna()]
+    near = done[done["best_top1"] <= 100.0 / done["num_classes"] + CHANCE_MARGIN]
+    return [f"{r.dataset_label} IF {r.if_label} {r.method} seed {r.seed}" for r in near.itertuples()]
+
+
 def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, diff: pd.DataFrame,
                    tolerance: float, cell_plots: dict[tuple[str, str], list[str]],
                    overview_plots: list[str], comparisons: pd.DataFrame | None = None,
@@ -314,6 +327,12 @@ def build_sections(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame,
     )
     if summary.empty:
         header.intro.append("No run has finished yet: there is nothing to compare with the paper numbers.")
+    at_chance = chance_level_runs(runs)
+    if at_chance:
+        header.intro.insert(0, f"At chance (best top-1 within {CHANCE_MARGIN:g} points of 100 / classes): "
+                               f"{', '.join(at_chance)}: these runs learned nothing beyond one class in their "
+                               "schedule (too short for the method, or a defect); the grid file's description "
+                               "(configs/grids/<grid>.yaml) says why for its cells.")
     sections = [header]
     comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=["dataset_label", "if_label"])
     sensitivity = sensitivity if sensitivity is not None else pd.DataFrame(columns=["dataset_label", "if_label"])
