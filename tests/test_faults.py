@@ -22,7 +22,7 @@ from benchmarks.run.grid import GridOptions, plan, run_grid
 from benchmarks.store.results import atomic_write_text, done_problem, read_status
 from test_integrity import ARGS, copy, folder_of, metrics_of, reference, run  # noqa: F401  (fixtures too)
 
-HISTORY_TIMING = ("train_seconds", "images_per_s")
+HISTORY_TIMING = ("train_seconds", "images_per_s", "eval_seconds", "posthoc_seconds")
 
 
 class Killed(BaseException):

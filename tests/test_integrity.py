@@ -23,7 +23,7 @@ from benchmarks.train.training import Trainer
 
 ARGS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "--tiny", "--epochs", "2",
         "--set", "train_cap_per_class=8", "test_cap_per_class=4", "batch_size=16", "--no-progress"]
-TIMING = ("train_seconds", "train_images_per_s", "checkpoints")  # checkpoint.pt holds its wall time: its hash too
+TIMING = ("train_seconds", "train_images_per_s", "checkpoints", "eval_seconds", "peak_memory_mb")  # checkpoint.pt holds its wall time: its hash too
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

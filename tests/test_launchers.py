@@ -11,7 +11,7 @@ from _folders import planned_folders
 
 CELLS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "1", "--tiny",
          "--epochs", "1", "--set", "train_cap_per_class=8", "test_cap_per_class=4", "batch_size=16", "--no-progress"]
-TIMING = ("train_seconds", "train_images_per_s", "checkpoints")  # checkpoint.pt holds its wall time: its hash too
+TIMING = ("train_seconds", "train_images_per_s", "checkpoints", "eval_seconds", "peak_memory_mb")  # checkpoint.pt holds its wall time: its hash too
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from _folders import planned_folder
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0", "--tiny", "--epochs", "4",
         "--set", "train_cap_per_class=12", "test_cap_per_class=5", "batch_size=16", "--no-progress"]
-TIMING = {"train_seconds", "train_images_per_s", "images_per_s", "checkpoints"}  # checkpoint.pt holds its wall time
+TIMING = {"train_seconds", "train_images_per_s", "images_per_s", "checkpoints", "eval_seconds", "peak_memory_mb"}  # checkpoint.pt holds its wall time
 
 
 def start(results: Path) -> subprocess.Popen:
