@@ -10,9 +10,9 @@ import pytest
 
 import run_benchmark
 from benchmarks.config import resolve_config
-from benchmarks.grid import GridOptions, load_grid, plan
-from benchmarks.methods import METHODS
-from benchmarks.schedules import compress_schedule
+from benchmarks.run.grid import GridOptions, load_grid, plan
+from benchmarks.train.methods import METHODS
+from benchmarks.train.schedules import compress_schedule
 from test_fashion_mnist import write_fmnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,8 +8,8 @@ import pytest
 
 import run_benchmark
 from benchmarks.config import resolve_config
-from benchmarks.grid import load_grid
-from benchmarks.methods import METHODS
+from benchmarks.run.grid import load_grid
+from benchmarks.train.methods import METHODS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

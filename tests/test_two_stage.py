@@ -72,7 +72,7 @@ def test_a_finished_posthoc_run_reads_as_done(trained):
     """Its history.csv holds its one evaluation as epoch 0 while metrics.json says epochs 0: that
     is whole (it was read as cut short, so the report listed every post-hoc run as incomplete)."""
     from benchmarks.reporting.load import load_runs
-    from benchmarks.results import done_problem
+    from benchmarks.store.results import done_problem
 
     results, _ = trained
     for method in ("tau_norm", "la_posthoc"):
