@@ -55,9 +55,13 @@ def test_the_child_overrides_one_key_of_a_base_dataset_section(configs):
 
 
 def test_a_base_of_a_base_is_followed(configs):
-    (configs / "methods" / "ce_drw.yaml").write_text("base: focal\nrecipe:\n  lr: 0.3\n")
-    assert resolve_config("ce_drw", "cifar10")["lr"] == 0.3
-    assert method_yaml("ce_drw")["options"] == method_yaml("focal")["options"]
+    # cb_focal -> focal -> ce (cb_focal's class reads focal_gamma, which focal's file gives)
+    (configs / "methods" / "focal.yaml").write_text("base: ce\noptions:\n  focal_gamma: 1.0\n")
+    (configs / "methods" / "cb_focal.yaml").write_text("base: focal\nrecipe:\n  lr: 0.3\n")
+    config = resolve_config("cb_focal", "cifar10")
+    assert config["lr"] == 0.3 and config["focal_gamma"] == 1.0
+    assert config["lr_steps"] == resolve_config("ce", "cifar10")["lr_steps"]  # from the base's base
+    assert method_yaml("cb_focal")["options"] == {"focal_gamma": 1.0}
 
 
 @pytest.mark.parametrize("files, message", [
