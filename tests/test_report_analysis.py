@@ -356,8 +356,30 @@ def test_from_csv_command_draws_the_plots_it_can(tmp_path, capsys):
     assert ltbench_main(["report", "--from-csv", str(tmp_path / "a" / "runs.csv"), "--out", str(tmp_path / "b")]) == 0
     plots = {p.name for p in (tmp_path / "b" / "plots").glob("*.png")}
     assert "per_class_cifar100_if100.png" in plots and "sensitivity_ce_lr_cifar10_if100.png" in plots
-    assert not any(p.startswith(("curves_", "reliability_")) for p in plots)  # need histories / predictions
+    assert not any(p.startswith("reliability_") for p in plots)  # needs predictions.npz
+    # the training curves come back from the kept curves.csv, the same curves as from the folders
+    assert {p for p in plots if p.startswith("curves_")} == {
+        p.name for p in (tmp_path / "a" / "plots").glob("curves_*.png")} != set()
+    first, again = (pd.read_csv(tmp_path / d / "curves.csv") for d in ("a", "b"))
+    pd.testing.assert_frame_equal(first, again)
+    (tmp_path / "k").mkdir()  # a kept summary without curves.csv (an older one): no curves, no crash
+    shutil.copy(tmp_path / "a" / "runs.csv", tmp_path / "k" / "runs.csv")
+    assert ltbench_main(["report", "--from-csv", str(tmp_path / "k" / "runs.csv"), "--out", str(tmp_path / "d")]) == 0
+    assert not list((tmp_path / "d" / "plots").glob("curves_*.png"))
     capsys.readouterr()
+
+
+def test_curves_csv_holds_every_finished_runs_history(tmp_path):
+    make_tree(tmp_path / "results")
+    report = build_report(tmp_path / "results", tmp_path / "a", plots=False, formats=["csv"])
+    curves = pd.read_csv(tmp_path / "a" / "curves.csv")
+    done = report.runs[report.runs["state"] == "done"]
+    assert set(curves["folder"]) <= set(done["folder"])
+    for folder in done["folder"]:
+        history = pd.read_csv(Path(folder) / "history.csv")
+        kept = curves[curves["folder"] == folder]
+        assert kept["epoch"].tolist() == history["epoch"].tolist()
+        assert kept["top1"].tolist() == pytest.approx(history["top1"].tolist())
 
 
 @pytest.mark.parametrize("problem", ["missing", "not csv", "no columns", "bad json", "both sources"])

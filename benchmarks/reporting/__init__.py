@@ -33,14 +33,14 @@ from benchmarks.reporting.compare import (
     comparisons as compare_cells, sensitivity as sensitivity_rows, wins_ties_losses,
 )
 from benchmarks.reporting.cost import add_cell_cost
-from benchmarks.reporting.load import load_per_class, load_runs
+from benchmarks.reporting.load import load_history, load_per_class, load_runs
 from benchmarks.reporting.shift import run_shift_means, shift_frame
 from benchmarks.reporting.recipe import recipe_diff_frame
 from benchmarks.reporting.tables import (
     build_sections, render_latex, render_markdown, write_csv_frame,
 )
 from benchmarks.reporting.kept import (
-    per_class_frame, read_comparisons, read_per_class, read_runs_csv, runs_csv_frame,
+    curves_frame, per_class_frame, read_comparisons, read_curves, read_per_class, read_runs_csv, runs_csv_frame,
 )
 from benchmarks.store.results import atomic_write_bytes, atomic_write_text, check_writable_dir
 
@@ -96,11 +96,12 @@ def build_report_from_csv(runs_csv: Path, out_dir: Path, tolerance: float = DEFA
     runs = read_runs_csv(Path(runs_csv))
     if runs.empty:
         return Report("", runs, pd.DataFrame())
-    per_class = read_per_class(Path(runs_csv))
+    per_class, curves = read_per_class(Path(runs_csv)), read_curves(Path(runs_csv))
     empty = pd.DataFrame(columns=["class", "train_count", "accuracy"])
     return _render(runs, str(runs_csv), Path(out_dir), numbers, tolerance, formats, plots,
                    kept_comparisons=read_comparisons(Path(runs_csv)),
-                   per_class_of=lambda folder: per_class.get(str(folder), empty))
+                   per_class_of=lambda folder: per_class.get(str(folder), empty),
+                   history_of=lambda folder: curves.get(str(folder), pd.DataFrame(columns=["epoch", "top1"])))
 
 
 def _check_options(formats, tolerance) -> None:
@@ -112,11 +113,11 @@ def _check_options(formats, tolerance) -> None:
 
 
 def _render(runs: pd.DataFrame, source: str, out_dir: Path, numbers, tolerance: float, formats, plots: bool,
-            kept_comparisons: pd.DataFrame | None = None, per_class_of=None) -> Report:
+            kept_comparisons: pd.DataFrame | None = None, per_class_of=None, history_of=None) -> Report:
     """Everything after reading: statistics, sections, files (shared by both entry points)."""
     check_writable_dir(out_dir, "report folder")
     runs = report_order(label_variants(runs), "seed")
-    per_class_of = per_class_of or load_per_class
+    per_class_of, history_of = per_class_of or load_per_class, history_of or load_history
     shift = shift_frame(runs[runs["state"] == "done"], per_class_of)
     runs = runs.assign(shift=runs["folder"].astype(str).map(run_shift_means(shift)))  # the leaderboard's
     summary = add_cell_cost(aggregate(runs, numbers, tolerance), runs)
@@ -131,7 +132,7 @@ def _render(runs: pd.DataFrame, source: str, out_dir: Path, numbers, tolerance: 
     if drawing:
         from benchmarks.reporting.plots import build_plots  # matplotlib only when drawing
 
-        figures, cell_plots, overview = build_plots(done, summary, tolerance, sensitivity, per_class_of)
+        figures, cell_plots, overview = build_plots(done, summary, tolerance, sensitivity, per_class_of, history_of)
     analyses = build_analyses(done, summary, drawing, shift)
     figures.update(analyses.figures)
     sections = build_sections(Path(source), runs, summary, diff, tolerance, cell_plots, overview,
@@ -141,14 +142,14 @@ def _render(runs: pd.DataFrame, source: str, out_dir: Path, numbers, tolerance: 
 
     try:
         files = _write_report(out_dir, formats, sections, figures, summary, runs, diff, comparisons, sensitivity,
-                              wins, per_class_of, analyses.shift)
+                              wins, per_class_of, analyses.shift, history_of)
     except OSError as exc:  # a full disk or a folder made read-only since the check
         raise LTBenchError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
     return Report(markdown, runs, summary, files, comparisons, sensitivity, analyses.shift)
 
 
 def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff, comparisons,
-                  sensitivity, wins, per_class_of=None, shift=None) -> list[Path]:
+                  sensitivity, wins, per_class_of=None, shift=None, history_of=None) -> list[Path]:
     files: list[Path] = []
 
     def write(name: str, text: str) -> None:
@@ -168,6 +169,7 @@ def _write_report(out_dir: Path, formats, sections, figures, summary, runs, diff
         for name, frame in (("summary.csv", summary), ("runs.csv", runs_csv_frame(runs)),
                             ("recipe_diff.csv", diff), ("comparisons.csv", comparisons),
                             ("per_class.csv", per_class_frame(runs, *([per_class_of] if per_class_of else []))),
+                            ("curves.csv", curves_frame(runs, *([history_of] if history_of else []))),
                             ("sensitivity.csv", sensitivity), ("wins.csv", wins), ("shift.csv", shift)):
             write_csv_frame(out_dir / name, frame)
             files.append(out_dir / name)

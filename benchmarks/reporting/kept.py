@@ -14,9 +14,11 @@ PATH/runs.csv`). A kept summary is three files side by side, all written by ever
                      predictions.npz, which a kept summary does not hold, so they are read back
                      instead of recomputed (when the file is absent, the comparisons are
                      recomputed and the image-level ones are n/a with a note)
+    curves.csv       per run folder its history's test top-1 per epoch (`folder`, `epoch`,
+                     `top1`): the training curves plot, and what a study's schedule length is
+                     judged by (has the curve flattened?)
 
-Only runs.csv is required. Training curves and reliability diagrams need history.csv and
-predictions.npz; a re-render leaves them out.
+Only runs.csv is required. Reliability diagrams need predictions.npz; a re-render leaves them out.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import LTBenchError
-from benchmarks.reporting.load import epochs_done, load_per_class
+from benchmarks.reporting.load import epochs_done, load_history, load_per_class
 
-RUNS_CSV, PER_CLASS_CSV, COMPARISONS_CSV = "runs.csv", "per_class.csv", "comparisons.csv"
+RUNS_CSV, PER_CLASS_CSV, COMPARISONS_CSV, CURVES_CSV = "runs.csv", "per_class.csv", "comparisons.csv", "curves.csv"
 JSON_COLUMNS = ("config", "recorded_deviations")
 REQUIRED = ("folder", "dataset_label", "if_label", "imb_factor", "method", "seed", "state", "best_top1",
             "config", "recorded_deviations")
 STRING_COLUMNS = ("folder", "dataset_label", "if_label", "method", "variant_name", "state", "reason", "status",
                   "dataset", "backbone", "precision", "selected_on")
 PER_CLASS_COLUMNS = ["folder", "class", "train_count", "accuracy"]
+CURVES_COLUMNS = ["folder", "epoch", "top1"]
 
 
 def runs_csv_frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -63,6 +66,36 @@ def per_class_frame(runs: pd.DataFrame, per_class_of=load_per_class) -> pd.DataF
     if not parts:
         return pd.DataFrame(columns=PER_CLASS_COLUMNS)
     return pd.concat(parts, ignore_index=True)[PER_CLASS_COLUMNS]
+
+
+def curves_frame(runs: pd.DataFrame, history_of=load_history) -> pd.DataFrame:
+    """curves.csv: every finished run's test top-1 per epoch (`history_of`: its folder's
+    history.csv, or the kept curves.csv of a re-render, so that it is kept again)."""
+    parts = []
+    for folder in runs.loc[runs["state"] == "done", "folder"]:
+        history = history_of(folder)
+        if {"epoch", "top1"} <= set(history.columns) and len(history):
+            parts.append(history[["epoch", "top1"]].assign(folder=folder))
+    if not parts:
+        return pd.DataFrame(columns=CURVES_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[CURVES_COLUMNS]
+
+
+def read_curves(path: Path) -> dict[str, pd.DataFrame]:
+    """curves.csv beside a kept runs.csv: folder -> its (epoch, top1) frame ({} when absent)."""
+    file = (Path(path) if Path(path).is_dir() else Path(path).parent) / CURVES_CSV
+    if not file.is_file():
+        return {}
+    try:
+        frame = pd.read_csv(file, dtype={"folder": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LTBenchError(f"--from-csv: {file} is not a readable CSV ({type(exc).__name__})") from None
+    if not set(CURVES_COLUMNS) <= set(frame):
+        raise LTBenchError(f"--from-csv: {file} needs the columns {', '.join(CURVES_COLUMNS)}")
+    for column in ("epoch", "top1"):  # a damaged field is a gap in the curve, not a crash
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame = frame.dropna(subset=["epoch"])
+    return {folder: part[["epoch", "top1"]].reset_index(drop=True) for folder, part in frame.groupby("folder", sort=False)}
 
 
 def _json(text: Any, column: str, row: int) -> Any:

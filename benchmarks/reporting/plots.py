@@ -135,16 +135,17 @@ def per_class_plot(cell: pd.DataFrame, done: pd.DataFrame, per_class_of=load_per
                 _to_png(fig))
 
 
-def curves_plot(cell: pd.DataFrame, done: pd.DataFrame) -> Plot | None:
+def curves_plot(cell: pd.DataFrame, done: pd.DataFrame, history_of=load_history) -> Plot | None:
     """Test top-1 per epoch, mean over seeds with a ±1 std band; the paper number dashed. None
-    when no run has a history (a report re-rendered from a kept summary)."""
+    when no run has a history (a kept summary without curves.csv). `history_of`: a run's history
+    (its folder's history.csv, or a kept summary's curves.csv)."""
     first = cell.iloc[0]
     styles = line_styles(cell, done)
     drawn = 0
     fig, ax = plt.subplots(figsize=(7, 4))
     for row in cell.itertuples():
-        histories = [load_history(f) for f in _variant_runs(done, row)["folder"]]
-        histories = [h for h in histories if {"epoch", "top1"} <= set(h.columns)]
+        histories = [history_of(f) for f in _variant_runs(done, row)["folder"]]
+        histories = [h for h in histories if {"epoch", "top1"} <= set(h.columns) and len(h)]
         if not histories:
             continue
         drawn += 1
@@ -301,19 +302,20 @@ def _value_label(value) -> str:
 
 
 def build_plots(done: pd.DataFrame, summary: pd.DataFrame, tolerance: float,
-                sensitivity: pd.DataFrame | None = None, per_class_of=load_per_class
+                sensitivity: pd.DataFrame | None = None, per_class_of=load_per_class, history_of=load_history
                 ) -> tuple[dict[str, Plot], dict[tuple[str, str], list[str]], list[str]]:
     """All figures: (plots by key, the keys of each dataset x IF cell, the overview keys).
 
     `per_class_of(folder)` gives a run's per-class frame (`load.load_per_class`; a kept summary
-    gives it from per_class.csv). The diff heatmap is left out when no cell has a paper number
+    gives it from per_class.csv), `history_of(folder)` its history (curves.csv). The diff heatmap is left out when no cell has a paper number
     (it would be an empty grey box)."""
     plots: dict[str, Plot] = {}
     by_cell: dict[tuple[str, str], list[str]] = {}
     if summary.empty:
         return plots, by_cell, []
     for (label, if_label), cell in summary.groupby(["dataset_label", "if_label"], sort=False):
-        for plot in (per_class_plot(cell, done, per_class_of), curves_plot(cell, done), reliability_plot(cell, done)):
+        for plot in (per_class_plot(cell, done, per_class_of), curves_plot(cell, done, history_of),
+                     reliability_plot(cell, done)):
             if plot is not None:
                 plots[plot.key] = plot
                 by_cell.setdefault((label, if_label), []).append(plot.key)
