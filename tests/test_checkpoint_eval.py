@@ -290,7 +290,7 @@ def test_a_forgotten_training_flag_files_the_evaluation_beside_the_checkpoints_r
 
 @pytest.mark.parametrize("extra, expected", [
     (["--set", "batch_size=64"], ("batch_size 64", "the checkpoint was trained with 16")),
-    (["--set", "lr=0.3"], ("lr 0.3", "the checkpoint was trained with 0.1")),
+    (["--set", "lr=0.3"], ("lr 0.3", "the checkpoint was trained with {lr}")),  # the grid's lr, whatever it is
     (["--epochs", "3"], ("epochs 3", "the checkpoint was trained with 2")),
     (["--name", "mine"], ("--name 'mine'", "the checkpoint's variant")),
     (["--datasets", "synthetic"], ("trained on dataset 'digits'",)),
@@ -302,8 +302,9 @@ def test_a_command_line_that_contradicts_the_checkpoint_is_refused(reference, tm
         args = ARGS[2:] + extra
     if "--epochs" in extra:
         args = ARGS[:ARGS.index("--epochs")] + ARGS[ARGS.index("--epochs") + 2:] + extra
+    trained = yaml.safe_load((reference / "config.yaml").read_text())
     _one_line_refusal(args + ["--results-dir", str(results), "--eval-checkpoint", str(reference / "checkpoint.pt")],
-                      results, capsys, *expected)
+                      results, capsys, *(text.format(**trained) for text in expected))
 
 
 def test_execution_keys_may_differ_from_the_checkpoint(reference, tmp_path, capsys):

@@ -182,7 +182,7 @@ def check_resume(rank: int, out: Path) -> None:
     assert distributed.main_first(resumed.load_checkpoint) and resumed.start_epoch == 1
     again = resumed.run()
     if rank == 0:
-        timing = ("train_seconds", "images_per_s")
+        timing = ("train_seconds", "images_per_s", "eval_seconds", "posthoc_seconds", "peak_memory_mb")  # wall clock, memory
         history = [[{k: v for k, v in row.items() if k not in timing} for row in t.history]
                    for t in (full_trainer, resumed)]
         (out / "resume.json").write_text(json.dumps({

@@ -22,9 +22,12 @@ def run_cli(args, capsys):
     return code, out, err
 
 
+HISTORY_TIMING = ("train_seconds", "images_per_s", "eval_seconds", "posthoc_seconds", "peak_memory_mb")  # wall clock, memory
+
+
 def _history(folder):
     with open(folder / "history.csv") as f:
-        return [{k: v for k, v in row.items() if k not in ("train_seconds", "images_per_s")} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if k not in HISTORY_TIMING} for row in csv.DictReader(f)]
 
 
 def _metrics(folder):

@@ -27,6 +27,24 @@ def run_cli(args, capsys):
     return code, out, err
 
 
+# The grid these tests plan under, written into their tmp_path: known overrides (the smoke grid's
+# before it was retuned), so the labels they spell out do not follow the default grid's contents.
+PROMISING_GRID = {
+    "datasets": ["digits"], "imb_factors": [100, 10], "methods": "all", "seeds": [0],
+    "overrides": {"epochs": 3, "batch_size": 32, "warmup_epochs": 1, "test_cap_per_class": 25,
+                  "memory_format": "channels_last"},
+    "method_overrides": {"bccl": {"recluster_interval": 2}, "ce_drw": {"reweight_epoch": 2},
+                         "ldam_drw": {"reweight_epoch": 2}},
+}
+
+
+def promising_grid(tmp_path) -> str:
+    """The path of PROMISING_GRID as a grid file in tmp_path (for --grid or GridOptions(grid=...))."""
+    path = tmp_path / "promising-grid.yaml"
+    path.write_text(yaml.safe_dump(PROMISING_GRID))
+    return str(path)
+
+
 # -- labels ----------------------------------------------------------------------------------------
 MAPPINGS = [
     {"eta": 0.0}, {"eta": 0.05}, {"eta": 0.2}, {"eta": 1e-05}, {"eta": -0.5},
@@ -128,10 +146,11 @@ def test_sweep_values_are_read_by_the_same_parser_as_set(text):
 
 
 def test_sweep_of_exponent_floats_plans_two_variants(tmp_path, capsys):
-    code, out, err = run_cli(["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--seeds", "0",
-                              "--sweep", "lr=1e-2,0.05", "--dry-run", "--results-dir", str(tmp_path)], capsys)
+    code, out, err = run_cli(["--grid", promising_grid(tmp_path), "--datasets", "digits", "--imb-factors", "10",
+                              "--methods", "ce", "--seeds", "0", "--sweep", "lr=1e-2,0.05", "--dry-run",
+                              "--results-dir", str(tmp_path / "results")], capsys)
     assert code == 0, err
-    labels = [p.split("/")[-2] for p in folders_of(out)]  # the smoke grid's overrides are the grid label's
+    labels = [p.split("/")[-2] for p in folders_of(out)]  # the grid's overrides are the grid label's
     assert labels == ["ce@lr=0.01", "ce@lr=0.05"]
 
 
@@ -244,7 +263,7 @@ CELL = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--tin
 def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_reported(
         tmp_path, capsys, monkeypatch, one_thread):
     results = tmp_path / "results"
-    args = CELL + ["--results-dir", str(results)]
+    args = CELL + ["--grid", promising_grid(tmp_path), "--results-dir", str(results)]
     # The layout before variants: every configuration in <method>/seed<S>/, no `variant` key in its config.
     with monkeypatch.context() as before_variants:
         before_variants.setattr("benchmarks.run.grid.with_variant", lambda config, *args: config)
@@ -271,7 +290,7 @@ def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_rep
     with_lr = [a for arg in args for a in ([arg, "lr=0.05"] if arg == "batch_size=16" else [arg])]
     assert run_cli(with_lr + ["--seeds", "0"], capsys)[0] == 0
     new = sorted(set(find_runs(results)) - set(old))
-    [grid_folder] = {p.parents[2] for p in new}  # under the grid label: --tiny's epochs and smoke's warmup_epochs
+    [grid_folder] = {p.parents[2] for p in new}  # under the grid label: --tiny's epochs and the grid's warmup_epochs
     assert re.fullmatch(r"digits-tiny@[0-9a-f]{10}", grid_folder.name) and [p.name for p in new] == ["seed0", "seed2"]
     lr, same = (p.parent.name for p in new)
     assert same == "ce@batch_size=16,test_cap_per_class=4,train_cap_per_class=8"  # what --set changed
@@ -299,13 +318,14 @@ def test_lr_steps_in_another_order_is_the_same_schedule_and_the_same_folder(tmp_
 
 # -- grid labels: what a grid promises every method names the dataset folder, not each label --------
 def test_the_grid_promise_names_the_dataset_folder_and_labels_say_the_rest(tmp_path, capsys):
-    base = ["--datasets", "digits", "--imb-factors", "10", "--seeds", "0", "--dry-run", "--results-dir", str(tmp_path)]
+    base = ["--grid", promising_grid(tmp_path), "--datasets", "digits", "--imb-factors", "10", "--seeds", "0",
+            "--dry-run", "--results-dir", str(tmp_path / "results")]
     code, out, _ = run_cli(["--methods", "ce", "la_posthoc", "ce_drw", *base], capsys)
     assert code == 0
     folders = [p.split("/")[-4:-1] for p in folders_of(out)]
     [grid_folder] = {f[0] for f in folders}
     assert re.fullmatch(r"digits-tiny@[0-9a-f]{10}", grid_folder)
-    # the smoke grid's epochs, batch size, warmup and test cap are the folder's; a post-hoc method's
+    # the grid's epochs, batch size, warmup and test cap are the folder's; a post-hoc method's
     # recipe epochs (0) are not labelled; a method override is
     assert {f[2] for f in folders} == {"ce", "la_posthoc", "ce_drw@reweight_epoch=2"}
     code, out, _ = run_cli(["--methods", "ce", "--set", "lr=0.2", *base], capsys)
@@ -323,8 +343,8 @@ def test_the_grid_promise_names_the_dataset_folder_and_labels_say_the_rest(tmp_p
 def test_the_grid_promise_is_recorded_and_plain_grids_keep_their_folders(tmp_path):
     from benchmarks.run.grid import GridOptions, plan
 
-    runs = plan(GridOptions(datasets=["digits"], methods=["ce", "ce_drw"], imb_factors=[10], seeds=[0],
-                            overrides={"lr": 0.2}, results_dir=tmp_path))
+    runs = plan(GridOptions(grid=promising_grid(tmp_path), datasets=["digits"], methods=["ce", "ce_drw"],
+                            imb_factors=[10], seeds=[0], overrides={"lr": 0.2}, results_dir=tmp_path))
     ce, ce_drw = (run.config["variant"] for run in runs)
     assert ce["grid"] == {"batch_size": 32, "epochs": 3, "test_cap_per_class": 25, "warmup_epochs": 1}
     assert ce["beyond_grid"] == {"lr": 0.2} and ce["name"] == "lr=0.2"
@@ -358,7 +378,8 @@ def test_folders_of_the_layout_before_grid_labels_are_still_skipped_resumed_and_
         tmp_path, capsys, monkeypatch, one_thread):
     results = tmp_path / "results"
     args = ["--datasets", "digits", "--imb-factors", "10", "--methods", "ce", "--tiny", "--epochs", "1",
-            "--set", "train_cap_per_class=8", "test_cap_per_class=4", "--no-progress", "--results-dir", str(results)]
+            "--set", "train_cap_per_class=8", "test_cap_per_class=4", "--no-progress", "--results-dir", str(results),
+            "--grid", promising_grid(tmp_path)]
     with monkeypatch.context() as before_grid_labels:  # the version before: no grid promise, every key in the label
         before_grid_labels.setattr("benchmarks.run.grid.grid_promise", lambda grid, options: {})
         assert run_cli(args + ["--seeds", "0", "1"], capsys)[0] == 0

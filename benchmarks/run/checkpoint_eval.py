@@ -399,6 +399,11 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
             k for k in set(written) | set(config) if written.get(k) != config.get(k))
         record["command_line_keys_replaced"] = replaced
     result = {**metrics_record(config, data, summary, summary), "checkpoint": record}
+    if replaced is not None and config.get("amp") != "auto":  # its config says what precision it trained in
+        from benchmarks.train.precision import precision_deviation, resolve_precision
+
+        trained_in = resolve_precision(config["amp"], ex.release_precision, device.type)  # not "auto": any device
+        result["deviations"].update(precision_deviation(trained_in, ex.release_precision))
     folder = evaluation_folder(cell_folder, path, sha256)
     if distributed.is_main():
         folder.mkdir(parents=True, exist_ok=True)
