@@ -162,3 +162,38 @@ def test_a_stage2_run_refuses_a_stage1_checkpoint_that_is_not_its_folders(tmp_pa
     with pytest.raises(LTBenchError, match=r"checkpoint\.pt is not the one its run finished with \(sha256"):
         stage2("crt", data, tmp_path / "crt", copy)
     assert not (tmp_path / "crt").exists()
+
+
+def test_stage2_loads_the_stage1_best_pt_when_stage1_selects_on_val_and_checkpoint_pt_otherwise(tmp_path, data, stage1):
+    """Decoupling's ImageNet-LT release starts stage 2 from the stage-1 epoch best on the validation
+    split: a stage-1 run with select_on val hands over best.pt (and metrics.json says so); one that
+    selects on test (CIFAR: the final model, as classifier-balancing) hands over checkpoint.pt."""
+    import dataclasses
+
+    test_folder, _ = stage1
+    crt = stage2("crt", data, tmp_path / "from_test", test_folder).run()
+    assert crt["stage1"]["checkpoint"] == "checkpoint.pt"
+
+    with_val = dataclasses.replace(data, val_images=data.test_images, val_labels=data.test_labels)
+    folder = tmp_path / "stage1val" / "ce" / "seed0"
+    folder.mkdir(parents=True)
+    config = resolve_config("ce", "synthetic", 10, 0,
+                            overrides={**SMALL, "epochs": 3, "warmup_epochs": 1, "lr": 0.5})
+    config["select_on"] = "val"  # the synthetic set declares no val split: the copy above lends it one
+    metrics = Trainer(config, with_val, folder, CPU, progress=False).run()
+    atomic_write_yaml(folder / "config.yaml", config)
+    write_metrics(folder, metrics)
+    write_status(folder, DONE)
+    best = torch.load(folder / "best.pt", weights_only=False)
+
+    trainer = stage2("crt", data, tmp_path / "from_val", folder)
+    run = trainer.run()
+    assert run["stage1"]["checkpoint"] == "best.pt"
+    assert run["stage1"]["epochs_done"] == best["epochs_done"] == metrics["best"]["epoch"] + 1
+    loaded = backbone_params(torch.load(tmp_path / "from_val" / "checkpoint.pt", weights_only=False)["method"])
+    for name, value in backbone_params(best["method"]).items():
+        assert torch.equal(loaded[name], value), name  # frozen stage-1 backbone = best.pt's
+
+    (folder / "best.pt").unlink()  # a stage-1 run from before best.pt was kept
+    with pytest.raises(LTBenchError, match="best.pt is missing or unreadable"):
+        stage2("crt", data, tmp_path / "again", folder).run()

@@ -647,7 +647,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
-    """Hand a two-stage method its stage-1 run's final checkpoint; returns what metrics.json records
+    """Hand a two-stage method its stage-1 run's weights: best.pt (the epoch selected on the
+    validation split) when the stage-1 config selects on val, else the final checkpoint.pt; returns what metrics.json records
     of it (`stage1`: method, folder, checkpoint, its sha256, epochs), or None for other methods.
 
     The stage-1 run must be finished (`benchmarks.run.grid` orders and checks that before a stage-2
@@ -664,15 +665,30 @@ def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
     problem = done_problem(folder)
     if problem is not None:
         raise LTBenchError(f"{method.name}: the stage-1 run {folder} is not finished ({problem})")
-    path = folder / "checkpoint.pt"
+    from benchmarks.store.results import read_config, read_metrics
+
+    folder_config = read_config(folder)
+    # Decoupling's release hands stage 2 the stage-1 epoch it selected on the validation split
+    # (ImageNet-LT: select_on val); where the selection is on test (CIFAR, iNaturalist), stage 2
+    # starts from the final model, as classifier-balancing does.
+    path = folder / (BEST_CHECKPOINT if folder_config.get("select_on") == "val" else "checkpoint.pt")
     digest = file_sha256(path) if path.exists() else None
-    state = read_checkpoint(path, map_location=None)  # just look: another run's file
+    if path.name == BEST_CHECKPOINT:  # weights only (no optimiser, RNG): read_checkpoint's keys do not apply
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+            from benchmarks.config import with_added_keys
+
+            state["config"] = with_added_keys(state["config"])
+            state = state if isinstance(state["method"], dict) and "epochs_done" in state else None
+        except Exception:  # missing, truncated, not an ltbench best.pt
+            state = None
+    else:
+        state = read_checkpoint(path, map_location=None)  # just look: another run's file
     if state is None:
         raise LTBenchError(f"{method.name}: the stage-1 checkpoint {path} is missing or unreadable; "
                            "delete that run folder to train it again")
-    from benchmarks.store.results import read_config, read_metrics
 
-    if state["config"] != read_config(folder):
+    if state["config"] != folder_config:
         raise LTBenchError(f"{method.name}: {path} was written by another configuration than its folder's "
                            "config.yaml (replaced?); delete that run folder to train it again")
     recorded = (read_metrics(folder).get("checkpoints") or {}).get(path.name)  # absent: runs before it was recorded
@@ -680,7 +696,8 @@ def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
         raise LTBenchError(f"{method.name}: {path} is not the one its run finished with (sha256 {digest[:12]}, "
                            f"metrics.json records {str(recorded)[:12]}; replaced?); delete that run folder "
                            "to train it again")
-    if state["config"]["method"] != method.stage1 or state["epochs_done"] != state["config"]["epochs"]:
+    finished = path.name == BEST_CHECKPOINT or state["epochs_done"] == state["config"]["epochs"]  # best.pt: done_problem
+    if state["config"]["method"] != method.stage1 or not finished:
         raise LTBenchError(f"{method.name}: {path} is not a finished {method.stage1} run "
                            f"({state['config']['method']}, {state['epochs_done']} of {state['config']['epochs']} epochs)")
     method.load_stage1(state["method"])
