@@ -82,20 +82,28 @@ def curves_frame(runs: pd.DataFrame, history_of=load_history) -> pd.DataFrame:
 
 
 def read_curves(path: Path) -> dict[str, pd.DataFrame]:
-    """curves.csv beside a kept runs.csv: folder -> its (epoch, top1) frame ({} when absent)."""
-    file = (Path(path) if Path(path).is_dir() else Path(path).parent) / CURVES_CSV
+    """curves.csv beside a kept runs.csv: folder -> its (epoch, top1) frame ({} when absent); a
+    damaged number is a gap in the curve, not a crash."""
+    return _read_per_folder(path, CURVES_CSV, CURVES_COLUMNS, numeric=("epoch", "top1"))
+
+
+def _read_per_folder(path: Path, name: str, columns: list[str], numeric: tuple[str, ...] = ()
+                     ) -> dict[str, pd.DataFrame]:
+    """The kept file `name` beside a runs.csv, split by its `folder` column into frames of the
+    other `columns` ({} when the file is absent); `numeric` columns are read as numbers."""
+    file = (Path(path) if Path(path).is_dir() else Path(path).parent) / name
     if not file.is_file():
         return {}
     try:
         frame = pd.read_csv(file, dtype={"folder": str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise LTBenchError(f"--from-csv: {file} is not a readable CSV ({type(exc).__name__})") from None
-    if not set(CURVES_COLUMNS) <= set(frame):
-        raise LTBenchError(f"--from-csv: {file} needs the columns {', '.join(CURVES_COLUMNS)}")
-    for column in ("epoch", "top1"):  # a damaged field is a gap in the curve, not a crash
+    if not set(columns) <= set(frame):
+        raise LTBenchError(f"--from-csv: {file} needs the columns {', '.join(columns)}")
+    for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame = frame.dropna(subset=["epoch"])
-    return {folder: part[["epoch", "top1"]].reset_index(drop=True) for folder, part in frame.groupby("folder", sort=False)}
+    rest = [c for c in columns if c != "folder"]
+    return {folder: part[rest].reset_index(drop=True) for folder, part in frame.groupby("folder", sort=False)}
 
 
 def _json(text: Any, column: str, row: int) -> Any:
@@ -152,17 +160,7 @@ def read_runs_csv(path: Path) -> pd.DataFrame:
 
 def read_per_class(path: Path) -> dict[str, pd.DataFrame]:
     """per_class.csv beside a kept runs.csv: folder -> its per-class frame ({} when absent)."""
-    file = (Path(path) if Path(path).is_dir() else Path(path).parent) / PER_CLASS_CSV
-    if not file.is_file():
-        return {}
-    try:
-        frame = pd.read_csv(file, dtype={"folder": str})
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise LTBenchError(f"--from-csv: {file} is not a readable CSV ({type(exc).__name__})") from None
-    if not set(PER_CLASS_COLUMNS) <= set(frame):
-        raise LTBenchError(f"--from-csv: {file} needs the columns {', '.join(PER_CLASS_COLUMNS)}")
-    return {folder: part[["class", "train_count", "accuracy"]].reset_index(drop=True)
-            for folder, part in frame.groupby("folder", sort=False)}
+    return _read_per_folder(path, PER_CLASS_CSV, PER_CLASS_COLUMNS)
 
 
 def read_comparisons(path: Path) -> pd.DataFrame | None:
