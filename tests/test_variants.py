@@ -271,19 +271,8 @@ def test_folders_of_the_layout_before_variants_are_still_skipped_resumed_and_rep
     old = [results / "digits-tiny" / "if10" / "ce" / f"seed{s}" for s in (0, 1)]
     assert sorted(find_runs(results)) == old
     assert "variant" not in yaml.safe_load((old[0] / "config.yaml").read_text())
-    # seed 1 interrupted after its last checkpoint (status still running, no metrics yet)
-    (old[1] / "metrics.json").unlink()
-    (old[1] / "status").write_text("running\n")
-    finished = (old[0] / "metrics.json").read_bytes()
-
-    code, out, _ = run_cli(args + ["--seeds", "0", "1", "--dry-run"], capsys)
-    assert code == 0 and str(old[0]) in out and str(old[1]) in out
-    code, out, err = run_cli(args + ["--seeds", "0", "1"], capsys)
-    assert code == 0, out + err
-    assert "trained 1, skipped (done) 1" in out and f"done already, skipped ({old[0]})" in out
+    rerun_skips_the_done_and_resumes_the_interrupted(args, old, results, capsys)  # nothing trained again in a variant folder
     assert json.loads((old[1] / "env.json").read_text())["resumed_from_epoch"] == 1
-    assert read_status(old[1]) == "done" and (old[0] / "metrics.json").read_bytes() == finished
-    assert sorted(find_runs(results)) == old  # nothing trained again in a variant folder
 
     # a new seed and another configuration of the same cell: variant folders beside the old ones
     assert run_cli(args + ["--seeds", "2"], capsys)[0] == 0
@@ -387,17 +376,7 @@ def test_folders_of_the_layout_before_grid_labels_are_still_skipped_resumed_and_
     assert [p.parent.name for p in old] == ["ce@batch_size=32,epochs=1,test_cap_per_class=4,train_cap_per_class=8,"
                                             "warmup_epochs=1"] * 2
     assert old[0].parents[2].name == "digits-tiny"
-    (old[1] / "metrics.json").unlink()  # seed 1 interrupted after its last checkpoint
-    (old[1] / "status").write_text("running\n")
-    finished = (old[0] / "metrics.json").read_bytes()
-
-    code, out, _ = run_cli(args + ["--seeds", "0", "1", "--dry-run"], capsys)
-    assert code == 0 and str(old[0]) in out and str(old[1]) in out
-    code, out, err = run_cli(args + ["--seeds", "0", "1"], capsys)
-    assert code == 0, out + err
-    assert "trained 1, skipped (done) 1" in out and f"done already, skipped ({old[0]})" in out
-    assert read_status(old[1]) == "done" and (old[0] / "metrics.json").read_bytes() == finished
-    assert sorted(find_runs(results)) == old  # nothing trained again under the grid label
+    rerun_skips_the_done_and_resumes_the_interrupted(args, old, results, capsys)  # nothing trained again under the grid label
     assert "grid" not in yaml.safe_load((old[1] / "config.yaml").read_text())["variant"]  # kept as it was written
 
     assert run_cli(args + ["--seeds", "2"], capsys)[0] == 0  # a new seed: the new layout
@@ -406,3 +385,19 @@ def test_folders_of_the_layout_before_grid_labels_are_still_skipped_resumed_and_
     assert new.parent.name == "ce@test_cap_per_class=4,train_cap_per_class=8"
     summary = aggregate(label_variants(load_runs(results)), [])  # one configuration, one report row
     assert list(zip(summary["n"], summary["seeds"])) == [(3, "0 1 2")]
+
+
+def rerun_skips_the_done_and_resumes_the_interrupted(args, old, results, capsys):
+    """Seed 1 of the old-layout folders `old` interrupted after its last checkpoint (status still
+    running, no metrics yet); the same command plans both old folders, skips seed 0 (its
+    metrics.json untouched) and finishes seed 1 in place, training nothing elsewhere."""
+    (old[1] / "metrics.json").unlink()
+    (old[1] / "status").write_text("running\n")
+    finished = (old[0] / "metrics.json").read_bytes()
+    code, out, _ = run_cli(args + ["--seeds", "0", "1", "--dry-run"], capsys)
+    assert code == 0 and str(old[0]) in out and str(old[1]) in out
+    code, out, err = run_cli(args + ["--seeds", "0", "1"], capsys)
+    assert code == 0, out + err
+    assert "trained 1, skipped (done) 1" in out and f"done already, skipped ({old[0]})" in out
+    assert read_status(old[1]) == "done" and (old[0] / "metrics.json").read_bytes() == finished
+    assert sorted(find_runs(results)) == old
