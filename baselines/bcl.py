@@ -40,15 +40,12 @@ policy chosen by the shared key `autoaugment_policy`) and
 
 from __future__ import annotations
 
-import contextlib
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmarks import LTBenchError
-from benchmarks.train import distributed
 from benchmarks.checks import check_ranges
+from benchmarks.train.bn_groups import forward_in_groups, local_groups
 from benchmarks.train.losses import logit_adjusted_ce
 from benchmarks.train.methods import METHODS, Method
 from benchmarks.train.models import build_backbone, build_classifier, projection_head
@@ -111,24 +108,6 @@ def balanced_contrastive_loss(
     return (log_denominator - mean_positive_logit).mean()
 
 
-@contextlib.contextmanager
-def running_stats_frozen(*modules: nn.Module):
-    """Inside: the BatchNorm layers of `modules` normalise with their batch statistics (train
-    mode) but leave their running statistics as they are (momentum 0: r = 1 * r + 0 * batch; the
-    batch counter is restored too), as a discarded DataParallel replica's do."""
-    norms = [m for module in modules for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
 @METHODS.register("bcl")
 class BCL(Method):
     """ResNet-32 + cosine classifier + projection head + prototype head, LA-CE + BCL loss."""
@@ -158,11 +137,7 @@ class BCL(Method):
         # Same shape as `head`, applied to the (C, feat) class vectors of the classifier.
         self.head_prototype = projection_head(feat, hidden, out)
         self.bn_groups = int(config["bn_groups"])
-        world = distributed.world_size()
-        if self.bn_groups % world:  # known only at run time (torchrun)
-            raise LTBenchError(f"bcl: bn_groups (DataParallel replicas of the release) must be a multiple of the "
-                               f"{world} processes, got {self.bn_groups}; --set bn_groups={world} gives one per rank")
-        self.local_bn_groups = self.bn_groups // world
+        self.local_bn_groups = local_groups(self.bn_groups, "bcl")  # known only at run time (torchrun)
 
     def view_names(self) -> tuple[str, ...]:
         if self.config.get("views"):
@@ -178,11 +153,11 @@ class BCL(Method):
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(h, z) of the concatenated 3B images, each of the `bn_groups` DataParallel chunks
         normalised by its own BatchNorm statistics (see the module docstring)."""
-        hs, zs = [], []
-        for i, chunk in enumerate(images.chunk(self.local_bn_groups)):
-            with running_stats_frozen(self.backbone, self.head) if i else contextlib.nullcontext():
-                hs.append(self.backbone(chunk))
-                zs.append(self.head(hs[-1]))
+        def forward(chunk):
+            h = self.backbone(chunk)
+            return h, self.head(h)
+
+        hs, zs = zip(*forward_in_groups(forward, images, self.local_bn_groups, self.backbone, self.head))
         return torch.cat(hs), F.normalize(torch.cat(zs).float(), dim=1)
 
     def training_step(self, views, labels, epoch, step):

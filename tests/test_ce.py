@@ -32,3 +32,46 @@ def test_step_is_plain_cross_entropy_on_the_one_view():
         logits = method.classifier(method.backbone(images))
     assert torch.allclose(out["loss"], F.cross_entropy(logits, labels), atol=1e-6)
     assert not torch.allclose(out["loss"], F.cross_entropy(logits + method.log_prior, labels), atol=1e-3)
+
+
+def test_bn_groups_normalise_each_dataparallel_chunk_and_keep_the_first_chunks_running_stats():
+    """`--set bn_groups=4` = the classifier-balancing stage 1 on 4 GPUs (nn.DataParallel): each
+    chunk's BatchNorm uses its own statistics, the loss is that of the gathered logits, and only
+    the first chunk moves the running statistics. The recipe's 1 is one BatchNorm batch."""
+    import copy
+
+    from benchmarks.config import recipe_deviations
+
+    config = resolve_config("ce", "imagenet_lt", overrides={"bn_groups": 4, "backbone": "resnet8"})
+    assert resolve_config("ce", "imagenet_lt")["bn_groups"] == resolve_config("ce")["bn_groups"] == 1
+    assert recipe_deviations(config)["bn_groups"] == {"paper": 1, "run": 4}
+    torch.manual_seed(0)
+    grouped = build_method(config, 5, torch.tensor([40, 20, 10, 5, 2]))
+    plain = copy.deepcopy(grouped)
+    plain.local_bn_groups = 1
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    loss = grouped.training_step([images], labels, epoch=0, step=0)["loss"]
+    per_chunk = copy.deepcopy(plain)
+    logits = torch.cat([per_chunk.classifier(per_chunk.backbone(c)) for c in images.chunk(4)])
+    assert torch.allclose(loss, F.cross_entropy(logits, labels), atol=1e-5)
+    first = copy.deepcopy(plain)
+    first.backbone(images[:2])  # what replica 0 alone does to the running statistics
+    for a, b in zip(grouped.buffers(), first.buffers()):
+        assert torch.equal(a, b)
+    whole = plain.training_step([images], labels, epoch=0, step=0)["loss"]
+    assert not torch.allclose(whole, loss, atol=1e-3)  # one BatchNorm batch computes something else
+
+
+def test_only_ce_takes_bn_groups():
+    """The LDAM-DRW family's one-GPU recipes (CE's subclasses) have no `bn_groups` key."""
+    from benchmarks import LTBenchError
+
+    for method in ("ce_drw", "focal", "ldam_drw", "balanced_softmax"):
+        assert "bn_groups" not in resolve_config(method)
+    try:
+        resolve_config("ce", overrides={"bn_groups": 0})
+    except LTBenchError as exc:
+        assert "bn_groups" in str(exc)
+    else:
+        raise AssertionError("bn_groups 0 was accepted")

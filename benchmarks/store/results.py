@@ -63,6 +63,7 @@ ADDED_KEYS: dict[str, Any] = {
 # The same for keys of one method's `options:` (added only to that method's configs).
 ADDED_OPTIONS: dict[str, dict[str, Any]] = {
     "bcl": {"bn_groups": 1},  # before bn_groups, BCL normalised the whole 3B batch at once
+    "ce": {"bn_groups": 1},   # before bn_groups, CE normalised the whole batch at once
 }
 
 
