@@ -95,7 +95,7 @@ def method_file(method: str) -> Path:
     return CONFIG_DIR / "methods" / f"{method}.yaml"
 
 
-METHOD_SECTIONS = ("base", "recipe", "options", "datasets", "recipe_status", "release_precision")
+METHOD_SECTIONS = ("base", "recipe", "options", "datasets", "recipe_status", "release_precision", "release_eval_precision")
 
 
 def _merge_sections(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +167,18 @@ def release_precision(method: str) -> str:
     return value
 
 
+def release_eval_precision(method: str) -> str:
+    """The precision the method's release evaluated in (`release_eval_precision:` of its YAML,
+    default fp32; `Execution.eval_precision`, `benchmarks.train.precision`)."""
+    from benchmarks.train.precision import PRECISIONS
+
+    path = method_file(method)
+    value = method_yaml(method).get("release_eval_precision", "fp32") if path.exists() else "fp32"
+    if value not in PRECISIONS:
+        raise LTBenchError(f"{path}: release_eval_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
 def recipe_status(method: str, dataset: str) -> str:
     """`release` or `reconstructed`: how `method`'s recipe on `dataset` was obtained."""
     path = method_file(method)
@@ -234,6 +246,7 @@ class Execution:
     pipeline: str  # reference | fast
     precision: str  # fp32 | fp16 | bf16: what the training step runs in (benchmarks/train/precision.py)
     release_precision: str  # what the method's release trained in
+    release_eval_precision: str  # what the method's release evaluated in (see `eval_precision`)
     fp32_islands: bool  # heads, classifiers, losses and k-means leave autocast
     channels_last: bool
     cudnn_benchmark: bool  # cuDNN picks the fastest kernels for the fixed shapes (CUDA; the releases do too)
@@ -262,6 +275,7 @@ class Execution:
             pipeline=pipeline,
             precision=run_precision,
             release_precision=release,
+            release_eval_precision=release_eval_precision(config["method"]),
             fp32_islands=precision.islands_for(run_precision),
             channels_last=memory_format == "channels_last",
             cudnn_benchmark=cuda,
@@ -279,11 +293,29 @@ class Execution:
         stack.enter_context(precision.islands(self.fp32_islands))
         return stack
 
+    @property
+    def eval_precision(self) -> str:
+        """What evaluation runs in: the release's evaluation precision when the run trains in the
+        release's precision (BCCL on CUDA: fp16 autocast, as its test loop), else float32."""
+        return self.release_eval_precision if self.precision == self.release_precision else "fp32"
+
+    def eval_autocast(self):
+        """The evaluation's precision context (`eval_precision`; none for float32)."""
+        import contextlib
+
+        from benchmarks.train import precision
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(precision.autocast(self.eval_precision, self.device.type))
+        stack.enter_context(precision.islands(precision.islands_for(self.eval_precision)))
+        return stack
+
     def record(self) -> dict[str, Any]:
         """metrics.json's `precision`: what ran, what the release ran, and the TF32 flags."""
         import torch
 
         return {"run": self.precision, "release": self.release_precision, "fp32_islands": self.fp32_islands,
+                "eval": self.eval_precision, "release_eval": self.release_eval_precision,
                 "tf32_conv": bool(torch.backends.cudnn.allow_tf32),
                 "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
 
@@ -305,6 +337,7 @@ def paper_recipe(method: str, dataset: str) -> tuple[dict[str, Any], dict[str, A
         raise LTBenchError(f"method {method} has no recipe for {dataset} (recipe_status.{dataset}: none in {path}; "
                            f"see docs/methods/{method}.md); the datasets it has one for are its paper grids'")
     release_precision(method)
+    release_eval_precision(method)
 
     config = dict(schema)
     dataset_path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"

@@ -1,5 +1,7 @@
 """Under bf16 autocast, heads, classifiers and every loss still compute in float32."""
 
+import contextlib
+
 import torch
 
 from baselines.bcl import balanced_contrastive_loss
@@ -159,3 +161,40 @@ def test_precision_is_recorded_per_method_with_a_deviation_where_it_differs(tmp_
         assert precision_deviation(ex.precision, ex.release_precision) == expected
     metrics = _fp16_trainer(tmp_path / "fp16", monkeypatch, epochs=1).run()
     assert metrics["precision"]["run"] == "fp16" and metrics["deviations"]["precision"] == {"paper": "fp32", "run": "fp16"}
+
+
+def test_evaluation_follows_the_release_where_it_evaluated_under_autocast(tmp_path, monkeypatch):
+    """BCCL's release tests inside its fp16 autocast block: a BCCL run training in fp16 (its
+    release precision) evaluates under fp16 autocast too; one training in another precision
+    evaluates in fp32 and records the deviation `eval_precision`; a method whose release evaluated
+    in fp32 (CE) evaluates in fp32 and records none."""
+    from benchmarks.config import release_eval_precision, resolve_config
+    from benchmarks.data.datasets import DatasetRequest, build_dataset
+    from benchmarks.train import precision
+    from benchmarks.train.training import Execution, Trainer
+
+    assert release_eval_precision("bccl") == "fp16" and release_eval_precision("ce") == "fp32"
+    cpu = torch.device("cpu")
+    for method, amp, evaluated in (("bccl", "fp16", "fp16"), ("bccl", "auto", "fp32"), ("bccl", "bf16", "fp32"),
+                                   ("ce", "fp16", "fp32")):
+        ex = Execution.resolve(resolve_config(method, overrides={"amp": amp}), cpu)
+        assert (ex.eval_precision, ex.record()["eval"]) == (evaluated, evaluated)
+        with ex.eval_autocast():
+            assert torch.is_autocast_enabled("cpu") == (evaluated != "fp32")
+            if evaluated == "fp16":
+                assert torch.get_autocast_dtype("cpu") == torch.float16 and not precision.islands_enabled()
+    seen = []
+    monkeypatch.setattr(Execution, "autocast", lambda self: contextlib.nullcontext())  # fp16 training: slow on CPU
+    data = build_dataset("synthetic", DatasetRequest(imb_factor=10, train_cap_per_class=4, test_cap_per_class=2))
+    for method, amp, deviation in (("bccl", "auto", {"paper": "fp16", "run": "fp32"}), ("bccl", "fp16", None),
+                                   ("ce", "auto", None)):
+        config = resolve_config(method, "synthetic", 10, 0, overrides={
+            "epochs": 1, "batch_size": 16, "warmup_epochs": 0, "pipeline": "reference", "backbone": "resnet8",
+            "amp": amp, **({"queue_size": 4} if method == "bccl" else {})})
+        trainer = Trainer(config, data, tmp_path / f"{method}-{amp}", cpu, progress=False)
+        logits = trainer.method.eval_logits
+        trainer.method.eval_logits = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or logits(x)
+        metrics = trainer.run()
+        assert metrics["deviations"].get("eval_precision") == deviation
+        assert set(seen) == {trainer.ex.eval_precision == "fp16"}  # every test batch under it, or none
+        seen.clear()

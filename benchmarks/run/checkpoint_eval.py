@@ -323,6 +323,7 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
     from benchmarks.store.predictions import EpochPredictions, write_predictions
     from benchmarks.run.grid import DataCache
     from benchmarks.train.methods import build_method
+    from benchmarks.train.precision import eval_precision_deviation
     from benchmarks.store.logs import LOGGER, run_log
     from benchmarks.store.results import DONE, atomic_write_json, atomic_write_yaml, write_status
     from benchmarks.config import Execution
@@ -381,7 +382,8 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
     method.eval()
     evaluator = TestEvaluator(data, device, config["eval_batch_size"], config["test_view"], config["num_workers"],
                               ex.channels_last)
-    outputs = evaluator.outputs(method.eval_logits)
+    with ex.eval_autocast():  # as the Trainer evaluates (`Execution.eval_precision`)
+        outputs = evaluator.outputs(method.eval_logits)
     metrics = evaluation_metrics(outputs, data.test_labels, data.class_counts)
     epoch = epochs_done - 1 if epochs_done else 0
     kept = EpochPredictions.compact(epoch, outputs.predictions, outputs.confidences, data.num_classes)
@@ -399,6 +401,7 @@ def evaluate_checkpoint(path: Path, runs: list, options, unsafe_load: bool = Fal
             k for k in set(written) | set(config) if written.get(k) != config.get(k))
         record["command_line_keys_replaced"] = replaced
     result = {**metrics_record(config, data, summary, summary), "checkpoint": record}
+    result["deviations"].update(eval_precision_deviation(ex.eval_precision, ex.release_eval_precision))
     if replaced is not None and config.get("amp") != "auto":  # its config says what precision it trained in
         from benchmarks.train.precision import precision_deviation, resolve_precision
 

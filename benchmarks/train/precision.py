@@ -25,7 +25,15 @@ heads, the classifiers, every loss and BCCL's k-means run in float32 with autoca
 Under fp16 (10 mantissa bits) the release ran all of them inside its autocast block (its head's
 Linear layers, the similarity matmuls and k-means in fp16; exp, log, softmax and the losses'
 reductions in float32, as autocast decides), and so does a fp16 run here: the islands apply
-under bf16 only (`islands_for`). Evaluation always runs without autocast.
+under bf16 only (`islands_for`).
+
+Evaluation runs in float32 (no autocast: bf16 would flip ~0.5 % of close predictions), except
+where the release evaluated under autocast and the run trains in the release's precision: BCCL's
+test loop runs inside its fp16 autocast block (`release_eval_precision: fp16`, `main.py:407-408`),
+so a BCCL run training in fp16 (CUDA, `amp: auto`) evaluates under fp16 autocast too
+(`Execution.eval_precision`). A run that evaluates otherwise than its release (BCCL trained in
+fp32 or bf16) records the deviation `eval_precision` (`eval_precision_deviation`), beside
+`precision`.
 """
 
 from __future__ import annotations
@@ -74,6 +82,12 @@ def grad_scaler(precision: str, device_type: str) -> torch.amp.GradScaler:
 def precision_deviation(run: str, release: str) -> dict[str, dict[str, str]]:
     """{"precision": {"paper": release, "run": run}} when they differ, else {}."""
     return {} if run == release else {"precision": {"paper": release, "run": run}}
+
+
+def eval_precision_deviation(run: str, release: str) -> dict[str, dict[str, str]]:
+    """{"eval_precision": {"paper": release, "run": run}} when the evaluation's precision differs
+    from the release's, else {}."""
+    return {} if run == release else {"eval_precision": {"paper": release, "run": run}}
 
 
 @contextlib.contextmanager

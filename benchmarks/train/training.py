@@ -479,15 +479,17 @@ class Trainer:
         """This epoch's test metrics (accuracy, groups, ECE) and the per-image outputs behind them."""
         self.method.eval()
         distributed.broadcast_batchnorm_buffers_(self.method)  # rank 0's running statistics (torchrun)
-        # No autocast: bf16 would flip ~0.5 % of close predictions (benchmarks/train/precision.py).
-        outputs = self.evaluator.outputs(self.method.eval_logits)
+        # float32, or the release's evaluation autocast when training in its precision (precision.py)
+        with self.ex.eval_autocast():
+            outputs = self.evaluator.outputs(self.method.eval_logits)
         return evaluation_metrics(outputs, self.test_labels, self.class_counts), outputs
 
     def validation_top1(self) -> float | None:
         """This epoch's top-1 on the validation split (select_on val), else None."""
         if self.val_evaluator is None:
             return None
-        outputs = self.val_evaluator.outputs(self.method.eval_logits)
+        with self.ex.eval_autocast():
+            outputs = self.val_evaluator.outputs(self.method.eval_logits)
         return evaluation_metrics(outputs, self.val_labels, self.class_counts)["top1"]
 
     def record_epoch(self, metrics: dict[str, Any], outputs: EvalOutputs, epoch: int, last_only: bool = False,
@@ -617,6 +619,8 @@ class Trainer:
         record = metrics_record(self.config, self.data, self.best, self.last, self.train_seconds, images_per_s)
         record["deviations"].update(process_deviation(self.method, self.world))
         record["deviations"].update(precision.precision_deviation(self.ex.precision, self.ex.release_precision))
+        record["deviations"].update(precision.eval_precision_deviation(self.ex.eval_precision,
+                                                                       self.ex.release_eval_precision))
         record["selection"] = {"split": self.select_on}
         if self.select_on == "val":
             record["selection"]["val_top1"] = self.best["val_top1"]
