@@ -198,3 +198,18 @@ def test_evaluation_follows_the_release_where_it_evaluated_under_autocast(tmp_pa
         assert metrics["deviations"].get("eval_precision") == deviation
         assert set(seen) == {trainer.ex.eval_precision == "fp16"}  # every test batch under it, or none
         seen.clear()
+
+
+def test_runs_written_before_eval_precision_group_with_those_that_record_it():
+    """A BCCL run written before evaluation followed the release (no `eval` in its precision
+    record) evaluated in fp32: the report completes its deviations with eval_precision, so it
+    lands in the same cell as a run that records it; CE's and newer records stay as written."""
+    from benchmarks.reporting.recipe import recorded_deviations
+
+    old = {"deviations": {"precision": {"paper": "fp16", "run": "bf16"}}, "precision": {"run": "bf16", "release": "fp16"}}
+    new = {"deviations": {"precision": {"paper": "fp16", "run": "bf16"},
+                          "eval_precision": {"paper": "fp16", "run": "fp32"}},
+           "precision": {"run": "bf16", "release": "fp16", "eval": "fp32", "release_eval": "fp16"}}
+    assert recorded_deviations(old, {"method": "bccl"}) == new["deviations"] == recorded_deviations(new, {"method": "bccl"})
+    assert recorded_deviations({"deviations": {}, "precision": {"run": "fp32"}}, {"method": "ce"}) == {}
+    assert recorded_deviations(None, {"method": "bccl"}) is None

@@ -112,8 +112,9 @@ def results(tmp_path_factory) -> Path:
     recorded deviations (recomputed: recipe differs). cifar10-tiny: ce, tiny subset.
     """
     root = tmp_path_factory.mktemp("results")
-    for seed, best in ((0, 84.0), (1, 86.0)):
-        write_run(root, resolve_config("bccl", "cifar10", 100, seed), best=best, last=best - 1.0)
+    for seed, best in ((0, 84.0), (1, 86.0)):  # on a GPU: trained and evaluated in fp16, as the release
+        write_run(root, resolve_config("bccl", "cifar10", 100, seed), best=best, last=best - 1.0, extra_metrics={
+            "precision": {"run": "fp16", "release": "fp16", "eval": "fp16", "release_eval": "fp16"}})
     write_run(root, resolve_config("bcl", "cifar10", 100, 0), best=90.0)
     write_run(root, resolve_config("bcl", "cifar10", 100, 1), status="failed: RuntimeError: boom")
     write_run(root, resolve_config("ce", "cifar10", 100, 0), best=60.0)
@@ -124,7 +125,8 @@ def results(tmp_path_factory) -> Path:
     write_run(root, resolve_config("paco", "cifar100", 100, 0, overrides={"epochs": 200}), best=50.0)
     write_run(root, resolve_config("ce", "cifar100", 100, 0, overrides={"lr": 0.2}), best=40.0,
               record_deviations=False)
-    # BCCL trained on a CPU: fp32 where its release trains fp16 (what the trainer records)
+    # BCCL trained on a CPU: fp32 where its release trains fp16, and so evaluated in fp32 where its
+    # release evaluates in fp16 (what the trainer of before eval_precision recorded: the report adds it)
     write_run(root, resolve_config("bccl", "cifar100", 100, 0), best=52.5, extra_metrics={
         "precision": {"run": "fp32", "release": "fp16"}, "deviations": {"precision": {"paper": "fp16", "run": "fp32"}}})
     tiny = resolve_config("ce", "cifar10", 100, 0,
@@ -204,7 +206,7 @@ def test_failed_and_running_runs_are_listed_not_aggregated(report, summary):
 def test_precision_is_reported_per_method_and_a_precision_deviation_is_recipe_differs(report, summary):
     bccl = row(summary, "cifar100", "bccl")
     assert bccl["precision"] == "fp32" and bccl["verdict"] == "recipe differs"
-    assert bccl["differences"] == "precision fp32≠fp16"
+    assert bccl["differences"] == "eval_precision fp32≠fp16; precision fp32≠fp16"
     assert pd.isna(row(summary, "cifar10", "bcl")["precision"])  # an older run that recorded none
     cell = report[1].split("## cifar100, IF 100")[1].split("##")[0]
     assert "| precision |" in next(line for line in cell.splitlines() if line.startswith("| method "))

@@ -23,6 +23,7 @@ import yaml
 
 from benchmarks.store.yamlio import yaml_problem
 from benchmarks.reporting.cost import cost_fields
+from benchmarks.reporting.recipe import recorded_deviations
 from benchmarks.store.results import (
     DONE, FAILED, RUNNING, UNREADABLE_STATUS, RunLock, config_problem, done_problem, find_runs, format_imb_factor,
     read_config, read_metrics, read_status, split_method_folder,
@@ -132,7 +133,7 @@ def load_run(folder: Path) -> dict[str, Any]:
         backbone=config.get("backbone"),
         views=tuple(config.get("views") or ()),  # matched against a paper entry's views
         config=config,
-        recorded_deviations=(metrics or {}).get("deviations"),
+        recorded_deviations=recorded_deviations(metrics, config),
         precision=((metrics or {}).get("precision") or {}).get("run", ""),
         selected_on=((metrics or {}).get("selection") or {}).get("split", "test"),  # the split that chose "best"
         best_on_test_top1=((metrics or {}).get("best_on_test") or {}).get("top1", np.nan),  # what the step ran in ("": older runs)

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks import LTBenchError
-from benchmarks.config import EXECUTION_KEYS, IDENTITY_KEYS, paper_recipe, recipe_deviations, recipe_status
+from benchmarks.config import EXECUTION_KEYS, IDENTITY_KEYS, method_yaml, paper_recipe, recipe_deviations, recipe_status
 
 Deviations = dict[str, dict[str, Any]]
 NOT_IN_RECIPE = "(not in recipe)"
@@ -32,6 +32,25 @@ def recipe_label(method: Any, dataset: Any) -> str:
         return RECONSTRUCTED if recipe_status(str(method), str(dataset)) == "reconstructed" else ""
     except LTBenchError:
         return ""  # no recipe file (a method since removed): the recipe diff says so
+
+
+def recorded_deviations(metrics: dict[str, Any] | None, config: dict[str, Any]) -> Deviations | None:
+    """metrics.json's `deviations`, completed for runs written before evaluation followed the
+    release's precision (their `precision` record has `release` but no `eval`): those evaluated in fp32, which
+    is the deviation `eval_precision` where the method's release evaluated otherwise (BCCL's fp16,
+    `release_eval_precision:`), so that they group with the runs that record it."""
+    recorded = (metrics or {}).get("deviations")
+    precision = (metrics or {}).get("precision") or {}
+    if not isinstance(recorded, dict) or "release" not in precision or "eval" in precision \
+            or "eval_precision" in recorded or not config.get("method"):
+        return recorded  # no precision record at all: older still, what it evaluated in is unknown
+    try:
+        release_eval = method_yaml(str(config["method"])).get("release_eval_precision", "fp32")
+    except LTBenchError:
+        return recorded  # a method since removed
+    if release_eval == "fp32":
+        return recorded
+    return {**recorded, "eval_precision": {"paper": release_eval, "run": "fp32"}}
 
 
 def run_deviations(config: dict[str, Any], recorded: Deviations | None) -> tuple[Deviations, str]:
