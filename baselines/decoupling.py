@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from benchmarks import LTBenchError
 from benchmarks.checks import check_ranges
-from benchmarks.train.methods import METHODS, Method, load_stage1_module
+from benchmarks.train.methods import METHODS, Method, check_stage1_checkpoint, load_stage1_module
 from benchmarks.train.models import LinearClassifier, build_backbone, build_classifier
 from benchmarks.train.precision import float32
 
@@ -49,10 +49,23 @@ def tau_normalize(weight: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 class _OnCEBackbone(Method):
-    """A classifier stage on the frozen backbone of the cell's finished `ce` run."""
+    """A classifier stage on the frozen backbone of the cell's finished `ce` run.
+
+    Which of its weights (`stage1_checkpoint`, read by `benchmarks.train.training.load_stage1`):
+    `best`, the stage-1 run's selected epoch (best.pt), as the release: its stage 1 saves the best
+    epoch's weights (`state_dict_best`, chosen on its 'val' phase: ImageNet-LT's val split, the
+    evaluation set elsewhere; classifier-balancing `run_networks.py:356-362, 705-716`) and stage 2
+    loads those (`load_model`, `run_networks.py:665-689`; `utils.py:49-63` for the classifier of
+    LWS and tau-norm); BalancedMetaSoftmax's CIFAR decoupling does the same (`run_networks.py:744-750`).
+    `final` (a named deviation) starts from the last epoch's checkpoint.pt.
+    """
 
     stage1 = "ce"
     views = ("crop_flip",)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        check_stage1_checkpoint(config)
 
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)
@@ -81,7 +94,7 @@ class _OnCEBackbone(Method):
 @METHODS.register("crt")
 class ClassifierRetraining(_OnCEBackbone):
     """cRT: a re-initialised linear classifier on the frozen stage-1 backbone."""
-    option_keys = ("freeze_backbone_bn",)
+    option_keys = ("freeze_backbone_bn", "stage1_checkpoint")
 
     name = "crt"
 
@@ -96,7 +109,7 @@ class ClassifierRetraining(_OnCEBackbone):
 @METHODS.register("lws")
 class LearnableWeightScaling(_OnCEBackbone):
     """LWS: the stage-1 classifier, frozen, times one learnable scale per class."""
-    option_keys = ("freeze_backbone_bn",)
+    option_keys = ("freeze_backbone_bn", "stage1_checkpoint")
 
     name = "lws"
 
@@ -118,13 +131,14 @@ class LearnableWeightScaling(_OnCEBackbone):
 class TauNormalizedClassifier(_OnCEBackbone):
     """tau-normalised stage-1 classifier, no bias; tau fixed (`tau`) or, as a named deviation,
     chosen on the test set over the release's sweep (`tau_selection: test`)."""
-    option_keys = ("tau", "tau_selection")
+    option_keys = ("tau", "tau_selection", "stage1_checkpoint")
 
     name = "tau_norm"
     trains = False
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
         if config["tau_selection"] not in TAU_SELECTIONS:
             raise LTBenchError(f"tau_selection must be one of {', '.join(TAU_SELECTIONS)}; got {config['tau_selection']!r}")
         check_ranges(config, {"tau": ">= 0"}, f"(run tau_norm on {config['dataset']})")

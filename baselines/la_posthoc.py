@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.checks import check_ranges
-from benchmarks.train.methods import METHODS, Method, load_stage1_module
+from benchmarks.train.methods import METHODS, Method, check_stage1_checkpoint, load_stage1_module
 from benchmarks.train.models import build_backbone, build_classifier
 
 
@@ -25,7 +25,10 @@ def posthoc_adjustment(class_counts: torch.Tensor, tau: float) -> torch.Tensor:
 
 @METHODS.register("la_posthoc")
 class PostHocLogitAdjustment(Method):
-    option_keys = ("tau",)
+    # stage1_checkpoint `final`: the logit-adjustment release adjusts the model it trained, at the
+    # end of training (its README's figures are final-epoch); `best` (a named deviation) takes the
+    # ce run's selected epoch
+    option_keys = ("tau", "stage1_checkpoint")
     name = "la_posthoc"
     views = ("crop_flip",)
     stage1 = "ce"
@@ -34,6 +37,7 @@ class PostHocLogitAdjustment(Method):
     @classmethod
     def check_config(cls, config) -> None:
         check_ranges(config, {"tau": ">= 0"}, f"(run la_posthoc on {config['dataset']})")
+        check_stage1_checkpoint(config)
 
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)

@@ -156,23 +156,35 @@ def test_a_stage2_run_refuses_a_stage1_checkpoint_that_is_not_its_folders(tmp_pa
     torch.save({**state, "config": {**state["config"], "lr": 0.5}}, copy / "checkpoint.pt")
     with pytest.raises(LTBenchError, match=r"checkpoint\.pt was written by another configuration than its "
                                            r"folder's config\.yaml"):
-        stage2("crt", data, tmp_path / "crt", copy)
+        stage2("crt", data, tmp_path / "crt", copy, stage1_checkpoint="final")
     method = {k: v + 1 if v.is_floating_point() else v for k, v in state["method"].items()}
     torch.save({**state, "method": method}, copy / "checkpoint.pt")  # same config, other weights
     with pytest.raises(LTBenchError, match=r"checkpoint\.pt is not the one its run finished with \(sha256"):
-        stage2("crt", data, tmp_path / "crt", copy)
+        stage2("crt", data, tmp_path / "crt", copy, stage1_checkpoint="final")
     assert not (tmp_path / "crt").exists()
 
 
-def test_stage2_loads_the_stage1_best_pt_when_stage1_selects_on_val_and_checkpoint_pt_otherwise(tmp_path, data, stage1):
-    """Decoupling's ImageNet-LT release starts stage 2 from the stage-1 epoch best on the validation
-    split: a stage-1 run with select_on val hands over best.pt (and metrics.json says so); one that
-    selects on test (CIFAR: the final model, as classifier-balancing) hands over checkpoint.pt."""
+def test_stage2_starts_from_the_stage1_runs_selected_epoch_as_the_release_or_its_final_one(tmp_path, data, stage1):
+    """Decoupling's releases hand stage 2 the stage-1 epoch they selected (state_dict_best), on
+    whatever split selects: `stage1_checkpoint: best` loads best.pt, from a stage-1 run selecting
+    on test (CIFAR) as from one selecting on val (ImageNet-LT), and metrics.json says which file.
+    `final` (checkpoint.pt) is a recorded deviation; la_posthoc's release adjusts its final model."""
     import dataclasses
 
+    from benchmarks.config import recipe_deviations
+
+    assert [resolve_config(m)["stage1_checkpoint"] for m in ("crt", "lws", "tau_norm", "la_posthoc")] == \
+        ["best", "best", "best", "final"]
     test_folder, _ = stage1
     crt = stage2("crt", data, tmp_path / "from_test", test_folder).run()
-    assert crt["stage1"]["checkpoint"] == "checkpoint.pt"
+    assert crt["stage1"]["checkpoint"] == "best.pt" and "stage1_checkpoint" not in crt["deviations"]
+    final = stage2("crt", data, tmp_path / "from_final", test_folder, stage1_checkpoint="final").run()
+    assert final["stage1"]["checkpoint"] == "checkpoint.pt"
+    assert final["deviations"]["stage1_checkpoint"] == {"paper": "best", "run": "final"}
+    assert recipe_deviations(resolve_config("crt", overrides={"stage1_checkpoint": "final"})) == \
+        {"stage1_checkpoint": {"paper": "best", "run": "final"}}
+    with pytest.raises(LTBenchError, match="stage1_checkpoint must be one of best, final; got 'last'"):
+        resolve_config("lws", overrides={"stage1_checkpoint": "last"})
 
     with_val = dataclasses.replace(data, val_images=data.test_images, val_labels=data.test_labels)
     folder = tmp_path / "stage1val" / "ce" / "seed0"

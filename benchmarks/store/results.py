@@ -64,6 +64,9 @@ ADDED_KEYS: dict[str, Any] = {
 ADDED_OPTIONS: dict[str, dict[str, Any]] = {
     "bcl": {"bn_groups": 1},  # before bn_groups, BCL normalised the whole 3B batch at once
     "ce": {"bn_groups": 1},   # before bn_groups, CE normalised the whole batch at once
+    # before stage1_checkpoint, stage 2 started from the final stage-1 epoch where the stage-1 run
+    # selected on test (every run written then: the select_on val recipes had never run)
+    **{m: {"stage1_checkpoint": "final"} for m in ("crt", "lws", "tau_norm", "la_posthoc")},
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
+from benchmarks import LTBenchError
 from benchmarks.registry import Registry
 
 # Every module of the method packages is imported on first lookup: a module that defines a
@@ -195,6 +196,18 @@ class Method(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser updates: every parameter that requires a gradient."""
         return [p for p in self.parameters() if p.requires_grad]
+
+
+# Which weights of its finished stage-1 run a two-stage method starts from (its option
+# `stage1_checkpoint`, read by `benchmarks.train.training.load_stage1`): `best` = the selected epoch
+# (best.pt, on whatever split the stage-1 run selects), `final` = the last epoch (checkpoint.pt).
+STAGE1_CHECKPOINTS = ("best", "final")
+
+
+def check_stage1_checkpoint(config: dict[str, Any]) -> None:
+    if config["stage1_checkpoint"] not in STAGE1_CHECKPOINTS:
+        raise LTBenchError(f"stage1_checkpoint must be one of {', '.join(STAGE1_CHECKPOINTS)}; "
+                           f"got {config['stage1_checkpoint']!r} (run {config['method']} on {config['dataset']})")
 
 
 def load_stage1_module(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, freeze: bool) -> None:

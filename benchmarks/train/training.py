@@ -651,8 +651,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
-    """Hand a two-stage method its stage-1 run's weights: best.pt (the epoch selected on the
-    validation split) when the stage-1 config selects on val, else the final checkpoint.pt; returns what metrics.json records
+    """Hand a two-stage method its stage-1 run's weights: best.pt (the selected epoch) or the final
+    checkpoint.pt, as its `stage1_checkpoint` says; returns what metrics.json records
     of it (`stage1`: method, folder, checkpoint, its sha256, epochs), or None for other methods.
 
     The stage-1 run must be finished (`benchmarks.run.grid` orders and checks that before a stage-2
@@ -672,10 +672,9 @@ def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
     from benchmarks.store.results import read_config, read_metrics
 
     folder_config = read_config(folder)
-    # Decoupling's release hands stage 2 the stage-1 epoch it selected on the validation split
-    # (ImageNet-LT: select_on val); where the selection is on test (CIFAR, iNaturalist), stage 2
-    # starts from the final model, as classifier-balancing does.
-    path = folder / (BEST_CHECKPOINT if folder_config.get("select_on") == "val" else "checkpoint.pt")
+    # The method's `stage1_checkpoint`: the selected epoch (Decoupling's releases hand stage 2 the
+    # stage-1 epoch they selected, baselines/decoupling.py) or the final one
+    path = folder / (BEST_CHECKPOINT if method.config["stage1_checkpoint"] == "best" else "checkpoint.pt")
     digest = file_sha256(path) if path.exists() else None
     if path.name == BEST_CHECKPOINT:  # weights only (no optimiser, RNG): read_checkpoint's keys do not apply
         try:
