@@ -207,5 +207,6 @@ def test_stage2_starts_from_the_stage1_runs_selected_epoch_as_the_release_or_its
         assert torch.equal(loaded[name], value), name  # frozen stage-1 backbone = best.pt's
 
     (folder / "best.pt").unlink()  # a stage-1 run from before best.pt was kept
-    with pytest.raises(LTBenchError, match="best.pt is missing or unreadable"):
+    with pytest.raises(LTBenchError, match="best.pt is missing or unreadable; delete that run folder to train it "
+                                           "again .*--set stage1_checkpoint=final"):
         stage2("crt", data, tmp_path / "again", folder).run()

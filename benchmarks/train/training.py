@@ -688,8 +688,10 @@ def load_stage1(method: Method, folder: Path | None) -> dict[str, Any] | None:
     else:
         state = read_checkpoint(path, map_location=None)  # just look: another run's file
     if state is None:
+        hint = (" (a run from before best.pt was kept has none), or start from its final epoch with "
+                "--set stage1_checkpoint=final (a named deviation)") if path.name == BEST_CHECKPOINT else ""
         raise LTBenchError(f"{method.name}: the stage-1 checkpoint {path} is missing or unreadable; "
-                           "delete that run folder to train it again")
+                           f"delete that run folder to train it again{hint}")
 
     if state["config"] != folder_config:
         raise LTBenchError(f"{method.name}: {path} was written by another configuration than its folder's "
