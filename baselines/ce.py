@@ -43,8 +43,11 @@ class CrossEntropy(Method):
         super().__init__(config, num_classes, class_counts)
         self.backbone = build_backbone(config["backbone"])
         self.classifier = build_classifier(config, self.backbone.out_dim, num_classes)
-        # only `ce` declares the option (module docstring); its subclasses normalise the whole batch
-        self.local_bn_groups = local_groups(int(config.get("bn_groups", 1)), self.name)
+        # only `ce` declares the option (module docstring); its subclasses normalise the whole batch.
+        # 1 = no emulation: under torchrun each rank then normalises its share (or the whole batch
+        # with sync_bn), as before the option, and the run records the deviation `processes`
+        groups = int(config.get("bn_groups", 1))
+        self.local_bn_groups = local_groups(groups, self.name) if groups > 1 else 1
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The backbone's features of a training batch, BatchNorm per `bn_groups` chunk."""
