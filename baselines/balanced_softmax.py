@@ -39,11 +39,12 @@ class BalancedSoftmax(CrossEntropy):
     name = "balanced_softmax"
     views = ("autoaug_cutout",)
     # its schedule (warmup_cosine_stepped_first, benchmarks/train/schedules.py) reads the warmup's start lr
-    option_keys = ("warmup_start_lr",)
+    option_keys = (*CrossEntropy.option_keys, "warmup_start_lr")
     takes_class_weights = False
 
     @classmethod
     def check_config(cls, config) -> None:
+        super().check_config(config)
         check_ranges(config, {"warmup_start_lr": ">= 0"}, f"(run balanced_softmax on {config['dataset']})")
 
     def loss(self, logits, labels, weight):

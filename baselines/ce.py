@@ -7,13 +7,13 @@ Recipes (LDAM-DRW on CIFAR, Decoupling on the large datasets) and their sources:
 `loss`. The loss takes the epoch's per-class weights from `Method.class_weights(epoch)`, which the
 recipe's re-weighting schedule switches (`reweight`, none for plain CE: weight=None).
 
-`bn_groups` (an option of `ce` alone): on ImageNet-LT and iNaturalist ltbench's `ce` is the
+`bn_groups` (an option of the whole family, `option_keys` extended by each subclass, so that a
+recipe written as `base: ce` stays valid): on ImageNet-LT and iNaturalist ltbench's `ce` is the
 classifier-balancing release's stage 1, which wraps the network in nn.DataParallel over every
 visible GPU (`run_networks.py:113`), so BatchNorm normalises one GPU's chunk of the batch
 (`benchmarks.train.bn_groups`). The release does not state its GPU count, so no value is "the
-release's": the recipe keeps 1 (the whole batch, as one GPU would) and `--set bn_groups=G`
-reproduces a G-GPU run. The LDAM-DRW family's CIFAR recipes train on one GPU (`--gpu 0`); the
-subclasses do not take the option and normalise the whole batch.
+release's": the recipes keep 1 (the whole batch, as one GPU would; the LDAM-DRW family's CIFAR
+runs use one GPU, `--gpu 0`) and `--set bn_groups=G` reproduces a G-GPU run.
 """
 
 from __future__ import annotations
@@ -36,17 +36,15 @@ class CrossEntropy(Method):
 
     @classmethod
     def check_config(cls, config):
-        if "bn_groups" in cls.option_keys:
-            check_ranges(config, {"bn_groups": ">= 1"})
+        check_ranges(config, {"bn_groups": ">= 1"})
 
     def __init__(self, config, num_classes, class_counts):
         super().__init__(config, num_classes, class_counts)
         self.backbone = build_backbone(config["backbone"])
         self.classifier = build_classifier(config, self.backbone.out_dim, num_classes)
-        # only `ce` declares the option (module docstring); its subclasses normalise the whole batch.
         # 1 = no emulation: under torchrun each rank then normalises its share (or the whole batch
         # with sync_bn), as before the option, and the run records the deviation `processes`
-        groups = int(config.get("bn_groups", 1))
+        groups = int(config["bn_groups"])
         self.local_bn_groups = local_groups(groups, self.name) if groups > 1 else 1
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -13,4 +13,3 @@ from benchmarks.train.methods import METHODS
 @METHODS.register("ce_drw")
 class CrossEntropyDRW(CrossEntropy):
     name = "ce_drw"
-    option_keys = ()  # the LDAM-DRW release's one-GPU CIFAR recipe: no `bn_groups` (baselines/ce.py)

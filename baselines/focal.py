@@ -32,12 +32,13 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
 @METHODS.register("focal")
 class Focal(CrossEntropy):
     """ResNet-32 + linear classifier trained with the focal loss (`focal_gamma`)."""
-    option_keys = ("focal_gamma",)
+    option_keys = (*CrossEntropy.option_keys, "focal_gamma")
 
     name = "focal"
 
     @classmethod
     def check_config(cls, config):
+        super().check_config(config)
         check_ranges(config, {"focal_gamma": ">= 0"})
 
     def loss(self, logits, labels, weight):

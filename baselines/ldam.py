@@ -59,12 +59,13 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tenso
 @METHODS.register("ldam_drw")
 class LDAMDRW(CrossEntropy):
     """ResNet-32 + NormedLinear trained with the LDAM loss (`ldam_max_m`, `ldam_s`) + DRW."""
-    option_keys = ("ldam_max_m", "ldam_s")
+    option_keys = (*CrossEntropy.option_keys, "ldam_max_m", "ldam_s")
 
     name = "ldam_drw"
 
     @classmethod
     def check_config(cls, config):
+        super().check_config(config)
         check_ranges(config, {"ldam_max_m": ">= 0", "ldam_s": "> 0"})
 
     def loss(self, logits, labels, weight):

@@ -18,13 +18,14 @@ from benchmarks.train.methods import METHODS
 @METHODS.register("logit_adjust")
 class LogitAdjust(CrossEntropy):
     """A backbone + linear classifier trained with the logit-adjusted loss (`la_tau`)."""
-    option_keys = ("la_tau",)
+    option_keys = (*CrossEntropy.option_keys, "la_tau")
 
     name = "logit_adjust"
     takes_class_weights = False
 
     @classmethod
     def check_config(cls, config):
+        super().check_config(config)
         check_ranges(config, {"la_tau": ">= 0"})
 
     def loss(self, logits, labels, weight):

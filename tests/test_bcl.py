@@ -322,4 +322,5 @@ def test_configs_written_before_bn_groups_and_select_on_still_match_todays():
         written = {k: v for k, v in today.items() if k not in ("bn_groups", "select_on")}
         assert with_added_keys(written) == today
     assert with_added_keys({"method": "ce"})["bn_groups"] == 1
-    assert "bn_groups" not in with_added_keys({"method": "focal"})
+    assert with_added_keys({"method": "focal"})["bn_groups"] == 1
+    assert "bn_groups" not in with_added_keys({"method": "paco"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -63,15 +64,13 @@ def test_bn_groups_normalise_each_dataparallel_chunk_and_keep_the_first_chunks_r
     assert not torch.allclose(whole, loss, atol=1e-3)  # one BatchNorm batch computes something else
 
 
-def test_only_ce_takes_bn_groups():
-    """The LDAM-DRW family's one-GPU recipes (CE's subclasses) have no `bn_groups` key."""
+def test_the_whole_ce_family_takes_bn_groups_at_one():
+    """Every method built on CE reads `bn_groups` (so a recipe written as `base: ce` stays
+    valid), at 1 in its recipe (the releases' one GPU on CIFAR); 0 is refused."""
     from benchmarks import LTBenchError
 
-    for method in ("ce_drw", "focal", "ldam_drw", "balanced_softmax"):
-        assert "bn_groups" not in resolve_config(method)
-    try:
-        resolve_config("ce", overrides={"bn_groups": 0})
-    except LTBenchError as exc:
-        assert "bn_groups" in str(exc)
-    else:
-        raise AssertionError("bn_groups 0 was accepted")
+    for method in ("ce", "ce_drw", "focal", "cb_focal", "ldam_drw", "balanced_softmax", "logit_adjust"):
+        assert resolve_config(method)["bn_groups"] == 1, method
+    for method in ("ce", "focal"):
+        with pytest.raises(LTBenchError, match="bn_groups must be >= 1"):
+            resolve_config(method, overrides={"bn_groups": 0})

@@ -187,7 +187,7 @@ def _set(section, key, value):
     ("ce", "recipe_status", "cifar100", "guessed",
      r"recipe_status.cifar100 must be one of release, reconstructed, none, got 'guessed'"),
     ("ce", "recipe_status", "cifar-100", "reconstructed", r"recipe_status: unknown dataset 'cifar-100'"),
-    ("ce_drw", "options", "mixup_alpha", 0.2, r"options: mixup_alpha is read by no code of method ce_drw \(it reads: none;"),
+    ("ce_drw", "options", "mixup_alpha", 0.2, r"options: mixup_alpha is read by no code of method ce_drw \(it reads: bn_groups;"),
     ("bccl", "options", "etta", 0.1, r"options: etta is read by no code of method bccl \(it reads: alpha, beta,"),
 ])
 def test_mistakes_in_a_method_yaml_are_refused_naming_the_file(config_copy, method, section, key, value, message):
@@ -201,7 +201,7 @@ def test_mistakes_in_a_method_yaml_are_refused_naming_the_file(config_copy, meth
 
 def test_an_option_a_method_reads_cannot_be_missing_from_its_yaml(config_copy):
     path = config_copy("focal", lambda data: data.update(options={}))
-    with pytest.raises(LTBenchError, match=r"options: lacks focal_gamma, which method focal reads") as error:
+    with pytest.raises(LTBenchError, match=r"options: lacks bn_groups, focal_gamma, which method focal reads") as error:
         resolve_config("focal", "digits", 10)
     assert str(path) in str(error.value)
 

@@ -61,7 +61,7 @@ def test_a_base_of_a_base_is_followed(configs):
     config = resolve_config("cb_focal", "cifar10")
     assert config["lr"] == 0.3 and config["focal_gamma"] == 1.0
     assert config["lr_steps"] == resolve_config("ce", "cifar10")["lr_steps"]  # from the base's base
-    assert method_yaml("cb_focal")["options"] == {"focal_gamma": 1.0}
+    assert method_yaml("cb_focal")["options"] == {"bn_groups": 1, "focal_gamma": 1.0}  # ce's and focal's
 
 
 @pytest.mark.parametrize("files, message", [

@@ -63,7 +63,8 @@ ADDED_KEYS: dict[str, Any] = {
 # The same for keys of one method's `options:` (added only to that method's configs).
 ADDED_OPTIONS: dict[str, dict[str, Any]] = {
     "bcl": {"bn_groups": 1},  # before bn_groups, BCL normalised the whole 3B batch at once
-    "ce": {"bn_groups": 1},   # before bn_groups, CE normalised the whole batch at once
+    # before bn_groups, the CE family normalised the whole batch at once
+    **{m: {"bn_groups": 1} for m in ("ce", "ce_drw", "focal", "cb_focal", "ldam_drw", "balanced_softmax", "logit_adjust")},
     # before stage1_checkpoint, stage 2 started from the final stage-1 epoch where the stage-1 run
     # selected on test (every run written then: the select_on val recipes had never run)
     **{m: {"stage1_checkpoint": "final"} for m in ("crt", "lws", "tau_norm", "la_posthoc")},
