@@ -49,6 +49,8 @@ class CrossEntropy(Method):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The backbone's features of a training batch, BatchNorm per `bn_groups` chunk."""
+        if self.local_bn_groups == 1:  # the recipes' case: one forward, no concatenation copy
+            return self.backbone(images)
         return torch.cat(forward_in_groups(self.backbone, images, self.local_bn_groups, self.backbone))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:

@@ -155,28 +155,28 @@ RECIPE_STATUSES = ("release", "reconstructed", "none")
 NO_RECIPE = "none"
 
 
-def release_precision(method: str) -> str:
-    """The precision the method's release trained in (`release_precision:` of its YAML, default
-    fp32; see `benchmarks.train.precision`)."""
+def _precision_section(method: str, section: str) -> str:
+    """A precision section of the method's YAML (`release_precision`, `release_eval_precision`),
+    fp32 when absent, checked against `benchmarks.train.precision.PRECISIONS`."""
     from benchmarks.train.precision import PRECISIONS
 
     path = method_file(method)
-    value = method_yaml(method).get("release_precision", "fp32") if path.exists() else "fp32"
+    value = method_yaml(method).get(section, "fp32") if path.exists() else "fp32"
     if value not in PRECISIONS:
-        raise LTBenchError(f"{path}: release_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+        raise LTBenchError(f"{path}: {section} must be one of {', '.join(PRECISIONS)}, got {value!r}")
     return value
+
+
+def release_precision(method: str) -> str:
+    """The precision the method's release trained in (`release_precision:` of its YAML, default
+    fp32; see `benchmarks.train.precision`)."""
+    return _precision_section(method, "release_precision")
 
 
 def release_eval_precision(method: str) -> str:
     """The precision the method's release evaluated in (`release_eval_precision:` of its YAML,
     default fp32; `Execution.eval_precision`, `benchmarks.train.precision`)."""
-    from benchmarks.train.precision import PRECISIONS
-
-    path = method_file(method)
-    value = method_yaml(method).get("release_eval_precision", "fp32") if path.exists() else "fp32"
-    if value not in PRECISIONS:
-        raise LTBenchError(f"{path}: release_eval_precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
-    return value
+    return _precision_section(method, "release_eval_precision")
 
 
 def recipe_status(method: str, dataset: str) -> str:
@@ -247,7 +247,6 @@ class Execution:
     precision: str  # fp32 | fp16 | bf16: what the training step runs in (benchmarks/train/precision.py)
     release_precision: str  # what the method's release trained in
     release_eval_precision: str  # what the method's release evaluated in (see `eval_precision`)
-    fp32_islands: bool  # heads, classifiers, losses and k-means leave autocast
     channels_last: bool
     cudnn_benchmark: bool  # cuDNN picks the fastest kernels for the fixed shapes (CUDA; the releases do too)
     compile: bool
@@ -276,22 +275,17 @@ class Execution:
             precision=run_precision,
             release_precision=release,
             release_eval_precision=release_eval_precision(config["method"]),
-            fp32_islands=precision.islands_for(run_precision),
             channels_last=memory_format == "channels_last",
             cudnn_benchmark=cuda,
             compile=bool(config["compile"]) and cuda,
         )
 
-    def autocast(self):
-        """The training step's precision context: autocast and whether float32 islands apply."""
-        import contextlib
-
+    @property
+    def fp32_islands(self) -> bool:
+        """Heads, classifiers, losses and k-means leave the training step's autocast (bf16 only)."""
         from benchmarks.train import precision
 
-        stack = contextlib.ExitStack()
-        stack.enter_context(precision.autocast(self.precision, self.device.type))
-        stack.enter_context(precision.islands(self.fp32_islands))
-        return stack
+        return precision.islands_for(self.precision)
 
     @property
     def eval_precision(self) -> str:
@@ -299,15 +293,22 @@ class Execution:
         release's precision (BCCL on CUDA: fp16 autocast, as its test loop), else float32."""
         return self.release_eval_precision if self.precision == self.release_precision else "fp32"
 
+    def autocast(self):
+        """The training step's precision context: autocast and whether float32 islands apply."""
+        return self._precision_context(self.precision)
+
     def eval_autocast(self):
         """The evaluation's precision context (`eval_precision`; none for float32)."""
+        return self._precision_context(self.eval_precision)
+
+    def _precision_context(self, run_precision: str):
         import contextlib
 
         from benchmarks.train import precision
 
         stack = contextlib.ExitStack()
-        stack.enter_context(precision.autocast(self.eval_precision, self.device.type))
-        stack.enter_context(precision.islands(precision.islands_for(self.eval_precision)))
+        stack.enter_context(precision.autocast(run_precision, self.device.type))
+        stack.enter_context(precision.islands(precision.islands_for(run_precision)))
         return stack
 
     def record(self) -> dict[str, Any]:

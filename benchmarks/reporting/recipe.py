@@ -44,7 +44,7 @@ def recorded_deviations(metrics: dict[str, Any] | None, config: dict[str, Any]) 
     if not isinstance(recorded, dict) or "release" not in precision or "eval" in precision \
             or "eval_precision" in recorded or not config.get("method"):
         return recorded  # no precision record at all: older still, what it evaluated in is unknown
-    try:
+    try:  # the YAML itself: config.release_eval_precision validates with torch's module, the report has none
         release_eval = method_yaml(str(config["method"])).get("release_eval_precision", "fp32")
     except LTBenchError:
         return recorded  # a method since removed
