@@ -185,6 +185,11 @@ def test_stage2_starts_from_the_stage1_runs_selected_epoch_as_the_release_or_its
         {"stage1_checkpoint": {"paper": "best", "run": "final"}}
     with pytest.raises(LTBenchError, match="stage1_checkpoint must be one of best, final; got 'last'"):
         resolve_config("lws", overrides={"stage1_checkpoint": "last"})
+    # a run folder written before the option started from the final epoch, and reads so
+    from benchmarks.config import with_added_keys
+
+    written = {k: v for k, v in resolve_config("crt").items() if k != "stage1_checkpoint"}
+    assert with_added_keys(written)["stage1_checkpoint"] == "final"
 
     with_val = dataclasses.replace(data, val_images=data.test_images, val_labels=data.test_labels)
     folder = tmp_path / "stage1val" / "ce" / "seed0"
